@@ -1,0 +1,168 @@
+"""The `synthgap` command: a thin layer over the Python API."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from synthgap import SynthgapError, __version__
+
+log = logging.getLogger("synthgap")
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        return f"warning: {msg}" if record.levelno >= logging.WARNING else msg
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Format("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    log.propagate = False
+
+
+root_option = click.option(
+    "--root", type=click.Path(file_okay=False), default=None,
+    help="Data root holding CIFAR-10 (default: $SYNTHGAP_DATA, else ~/.cache/synthgap/data).",
+)
+config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                             help="YAML config file; see configs/ for examples.")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="Override one config field, e.g. --set train.epochs=5 (repeatable).")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="synthgap")
+@click.option("-v", "--verbose", is_flag=True, help="More log output.")
+def cli(verbose: bool) -> None:
+    """synthgap: measure the gap between synthetic and real image data.
+
+    \b
+    Typical use:
+      synthgap data cifar10 --root DATA           # fetch or locate CIFAR-10
+      synthgap transfer --real cifar10 --synthetic SYNTH_DIR --out runs/study --quick
+      synthgap report runs/study                  # rebuild the report of a finished study
+    """
+    _setup_logging(verbose)
+
+
+@cli.group()
+def data() -> None:
+    """Prepare datasets."""
+
+
+@data.command("cifar10")
+@root_option
+@click.option("--no-download", is_flag=True, help="Only look under the data root; never download.")
+def data_cifar10(root: str | None, no_download: bool) -> None:
+    """Locate CIFAR-10 under the data root, or download and MD5-check the official tarball.
+
+    Accepted offline under the root: cifar-10-python.tar.gz, the extracted cifar-10-batches-py/,
+    or an image-folder copy (cifar10-jpeg/train/<class>/*, .../test/<class>/*).
+    """
+    from synthgap.data import prepare_cifar10
+
+    kind, where = prepare_cifar10(root, download=not no_download)
+    click.echo(f"CIFAR-10 ready ({kind}) at {where}")
+
+
+@cli.command()
+@click.option("--data", "spec", required=True, help="Training data: 'cifar10', an image folder or a .jsonl manifest.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--classes", default=None, help="Comma-separated class names (default: bird,cat,deer,dog,frog,horse).")
+@click.option("--size", default=32, show_default=True, help="Image size the data is resized to.")
+@click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@root_option
+@config_option
+@set_option
+def train(spec, out, classes, size, resume, root, config_file, overrides) -> None:
+    """Train one classifier on a dataset's train split and evaluate it on its test split.
+
+    The config file holds training fields (model, epochs, lr, augment, ...) at the top level.
+    """
+    from synthgap.config import TrainConfig, dump_yaml, load_config
+    from synthgap.data import load_spec, parse_classes
+    from synthgap.io import environment, save_torch, write_json, write_text
+    from synthgap.report import plot_confusion
+    from synthgap.train import evaluate, fit
+
+    cfg = load_config(TrainConfig, config_file, overrides)
+    names = parse_classes(classes)
+    train_set = load_spec(spec, "train", names, size, root)
+    test_set = load_spec(spec, "test", names, size, root)
+    out = Path(out)
+    write_text(out / "config.yaml", dump_yaml(cfg))
+    env = environment()
+    env["data"] = {"train": train_set.describe(), "test": test_set.describe()}
+    write_json(out / "environment.json", env)
+    result = fit(train_set, cfg, out_dir=out, resume=resume)
+    metrics = evaluate(result.model, test_set, tta=cfg.tta, device=result.device)
+    metrics.update(history=result.history, train_seconds=round(result.seconds, 1),
+                   images_per_second=round(result.images_per_second, 1))
+    save_torch(out / "model.pt", result.model.state_dict())
+    write_json(out / "metrics.json", metrics)
+    plot_confusion(metrics, out / "confusion.png", f"{spec} test")
+    click.echo(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+               f"({result.seconds:.0f} s of training, {result.images_per_second:.0f} img/s); outputs in {out}")
+
+
+@cli.command()
+@click.option("--real", required=True, help="Real data: 'cifar10', an image folder or a .jsonl manifest.")
+@click.option("--synthetic", required=True, help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-run to resume).")
+@click.option("--quick", is_flag=True, help="Small preset: 2 seeds, 3 fractions, 3,000 training images, a few minutes on 2 cores.")
+@root_option
+@config_option
+@set_option
+def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
+    """Train on real, synthetic and mixed sets; test every model on real and synthetic images.
+
+    Writes config.yaml, environment.json, summary.json/.csv/.md, runs/<set>/seed<k>/ (metrics.json,
+    confusion PNGs), accuracy_vs_fraction.png and report.html to --out. Running the same command again
+    resumes an interrupted study.
+    """
+    from synthgap.config import QUICK, TransferConfig, load_config
+    from synthgap.experiments import run_transfer
+    from synthgap.report import aggregate, markdown_table
+
+    cfg = load_config(TransferConfig, config_file, overrides, presets=[QUICK] if quick else [])
+    records = run_transfer(real, synthetic, out, cfg, root=root)
+    click.echo(markdown_table(aggregate(records)))
+    click.echo(f"report: {Path(out) / 'report.html'}")
+
+
+@cli.command()
+@click.argument("out", type=click.Path(exists=True, file_okay=False))
+def report(out) -> None:
+    """Rebuild summary.md, the plots and report.html of a transfer output folder."""
+    from synthgap.report import write_report
+
+    click.echo(f"report: {write_report(out)}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except SynthgapError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the same command again to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

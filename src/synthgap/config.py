@@ -1,0 +1,183 @@
+"""Typed configs: YAML files and ``key.sub=value`` overrides map onto dataclasses, and unknown
+keys or wrong types are clear errors naming the field."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthgap import ANIMALS, SynthgapError
+
+
+@dataclass
+class AugmentConfig:
+    crop_pad: int = 2  # random crop after reflect-padding by this many pixels (0: off)
+    flip: bool = True
+    rotate: float = 0.0  # max degrees
+    zoom: float = 0.0  # max relative scale change, e.g. 0.1 -> [0.9, 1.1]
+    brightness: float = 0.0  # max relative change
+    contrast: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    model: str = "airnet"
+    widths: list[int] | None = None  # AirNet block widths; None: the model's default
+    epochs: int = 16
+    batch_size: int = 256
+    optimizer: str = "sgd"  # sgd (Nesterov) | adamw
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine
+    warmup: float = 0.2  # fraction of steps spent warming up
+    label_smoothing: float = 0.2
+    val_fraction: float = 0.1  # held out of the training set for model selection
+    patience: int = 0  # epochs without validation gain before stopping (0: never stop early)
+    tta: bool = True  # average predictions over the image and its mirror at evaluation
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"  # auto | cpu | cuda | mps
+    threads: int = 0  # CPU threads; 0: all cores
+    seed: int = 0
+
+
+@dataclass
+class TransferConfig:
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))
+    image_size: int = 32
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    fractions: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    extra_synthetic: list[float] = field(default_factory=lambda: [1.0])  # all real + k x synthetic
+    train_size: int | None = None  # fixed training-set size of the fraction arms; None: the smaller set
+    test_size: int | None = None  # cap per test domain (stratified); None: the whole test split
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+QUICK = {
+    "seeds": [0, 1],
+    "fractions": [0.0, 0.5, 1.0],
+    "extra_synthetic": [1.0],
+    "train_size": 3000,
+    "test_size": 1200,
+    "train": {"epochs": 4},
+}
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise SynthgapError(f"config field '{where}': expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], where)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise SynthgapError(f"config field '{where}': expected a list, got {value!r}")
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        if isinstance(value, bool):
+            return value
+        raise SynthgapError(f"config field '{where}': expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise SynthgapError(f"config field '{where}': expected a number, got {value!r}")
+        try:
+            out = tp(value)
+        except (TypeError, ValueError):
+            raise SynthgapError(f"config field '{where}': expected {tp.__name__}, got {value!r}") from None
+        if tp is int and float(value) != out:
+            raise SynthgapError(f"config field '{where}': expected a whole number, got {value!r}")
+        return out
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise SynthgapError(f"config field '{where}': expected text, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise SynthgapError(
+            f"unknown config field(s) {', '.join(prefix + u for u in unknown)}; known: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``train.epochs=5`` -> {"train": {"epochs": 5}} (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise SynthgapError(f"override '{text}': expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                presets: list[dict] | tuple[dict, ...] = ()) -> Any:
+    """Defaults <- presets <- YAML file <- overrides, validated into `cls`."""
+    data: dict = {}
+    for p in presets:
+        data = merge(data, p)
+    if path:
+        path = Path(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise SynthgapError(f"{path}: config file not found") from None
+        except yaml.YAMLError as e:
+            raise SynthgapError(f"{path}: not valid YAML ({e})") from None
+        if not isinstance(loaded, dict):
+            raise SynthgapError(f"{path}: expected a mapping of config fields at the top level")
+        data = merge(data, loaded)
+    for o in overrides:
+        data = merge(data, parse_override(o))
+    return from_dict(cls, data)
+
+
+def to_dict(cfg: Any) -> dict:
+    return asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

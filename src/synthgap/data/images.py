@@ -1,0 +1,152 @@
+"""Decode image files once into uint8 tensors, with one resampler for every source.
+
+Epochs never touch PIL: a folder is decoded a single time, the result cached on disk keyed by
+a hash of its file list (paths, sizes, modification times) and the target size.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from synthgap.io import save_torch
+
+log = logging.getLogger("synthgap")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# The one resampler for real and synthetic images alike: PIL's bicubic filter antialiases on
+# downscaling. Changing it invalidates the cache (it is part of the key).
+RESAMPLE = Image.Resampling.BICUBIC
+CACHE_VERSION = 1
+MAX_PIXELS = 64_000_000  # larger is a decompression bomb or a mistake, not a training image
+MIN_SIDE = 8
+MAX_ASPECT = 8.0
+
+
+def resize_square(im: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize to size x size with the shared resampler."""
+    w, h = im.size
+    if w != h:
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        im = im.crop((left, top, left + s, top + s))
+    if im.size != (size, size):
+        im = im.resize((size, size), RESAMPLE)
+    return im
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB: alpha is composited on white, 16/32-bit is rescaled."""
+    if im.mode == "RGB":
+        return im
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if im.mode.startswith("I") or im.mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        if im.mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        elif arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16-bit range onto 8-bit
+        return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def decode_image(path: str | os.PathLike, size: int) -> tuple[np.ndarray | None, str | None]:
+    """Return (HWC uint8 array, None) or (None, reason) for a file that cannot be used."""
+    try:
+        if os.path.getsize(path) == 0:
+            return None, "empty file (0 bytes)"
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
+                return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = resize_square(to_rgb(im), size)
+            return np.asarray(im, dtype=np.uint8).copy(), None
+    except UnidentifiedImageError:
+        return None, "not an image PIL can read"
+    except Image.DecompressionBombError as e:
+        return None, f"decompression bomb: {e}"
+    except (OSError, ValueError, SyntaxError) as e:
+        return None, f"corrupt or truncated: {e}"
+
+
+@dataclass
+class Decoded:
+    images: torch.Tensor  # N x 3 x H x W, uint8
+    kept: list[int]  # indices into the input file list
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def cache_dir() -> Path:
+    if d := os.environ.get("SYNTHGAP_CACHE"):
+        return Path(d)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "synthgap"
+
+
+def file_list_key(paths: list[str], size: int) -> str:
+    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "size": size, "resample": RESAMPLE.name}).encode())
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progress: bool = True) -> Decoded:
+    """Decode `paths` to a uint8 tensor; bad files are skipped with one warning line each."""
+    key = file_list_key(paths, size)
+    cache_file = cache_dir() / "decoded" / f"{key}.pt"
+    if use_cache and cache_file.exists():
+        try:
+            d = torch.load(cache_file, weights_only=True)
+            out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]])
+            _warn_skipped(out.skipped)
+            return out
+        except Exception:  # a stale or foreign cache file is rebuilt, never trusted
+            log.warning("cache file %s unreadable; decoding again", cache_file)
+
+    from tqdm.auto import tqdm
+
+    arrays: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda p: decode_image(p, size), paths, chunksize=64)
+        for i, (arr, reason) in enumerate(
+            tqdm(results, total=len(paths), desc="decoding", unit="img", disable=not progress or len(paths) < 2000)
+        ):
+            if arr is None:
+                skipped.append((str(paths[i]), reason))
+            else:
+                arrays.append(arr)
+                kept.append(i)
+    images = (
+        torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        if arrays
+        else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    )
+    out = Decoded(images, kept, skipped)
+    _warn_skipped(skipped)
+    if use_cache:
+        save_torch(cache_file, {"images": images, "kept": kept, "skipped": [list(s) for s in skipped]})
+    return out
+
+
+def _warn_skipped(skipped: list[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)

@@ -1,0 +1,189 @@
+"""The transfer experiments: train one architecture on real, synthetic and mixed sets and test
+every model on held-out real and synthetic images.
+
+Each (training set, seed) is a *run*; a run tested on one domain is an *arm* (real→real,
+synthetic→real, ...). Every run has the same architecture, preprocessing and budget (images
+processed), so the arms differ only in their data.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from synthgap import SynthgapError
+from synthgap.config import TransferConfig, config_hash, dump_yaml
+from synthgap.data.sets import HOLDOUT_SEED, ImageSet, concat, load_spec, parse_classes
+from synthgap.io import environment, save_torch, write_json, write_text
+from synthgap.train.evaluate import evaluate
+from synthgap.train.loop import CHECKPOINT, MODEL, fit
+
+log = logging.getLogger("synthgap")
+DOMAINS = ("real", "synthetic")
+
+
+@dataclass
+class TrainingSet:
+    """How one run's training set is drawn: n_real real images plus n_synthetic synthetic ones."""
+
+    name: str
+    train_domain: str
+    n_real: int
+    n_synthetic: int
+
+    @property
+    def synthetic_fraction(self) -> float:
+        return self.n_synthetic / (self.n_real + self.n_synthetic)
+
+
+def stratified_sample(labels: torch.Tensor, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n indices, spread over classes in proportion to their counts."""
+    y = labels.numpy()
+    if n >= len(y):
+        return np.arange(len(y))
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts / counts.sum() * n).astype(int)
+    for k in np.argsort(-(counts / counts.sum() * n - quota))[: n - quota.sum()]:
+        quota[k] += 1
+    picks = [rng.choice(np.flatnonzero(y == c), q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks))
+
+
+def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tuple[int, list[TrainingSet]]:
+    size = cfg.train_size or min(n_real, n_synthetic)
+    if size > min(n_real, n_synthetic) and any(0 < f < 1 for f in cfg.fractions) or (
+        0.0 in cfg.fractions and size > n_real) or (1.0 in cfg.fractions and size > n_synthetic):
+        raise SynthgapError(
+            f"config field 'train_size': {size} is more than the training images available "
+            f"(real: {n_real}, synthetic: {n_synthetic})"
+        )
+    sets = []
+    for f in cfg.fractions:
+        if not 0 <= f <= 1:
+            raise SynthgapError(f"config field 'fractions': {f} is not between 0 and 1")
+        n_s = int(round(size * f))
+        name = "real" if n_s == 0 else "synthetic" if n_s == size else f"mix{round(f * 100):d}"
+        sets.append(TrainingSet(name, "real" if n_s == 0 else "synthetic" if n_s == size else "mixed", size - n_s, n_s))
+    for k in cfg.extra_synthetic:
+        if k <= 0:
+            raise SynthgapError(f"config field 'extra_synthetic': {k} must be positive")
+        n_s = min(int(round(k * n_real)), n_synthetic)
+        sets.append(TrainingSet(f"real+{k:g}xsynthetic", f"real+{k:g}xsynthetic", n_real, n_s))
+    return size, sets
+
+
+def _cap(s: ImageSet, n: int | None) -> ImageSet:
+    if n is None or n >= len(s):
+        return s
+    return s.subset(stratified_sample(s.labels, n, np.random.default_rng(HOLDOUT_SEED)), s.name)
+
+
+def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None) -> dict[str, dict[str, ImageSet]]:
+    classes = parse_classes(cfg.classes)
+    data = {}
+    for domain, spec in (("real", real), ("synthetic", synthetic)):
+        data[domain] = {
+            "train": load_spec(spec, "train", classes, cfg.image_size, root, domain),
+            "test": _cap(load_spec(spec, "test", classes, cfg.image_size, root, domain), cfg.test_size),
+        }
+    return data
+
+
+def _check_existing(out: Path, cfg: TransferConfig) -> None:
+    existing = out / "config.yaml"
+    if existing.exists():
+        old = yaml.safe_load(existing.read_text())
+        if old != yaml.safe_load(dump_yaml(cfg)):
+            raise SynthgapError(
+                f"{out} holds a run with a different config ({existing}); choose a new --out, or delete the folder"
+            )
+
+
+def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferConfig | None = None, *,
+                 root=None, progress: bool = True) -> list[dict]:
+    """Run every (training set, seed) not yet finished in out_dir; write the output contract; return the records.
+
+    Re-running the same call resumes: finished runs are read back, an interrupted one continues
+    from its last epoch checkpoint.
+    """
+    from synthgap.report import plot_confusion, write_report
+
+    cfg = cfg or TransferConfig()
+    out = Path(out_dir)
+    _check_existing(out, cfg)
+    data = load_transfer_data(real, synthetic, cfg, root)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "config.yaml", dump_yaml(cfg))
+    size, sets = plan_training_sets(cfg, len(data["real"]["train"]), len(data["synthetic"]["train"]))
+    budget = cfg.train.epochs * size
+    env = environment()
+    env["config_hash"] = config_hash(cfg)
+    env["data"] = {
+        f"{d}_{split}": {"spec": real if d == "real" else synthetic, **s.describe(),
+                         "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped]}
+        for d in DOMAINS for split, s in data[d].items()
+    }
+    env["budget_images_per_run"] = budget
+    write_json(out / "environment.json", env)
+
+    records: list[dict] = []
+    runs = [(ts, seed) for seed in cfg.seeds for ts in sets]
+    for i, (ts, seed) in enumerate(runs, 1):
+        run_dir = out / "runs" / ts.name / f"seed{seed}"
+        metrics_file = run_dir / "metrics.json"
+        if metrics_file.exists():
+            result = json.loads(metrics_file.read_text())
+            log.info("[%d/%d] %s seed %d: done before, read back", i, len(runs), ts.name, seed)
+        else:
+            rng = np.random.default_rng([seed, 7])
+            parts = []
+            if ts.n_real:
+                r = data["real"]["train"]
+                parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
+            if ts.n_synthetic:
+                s = data["synthetic"]["train"]
+                parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
+            train_set = concat(parts, ts.name, ts.train_domain)
+            train_cfg = dataclasses.replace(cfg.train, seed=seed)
+            t0 = time.perf_counter()
+            fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True, budget_images=budget,
+                         progress=progress, desc=f"[{i}/{len(runs)}] {ts.name} seed {seed}")
+            tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
+            result = {
+                "training_set": ts.name, "train_domain": ts.train_domain, "seed": seed,
+                "synthetic_fraction": round(ts.synthetic_fraction, 4), "n_real": ts.n_real,
+                "n_synthetic": ts.n_synthetic, "train_sha256": train_set.sha256(),
+                "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(fitted.seconds, 1),
+                "images_per_second": round(fitted.images_per_second, 1), "best_epoch": fitted.best_epoch,
+                "best_val_accuracy": fitted.best_val_accuracy, "history": fitted.history, "test": tests,
+            }
+            for d in DOMAINS:
+                plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
+            save_torch(run_dir / MODEL, fitted.model.state_dict())
+            write_json(metrics_file, result)
+            (run_dir / CHECKPOINT).unlink(missing_ok=True)
+            log.info("[%d/%d] %s seed %d: real %.4f, synthetic %.4f (%.0f s)", i, len(runs), ts.name, seed,
+                     tests["real"]["accuracy"], tests["synthetic"]["accuracy"], result["seconds"])
+        for d in DOMAINS:
+            records.append({
+                "training_set": result["training_set"], "train_domain": result["train_domain"], "test_domain": d,
+                "synthetic_fraction": result["synthetic_fraction"], "seed": result["seed"],
+                "accuracy": result["test"][d]["accuracy"], "macro_f1": result["test"][d]["macro_f1"],
+            })
+    write_json(out / "summary.json", records)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(records[0]))
+    w.writeheader()
+    w.writerows(records)
+    write_text(out / "summary.csv", buf.getvalue())
+    write_report(out)
+    return records

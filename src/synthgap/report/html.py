@@ -1,0 +1,88 @@
+"""The report of a transfer output folder: summary.md, the fraction plot and a self-contained report.html."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import yaml
+
+from synthgap import SynthgapError
+from synthgap.io import write_text
+from synthgap.report.plots import plot_accuracy_vs_fraction
+from synthgap.report.tables import aggregate, markdown_table
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _md_to_html_table(md: str) -> str:
+    lines = [l for l in md.strip().splitlines() if not set(l) <= set("|-: ")]
+    cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(out_dir: str | Path) -> Path:
+    """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
+    out = Path(out_dir)
+    summary = out / "summary.json"
+    if not summary.exists():
+        raise SynthgapError(f"{out}: no summary.json (is this a `synthgap transfer` output folder?)")
+    records = json.loads(summary.read_text())
+    rows = aggregate(records)
+    md = markdown_table(rows)
+    write_text(out / "summary.md", "# Transfer study\n\nTest accuracy and macro-F1 in %, mean ± std over seeds.\n\n" + md)
+    plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
+
+    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
+    gap = ""
+    by = {r["training_set"]: r for r in rows}
+    if "real" in by and "synthetic" in by:
+        rr, sr = by["real"]["accuracy_real_mean"], by["synthetic"]["accuracy_real_mean"]
+        gap = (f"<p class=lead>Trained on synthetic images, the classifier reaches <b>{100 * sr:.1f}%</b> on real test "
+               f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number of real ones: a gap of "
+               f"<b>{100 * (rr - sr):.1f} points</b>.</p>")
+    confusions = []
+    for run in sorted((out / "runs").glob("*/seed*")):
+        for png in sorted(run.glob("confusion_*.png")):
+            confusions.append(f"<figure>{_img(png)}<figcaption>{html.escape(str(png.relative_to(out)))}</figcaption></figure>")
+    data_rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v.get('spec')))}</td><td>{v.get('n')}</td>"
+        f"<td>{v.get('skipped')}</td><td><code>{str(v.get('sha256'))[:16]}</code></td></tr>"
+        for k, v in env.get("data", {}).items()
+    )
+    versions = ", ".join(f"{k} {env[k]}" for k in ("synthgap", "python", "torch", "torchvision", "numpy") if k in env)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>synthgap transfer report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
+td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }}
+figure {{ display: inline-block; margin: 0.5em; max-width: 520px; }} figcaption {{ font-size: 0.8em; color: #666; }}
+.lead {{ font-size: 1.15em; }} pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
+</style></head><body>
+<h1>Synthetic vs real: transfer study</h1>
+{gap}
+<h2>Summary</h2>
+<p>Test accuracy and macro-F1 in %, mean ± std over seeds. Every row trains the same architecture with the same
+budget ({env.get('budget_images_per_run', '?')} images processed) and preprocessing.</p>
+{_md_to_html_table(md)}
+<figure style="max-width:700px">{_img(out / 'accuracy_vs_fraction.png')}</figure>
+<h2>Data</h2>
+<table><thead><tr><th>set</th><th>spec</th><th>images</th><th>skipped files</th><th>sha256</th></tr></thead>
+<tbody>{data_rows}</tbody></table>
+<h2>Confusion matrices</h2>
+{''.join(confusions)}
+<h2>Reproduce</h2>
+<p>{html.escape(versions)}; config hash <code>{html.escape(str(env.get('config_hash', '')))}</code>.</p>
+<pre>{html.escape(cfg)}</pre>
+</body></html>
+"""
+    write_text(out / "report.html", page)
+    return out / "report.html"
