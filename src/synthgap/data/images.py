@@ -57,8 +57,8 @@ def to_rgb(im: Image.Image) -> Image.Image:
         arr = np.asarray(im, dtype=np.float32)
         if im.mode == "F" and arr.max(initial=0) <= 1.0:
             arr = arr * 255.0
-        elif arr.max(initial=0) > 255:
-            arr = arr / 257.0  # 16-bit range onto 8-bit
+        elif im.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0  # 16-bit range onto 8-bit (mode 'I' is 32-bit: scaled only when it exceeds 8 bits)
         return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L").convert("RGB")
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 

@@ -195,7 +195,9 @@ def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size:
         s.skipped.append((str(path), f"labels not among requested classes ignored: {unknown}"))
     if not has_split:
         keep, held = holdout_split(s.labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
+        skipped = s.skipped
         s = s.subset(keep if split == "train" else held, s.name)
+        s.skipped = skipped if split == "train" else []  # counted once, with the train split
     return s
 
 
@@ -272,7 +274,13 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
         return s
     from torchvision.datasets import CIFAR10
 
-    ds = CIFAR10(str(where), train=(split == "train"), download=False)
+    try:
+        ds = CIFAR10(str(where), train=(split == "train"), download=False)
+    except RuntimeError as e:  # torchvision's integrity check: a half-extracted or damaged copy
+        raise SynthgapError(
+            f"{where / 'cifar-10-batches-py'}: incomplete or corrupted CIFAR-10 batches ({e}); "
+            "delete it and run `synthgap data cifar10`"
+        ) from None
     targets = np.asarray(ds.targets)
     wanted = [CIFAR10_CLASSES.index(c) for c in classes]
     mask = np.isin(targets, wanted)
@@ -290,8 +298,11 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
 
 
 def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: str | os.PathLike | None = None,
-              domain: str = "real") -> ImageSet:
-    """Load one split ('train' or 'test') of the source a spec names."""
+              domain: str | None = None) -> ImageSet:
+    """Load one split ('train' or 'test') of the source a spec names.
+
+    domain: 'real' or 'synthetic'; None takes a manifest's `source` field, else 'real'.
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.lower() == "cifar10":
@@ -303,6 +314,7 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
         if path.suffix != ".jsonl":
             raise SynthgapError(f"{spec}: a file spec must be a .jsonl manifest")
         return load_manifest(path, classes, split, size, domain)
+    domain = domain or "real"
     if _is_split_folder(path):
         s = load_class_folders(path / split, classes, size, domain)
         s.name = f"{path}[{split}]"

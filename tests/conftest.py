@@ -1,0 +1,97 @@
+"""Shared test helpers: an isolated decode cache and tiny, class-distinguishable image folders."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+# One colour per class index (up to ten classes, as CIFAR-10): far apart in RGB so that a small
+# network, or a test looking at the median pixel, can tell the classes apart at any size.
+CLASS_COLOURS = (
+    (220, 30, 30),    # red
+    (30, 200, 40),    # green
+    (40, 60, 220),    # blue
+    (230, 220, 40),   # yellow
+    (200, 40, 210),   # magenta
+    (40, 210, 210),   # cyan
+    (240, 140, 20),   # orange
+    (120, 60, 20),    # brown
+    (245, 245, 245),  # white
+    (25, 25, 25),     # black
+)
+NOISE = 8  # +- per channel
+
+
+def class_colour(k: int) -> tuple[int, int, int]:
+    """The background colour `make_image_folder` gives the k-th class."""
+    return CLASS_COLOURS[k % len(CLASS_COLOURS)]
+
+
+def _draw_image(k: int, size: int, rng: np.random.Generator) -> Image.Image:
+    """Class k: solid class colour with noise, plus a small class-specific shape in a contrasting colour."""
+    base = np.array(class_colour(k), dtype=np.int16)
+    arr = base + rng.integers(-NOISE, NOISE + 1, size=(size, size, 3), dtype=np.int16)
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(im)
+    ink = tuple(255 - c for c in class_colour(k))
+    s = max(2, size // 4)  # shape side: about 1/16 of the area, so the background stays the median colour
+    x, y = (int(v) for v in rng.integers(0, max(1, size - s), size=2))
+    shape = k % 4
+    if shape == 0:
+        draw.rectangle((x, y, x + s - 1, y + s - 1), fill=ink)
+    elif shape == 1:
+        draw.ellipse((x, y, x + s - 1, y + s - 1), fill=ink)
+    elif shape == 2:
+        draw.line((x, y, x + s - 1, y + s - 1), fill=ink, width=max(1, s // 3))
+    else:
+        draw.polygon([(x, y + s - 1), (x + s - 1, y + s - 1), (x + s // 2, y)], fill=ink)
+    return im
+
+
+def make_image_folder(root, classes, n_per_class, size=16, splits=("train", "test"), ext="png", seed=0):
+    """Write n_per_class images per class into root/<split>/<class>/NNNN.<ext>; return root (a Path).
+
+    With ``splits=()`` (or None) the layout is root/<class>/NNNN.<ext> instead. Image k of a class
+    is its class colour (see `class_colour`) plus noise and a small shape; `seed` fixes the noise.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    fmt = {"jpg": "JPEG", "jpeg": "JPEG"}.get(ext.lower(), ext.upper())
+    for split in splits or (None,):
+        base = root / split if split else root
+        for k, c in enumerate(classes):
+            d = base / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n_per_class):
+                _draw_image(k, size, rng).save(d / f"{i:04d}.{ext}", fmt)
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """Keep module/session-scoped fixtures (which run before per-test fixtures) out of the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SYNTHGAP_CACHE", str(tmp_path_factory.mktemp("synthgap-cache-session")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test decodes into its own, empty cache: nothing leaks between tests or into ~/.cache."""
+    d = tmp_path_factory.mktemp("synthgap-cache")
+    monkeypatch.setenv("SYNTHGAP_CACHE", str(d))
+    return d
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Factory: image_folder(classes, n_per_class, **kw) -> a fresh folder under tmp_path."""
+    counter = iter(range(1_000_000))
+
+    def make(classes, n_per_class, name=None, **kw):
+        return make_image_folder(tmp_path / (name or f"images{next(counter)}"), classes, n_per_class, **kw)
+
+    return make
+

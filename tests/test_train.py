@@ -1,0 +1,145 @@
+"""The model zoo, augmentation, the training loop (seeding, resume, learning) and metrics."""
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+from conftest import make_image_folder
+from synthgap import SynthgapError
+from synthgap.config import AugmentConfig, TrainConfig
+from synthgap.data import load_spec
+from synthgap.models import build_model, count_parameters
+from synthgap.train import augment, classification_metrics, evaluate, fit
+from synthgap.train import loop as loop_module
+
+CLASSES = ["bird", "cat", "frog"]
+FAST = dict(epochs=3, batch_size=16, widths=[8, 16, 16], lr=0.1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = make_image_folder(tmp_path_factory.mktemp("shapes"), CLASSES, 40, size=16)
+    return load_spec(str(root), "train", CLASSES, 16), load_spec(str(root), "test", CLASSES, 16)
+
+
+@pytest.mark.parametrize("name", ["airnet", "airnet-wide", "resnet18"])
+def test_models_build_by_name_and_give_logits(name):
+    model = build_model(name, 6)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 6)
+    assert count_parameters(model) > 0
+
+
+def test_unknown_model_is_a_clear_error():
+    with pytest.raises(SynthgapError, match="unknown model 'vgg99'.*airnet"):
+        build_model("vgg99", 6)
+
+
+def test_crop_without_padding_and_flip_off_is_identity():
+    x = torch.randn(5, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(augment(x, AugmentConfig(crop_pad=0, flip=False), g), x)
+
+
+def test_crop_is_a_shift_of_the_padded_image():
+    x = torch.arange(64.0).view(1, 1, 8, 8).expand(64, 3, 8, 8).contiguous()
+    out = augment(x, AugmentConfig(crop_pad=2, flip=False), torch.Generator().manual_seed(1))
+    # Interior pixels (away from the reflected border) are the original grid shifted by at most 2.
+    centre = out[:, 0, 2:6, 2:6]
+    shift = centre - x[:, 0, 2:6, 2:6]
+    per_image = shift.flatten(1)
+    assert torch.all(per_image == per_image[:, :1])  # one shift per image
+    dy_dx = per_image[:, 0]
+    assert set(dy_dx.tolist()) <= {8 * dy + dx for dy in range(-2, 3) for dx in range(-2, 3)}
+    assert len(set(dy_dx.tolist())) > 5  # images get different shifts
+
+
+def test_flip_mirrors_about_half_the_batch():
+    x = torch.randn(200, 3, 4, 4)
+    out = augment(x, AugmentConfig(crop_pad=0, flip=True), torch.Generator().manual_seed(0))
+    flipped = torch.tensor([torch.equal(o, xi.flip(2)) for o, xi in zip(out, x)])
+    same = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
+    assert torch.all(flipped | same) and 60 < flipped.sum() < 140
+
+
+def test_optional_augmentations_keep_shape_and_change_pixels():
+    x = torch.randn(8, 3, 16, 16)
+    cfg = AugmentConfig(crop_pad=0, flip=False, rotate=15, zoom=0.2, brightness=0.2, contrast=0.2)
+    out = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and not torch.allclose(out, x)
+
+
+def test_metrics_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 300), rng.integers(0, 4, 300)
+    m = classification_metrics(y, p, ["a", "b", "c", "d"])
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert [m["per_class"][c]["precision"] for c in "abcd"] == pytest.approx(precision_score(y, p, average=None))
+    assert [m["per_class"][c]["recall"] for c in "abcd"] == pytest.approx(recall_score(y, p, average=None))
+    cm = np.array(m["confusion_matrix"])
+    assert cm.sum() == 300 and np.trace(cm) == (y == p).sum()
+    assert np.allclose(np.array(m["confusion_matrix_normalized"]).sum(1), 1, atol=1e-3)
+
+
+def test_metrics_on_a_hand_checked_example():
+    m = classification_metrics([0, 0, 1, 1], [0, 1, 1, 1], ["x", "y"])
+    assert m["accuracy"] == 0.75
+    assert m["per_class"]["x"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}
+    assert m["confusion_matrix"] == [[1, 1], [0, 2]]
+
+
+def test_training_learns_the_shapes(shapes):
+    train, test = shapes
+    result = fit(train, TrainConfig(**{**FAST, "epochs": 6}), progress=False)
+    assert evaluate(result.model, test)["accuracy"] >= 0.9
+    assert len(result.history) == 6 and result.best_val_accuracy is not None
+
+
+def test_same_seed_same_result_and_other_seed_differs(shapes):
+    train, test = shapes
+    a = fit(train, TrainConfig(**FAST, seed=3), progress=False)
+    b = fit(train, TrainConfig(**FAST, seed=3), progress=False)
+    c = fit(train, TrainConfig(**FAST, seed=4), progress=False)
+    losses = lambda r: [h["train_loss"] for h in r.history]  # noqa: E731
+    assert losses(a) == losses(b)
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    assert losses(a) != losses(c)
+
+
+def test_resume_after_interruption_ends_like_an_uninterrupted_run(shapes, tmp_path, monkeypatch):
+    train, _ = shapes
+    cfg = TrainConfig(**FAST)
+    whole = fit(train, cfg, progress=False)
+
+    real_save, saves = loop_module.save_torch, []
+
+    def save_then_die(path, obj):
+        real_save(path, obj)
+        saves.append(path)
+        if len(saves) == 2:
+            raise KeyboardInterrupt  # killed right after epoch 2's checkpoint
+
+    monkeypatch.setattr(loop_module, "save_torch", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        fit(train, cfg, out_dir=tmp_path, progress=False)
+    monkeypatch.setattr(loop_module, "save_torch", real_save)
+    assert not list(tmp_path.glob("*.tmp"))  # the atomic write left no partial file
+    resumed = fit(train, cfg, out_dir=tmp_path, resume=True, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    for k, v in whole.model.state_dict().items():
+        assert torch.allclose(v.float(), resumed.model.state_dict()[k].float())
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(shapes, tmp_path):
+    train, _ = shapes
+    fit(train, TrainConfig(**{**FAST, "epochs": 1}), out_dir=tmp_path, progress=False)
+    with pytest.raises(SynthgapError, match="different config"):
+        fit(train, TrainConfig(**{**FAST, "epochs": 1, "lr": 0.05}), out_dir=tmp_path, resume=True, progress=False)
+
+
+def test_budget_sets_the_number_of_steps(shapes):
+    train, _ = shapes
+    r = fit(train, TrainConfig(**{**FAST, "val_fraction": 0}), budget_images=16 * 10, progress=False)
+    assert r.history[-1]["step"] == 10

@@ -1,0 +1,168 @@
+"""The transfer study: planning, the output contract, resume, refusal of a changed config, the CLI."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image_folder
+from synthgap.config import TransferConfig
+from synthgap.experiments import plan_training_sets
+
+CLASSES = ["bird", "cat", "frog"]
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY = ["--set", "classes=bird,cat,frog", "--set", "image_size=16", "--set", "train_size=60",
+        "--set", "train.widths=[8,16,16]", "--set", "train.epochs=2", "--set", "train.batch_size=16"]
+
+
+def synthgap(*args, env=None, check=True):
+    """Run the real console entry point in a subprocess, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_plan_fixed_size_fractions_and_extra_synthetic():
+    cfg = TransferConfig(fractions=[0, 0.25, 1], extra_synthetic=[1, 2], train_size=100)
+    size, sets = plan_training_sets(cfg, n_real=200, n_synthetic=300)
+    assert size == 100
+    by = {s.name: s for s in sets}
+    assert (by["real"].n_real, by["real"].n_synthetic) == (100, 0)
+    assert (by["mix25"].n_real, by["mix25"].n_synthetic) == (75, 25)
+    assert (by["synthetic"].n_real, by["synthetic"].n_synthetic) == (0, 100)
+    assert (by["real+1xsynthetic"].n_real, by["real+1xsynthetic"].n_synthetic) == (200, 200)
+    assert by["real+2xsynthetic"].n_synthetic == 300  # capped at what exists
+
+
+def test_plan_refuses_a_train_size_larger_than_the_data():
+    from synthgap import SynthgapError
+
+    with pytest.raises(SynthgapError, match="train_size"):
+        plan_training_sets(TransferConfig(train_size=500), n_real=200, n_synthetic=300)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    base = tmp_path_factory.mktemp("transfer")
+    real = make_image_folder(base / "real", CLASSES, 30, size=16, seed=1)
+    synth = make_image_folder(base / "synthetic", CLASSES, 30, size=16, seed=2, ext="jpg")
+    return real, synth
+
+
+@pytest.fixture(scope="module")
+def quick_run(folders, tmp_path_factory):
+    real, synth = folders
+    out = tmp_path_factory.mktemp("out") / "study"
+    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out), *TINY)
+    return out, proc
+
+
+def test_quick_transfer_writes_the_output_contract(quick_run):
+    out, proc = quick_run
+    for name in ("config.yaml", "environment.json", "summary.json", "summary.csv", "summary.md",
+                 "accuracy_vs_fraction.png", "report.html"):
+        assert (out / name).is_file(), name
+    records = json.loads((out / "summary.json").read_text())
+    # --quick: 2 seeds x (fractions 0, 0.5, 1 + real+1xsynthetic) x 2 test domains
+    assert len(records) == 2 * 4 * 2
+    for r in records:
+        assert set(r) >= {"train_domain", "test_domain", "synthetic_fraction", "seed", "accuracy", "macro_f1"}
+        assert 0 <= r["accuracy"] <= 1
+    assert {(r["train_domain"], r["test_domain"]) for r in records} >= {
+        ("real", "real"), ("real", "synthetic"), ("synthetic", "real"), ("synthetic", "synthetic"),
+        ("mixed", "real"), ("real+1xsynthetic", "real")}
+    assert "accuracy" in (out / "summary.csv").read_text().splitlines()[0]
+    env = json.loads((out / "environment.json").read_text())
+    assert env["torch"].startswith("2.14") and len(env["data"]["real_train"]["sha256"]) == 64
+    run = out / "runs" / "real" / "seed0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"real", "synthetic"}
+    assert (run / "confusion_real.png").stat().st_size > 1000 and (run / "confusion_synthetic.png").is_file()
+    assert not (run / "checkpoint.pt").exists()
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and 'src="http' not in html  # self-contained
+    assert "| real |" in proc.stdout  # the table is printed
+
+
+def test_same_seed_gives_identical_records(quick_run, folders, tmp_path):
+    out, _ = quick_run
+    real, synth = folders
+    again = tmp_path / "again"
+    synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(again), *TINY,
+             "--set", "seeds=[0]")
+    first = [r for r in json.loads((out / "summary.json").read_text()) if r["seed"] == 0]
+    assert json.loads((again / "summary.json").read_text()) == first
+
+
+def test_rerun_resumes_without_retraining(quick_run, folders):
+    out, _ = quick_run
+    real, synth = folders
+    metrics = out / "runs" / "synthetic" / "seed1" / "metrics.json"
+    before = metrics.stat().st_mtime_ns
+    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out), *TINY)
+    assert metrics.stat().st_mtime_ns == before
+    assert "done before" in proc.stderr
+
+
+def test_changed_config_is_refused(quick_run, folders):
+    out, _ = quick_run
+    real, synth = folders
+    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out), *TINY,
+                    "--set", "train.lr=0.01", check=False)
+    assert proc.returncode == 2
+    assert "different config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_command_rebuilds_the_report(quick_run):
+    out, _ = quick_run
+    (out / "report.html").unlink()
+    synthgap("report", str(out))
+    assert (out / "report.html").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "train.epochz=3"], "unknown config field(s) train.epochz"),
+    (["--set", "train.epochs=many"], "train.epochs': expected int"),
+    (["--set", "classes=bird,dragon"], "dragon"),
+])
+def test_user_mistakes_are_clear_errors_not_tracebacks(folders, tmp_path, args, message):
+    real, synth = folders
+    proc = synthgap("transfer", "--real", str(real), "--synthetic", str(synth), "--out", str(tmp_path / "x"), *args,
+                    check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_explains_every_command():
+    for cmd in ([], ["transfer"], ["train"], ["data", "cifar10"], ["report"]):
+        out = synthgap(*cmd, "--help").stdout
+        assert "Usage:" in out and "--help" in out
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not (SHARED / "cifar10-jpeg").is_dir(), reason="../shared/data not present")
+def test_real_slice_cifar10_against_stable_diffusion(tmp_path):
+    """About 100 images per class of CIFAR-10 against CIFAKE's SD 1.4 images, end to end."""
+    def slice_of(src: Path, dst: Path, n_train: int, n_test: int) -> Path:
+        for split, n in (("train", n_train), ("test", n_test)):
+            for c in ("bird", "cat", "deer", "dog", "frog", "horse"):
+                (dst / split / c).mkdir(parents=True)
+                for f in sorted((src / split / c).iterdir())[:n]:
+                    (dst / split / c / f.name).symlink_to(f)
+        return dst
+
+    real = slice_of(SHARED / "cifar10-jpeg", tmp_path / "real", 100, 50)
+    synth = slice_of(SHARED / "cifake-sd14-fake", tmp_path / "fake", 100, 50)
+    out = tmp_path / "study"
+    synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out),
+             "--set", "seeds=[0]", "--set", "train_size=null", "--set", "fractions=[0,1]", "--set", "extra_synthetic=[]",
+             "--set", "train.epochs=10", "--set", "train.batch_size=64")
+    records = {(r["train_domain"], r["test_domain"]): r["accuracy"] for r in json.loads((out / "summary.json").read_text())}
+    assert len(records) == 4
+    assert records[("real", "real")] > 0.3  # chance is 1/6
+    assert records[("synthetic", "synthetic")] > 0.3
+    assert (out / "report.html").is_file()
