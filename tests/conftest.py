@@ -74,6 +74,9 @@ def _session_cache(tmp_path_factory):
     """Keep module/session-scoped fixtures (which run before per-test fixtures) out of the user's cache."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SYNTHGAP_CACHE", str(tmp_path_factory.mktemp("synthgap-cache-session")))
+        # No test may reach a model hub: the tiny pipelines are saved and loaded from local folders.
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
         yield
 
 

@@ -137,6 +137,86 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 
 
 @cli.command()
+@click.option("--model", default=None, help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo]; "
+              "'synthgap-tiny' builds a tiny offline demo pipeline (noise-like images).")
+@click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
+@click.option("--per-class", type=int, default=None, help="Images per class [default: 100].")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (re-run to resume).")
+@click.option("--seed", type=int, default=None, help="Run seed: image i of class c gets a seed derived from (seed, c, i).")
+@click.option("--batch-size", type=int, default=None, help="Images per pipeline call [default: 8].")
+@click.option("--templates", type=click.Path(dir_okay=False, exists=True), default=None, help="Your own prompt template YAML.")
+@click.option("--new", is_flag=True, help="If --out holds a run with another config, write to a fresh folder beside it.")
+@click.option("--ray", "use_ray", is_flag=True, help="Shard the work over Ray actors (a running cluster, or local).")
+@click.option("--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group].")
+@click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
+              help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
+@config_option
+@set_option
+def generate(model, classes, per_class, out, seed, batch_size, templates, new, use_ray, ray_workers, reproduce,
+             config_file, overrides) -> None:
+    """Generate a labelled synthetic image dataset with a diffusers text-to-image model.
+
+    Prompts come from per-class templates (contexts, viewpoints, lighting, styles); each image has its
+    own seed, so any single image can be regenerated alone (--reproduce). Images are saved at the
+    target size with PNG metadata, listed in OUT/manifest.jsonl, the resolved config in
+    OUT/generation.yaml. Re-running the same command resumes; a changed config is refused.
+    """
+    from synthgap.config import GenerateConfig, load_config
+    from synthgap.generate import generate as run_generate
+    from synthgap.generate import reproduce as run_reproduce
+
+    if reproduce:
+        path, diff = run_reproduce(reproduce[0], reproduce[1])
+        click.echo(f"regenerated {reproduce[1]} -> {path}; max pixel difference to the stored image: {diff:g}")
+        return
+    if not out:
+        raise SynthgapError("--out is required (the folder to write the dataset to)")
+    flags = {"model": model, "classes": classes, "per_class": per_class, "seed": seed, "batch_size": batch_size,
+             "templates": templates}
+    cfg = load_config(GenerateConfig, config_file, list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
+    click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
+
+
+TINY_MODEL = "synthgap-tiny"
+
+
+def _resolve_tiny(cfg, out: Path):
+    """'synthgap-tiny': save the tiny offline pipeline beside the output and load it like any model folder."""
+    import dataclasses
+
+    if cfg.model != TINY_MODEL:
+        return cfg
+    from synthgap.generate import save_tiny_pipeline
+
+    folder = out.parent / f".{out.name}-tiny-model"
+    if not (folder / "model_index.json").exists():
+        save_tiny_pipeline(folder)
+    return dataclasses.replace(cfg, model=str(folder.resolve()))
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="Pipeline YAML (see configs/pipeline-*.yaml).")
+@set_option
+def pipeline(config_file, overrides) -> None:
+    """The whole study in one command: real data -> generate -> transfer -> report.
+
+    Writes OUT/synthetic (the generated set) and OUT/transfer (the study and its report.html).
+    Re-running resumes every stage.
+    """
+    from synthgap.config import PipelineConfig, load_config
+    from synthgap.experiments.pipeline import run_pipeline
+
+    import dataclasses
+
+    cfg = load_config(PipelineConfig, config_file, overrides)
+    cfg = dataclasses.replace(cfg, generate=_resolve_tiny(cfg.generate, Path(cfg.out) / "synthetic"))
+    report_path = run_pipeline(cfg)
+    click.echo(f"report: {report_path}")
+
+
+@cli.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 def report(out) -> None:
     """Rebuild summary.md, the plots and report.html of a transfer output folder."""

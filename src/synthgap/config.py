@@ -60,6 +60,46 @@ class TransferConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+@dataclass
+class GenerateConfig:
+    model: str = "stabilityai/sd-turbo"  # a diffusers text-to-image id or a local save_pretrained folder
+    revision: str | None = None
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))
+    per_class: int = 100
+    seed: int = 0
+    size: int = 32  # saved image size (square), the shared antialiased resampler
+    native: bool = False  # also keep the image at the size the model made it
+    resolution: int | None = None  # generation height/width; None: the model's default
+    steps: int | None = None  # None: by model family (templates.yaml 'families')
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None  # None: the templates' negative prompt
+    templates: str | None = None  # YAML file of prompt templates; None: the packaged one
+    max_retries: int = 3  # new seeds tried for an image the safety checker blanked
+    # Runtime knobs: they do not change any image, so they may differ between a run and its resume.
+    batch_size: int = 8
+    device: str = "auto"
+    dtype: str = "auto"  # auto (fp16 on CUDA, else fp32) | float32 | float16 | bfloat16
+    attention_slicing: bool = False
+    vae_tiling: bool = False
+
+
+GENERATE_RUNTIME_FIELDS = ("per_class", "classes", "batch_size", "device", "dtype", "attention_slicing", "vae_tiling")
+
+
+@dataclass
+class PipelineConfig:
+    """The whole study in one file: real data -> generate -> transfer -> report."""
+
+    out: str = "runs/pipeline"
+    root: str | None = None  # data root for 'cifar10' (default: $SYNTHGAP_DATA, else the user cache)
+    real: str = "cifar10"
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))
+    image_size: int = 32
+    ray: bool = False  # generate on Ray
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+
 QUICK = {
     "seeds": [0, 1],
     "fractions": [0.0, 0.5, 1.0],

@@ -1,0 +1,357 @@
+"""Generate a labelled synthetic image dataset with a diffusers text-to-image pipeline.
+
+Layout of an output folder DIR:
+
+    DIR/generation.yaml       resolved config, its hash, template hash, library versions
+    DIR/manifest.jsonl        one line per finished image (path, class, prompt, seed, model, sha256, ...)
+    DIR/<class>/<id>.png      the image at the target size, PNG text metadata included
+    DIR/native/<class>/<id>.png   at the model's own size (with native: true)
+
+Every image is written atomically (temp file + rename) before its manifest line is appended
+and synced, so a kill at any moment leaves at worst an image without a line: resume makes
+it again, bit for bit the same as before, because image i of class c depends only on
+(run seed, class, i).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from synthgap import SynthgapError, __version__
+from synthgap.config import GENERATE_RUNTIME_FIELDS, GenerateConfig, from_dict, to_dict
+from synthgap.data.images import resize_square
+from synthgap.data.sets import parse_classes
+from synthgap.generate.prompts import Templates, image_seed
+from synthgap.io import atomic_path, environment, sha256_bytes, write_text
+
+log = logging.getLogger("synthgap")
+MANIFEST = "manifest.jsonl"
+CONFIG = "generation.yaml"
+
+
+def image_id(cls: str, index: int) -> str:
+    return f"{cls}_{index:05d}"
+
+
+@dataclass
+class Job:
+    cls: str
+    index: int
+    attempt: int = 0
+
+    @property
+    def id(self) -> str:
+        return image_id(self.cls, self.index)
+
+
+def identity(cfg: GenerateConfig, templates: Templates) -> dict:
+    """What determines the pixels: a folder only accepts runs with the same identity."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in GENERATE_RUNTIME_FIELDS}
+    d["templates_sha256"] = templates.sha256()
+    return d
+
+
+def resolve_settings(cfg: GenerateConfig, templates: Templates) -> GenerateConfig:
+    """Fill steps/guidance/negative prompt from the model family and the templates."""
+    fam = templates.family_settings(cfg.model)
+    return from_dict(GenerateConfig, {
+        **to_dict(cfg),
+        "classes": parse_classes(cfg.classes),
+        "steps": cfg.steps if cfg.steps is not None else int(fam.get("steps", 25)),
+        "guidance_scale": cfg.guidance_scale if cfg.guidance_scale is not None else float(fam.get("guidance_scale", 7.5)),
+        "negative_prompt": cfg.negative_prompt if cfg.negative_prompt is not None else templates.data["negative_prompt"],
+    })
+
+
+def load_pipeline(model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto"):
+    """``AutoPipelineForText2Image.from_pretrained`` with a clear error when the model cannot be had."""
+    import torch
+    from diffusers import AutoPipelineForText2Image
+
+    from synthgap.train.loop import select_device
+
+    dev = select_device(device)
+    torch_dtype = {"auto": torch.float16 if dev.type == "cuda" else torch.float32, "float32": torch.float32,
+                   "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    if torch_dtype is None:
+        raise SynthgapError(f"config field 'dtype': unknown '{dtype}' (auto, float32, float16 or bfloat16)")
+    try:
+        pipe = AutoPipelineForText2Image.from_pretrained(model, revision=revision, dtype=torch_dtype)
+    except Exception as e:  # offline, wrong id, gated repo, broken folder: one message, no traceback
+        local = Path(model).expanduser()
+        hint = (f"the folder {local} is not a diffusers pipeline saved with save_pretrained (no model_index.json?)"
+                if local.exists() else
+                "check the model id, network access and Hugging Face login, or pass a local folder made with "
+                "save_pretrained; offline, a model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1")
+        raise SynthgapError(f"could not load model '{model}': {type(e).__name__}: {str(e).splitlines()[0][:300]}\n{hint}") from None
+    pipe = pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _is_blank(image: Image.Image, flagged: bool) -> bool:
+    return flagged or int(np.asarray(image).max()) <= 2
+
+
+def _png_metadata(meta: dict) -> PngInfo:
+    info = PngInfo()
+    for k, v in meta.items():
+        info.add_text(f"synthgap:{k}", json.dumps(v) if not isinstance(v, str) else v)
+    return info
+
+
+def read_png_metadata(path: str | Path) -> dict:
+    """The generation metadata stored in a synthgap PNG's text chunks."""
+    with Image.open(path) as im:
+        text = dict(im.text)
+    out = {}
+    for k, v in text.items():
+        if k.startswith("synthgap:"):
+            key = k.removeprefix("synthgap:")
+            try:
+                out[key] = json.loads(v) if key not in ("prompt", "negative_prompt", "model", "scheduler", "revision") else v
+            except json.JSONDecodeError:
+                out[key] = v
+    return out
+
+
+def _encode_png(image: Image.Image, meta: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=_png_metadata(meta))
+    return buf.getvalue()
+
+
+def read_manifest(out: Path) -> tuple[list[dict], bool]:
+    """Valid lines whose image exists with the recorded hash; True if anything had to be dropped."""
+    path = out / MANIFEST
+    if not path.exists():
+        return [], False
+    rows, dropped = [], False
+    seen = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            ok = (out / row["path"]).is_file() and row["id"] not in seen
+        except (json.JSONDecodeError, KeyError, TypeError):
+            ok = False  # a line cut short by a kill
+        if ok:
+            rows.append(row)
+            seen.add(row["id"])
+        else:
+            dropped = True
+    return rows, dropped
+
+
+class DatasetGenerator:
+    """One object per generation job: holds the pipeline, makes images, owns the output folder."""
+
+    def __init__(self, cfg: GenerateConfig, pipeline=None):
+        self.templates = Templates.load(cfg.templates)
+        self.cfg = resolve_settings(cfg, self.templates)
+        self.templates.check_classes(self.cfg.classes)
+        if self.cfg.per_class < 1:
+            raise SynthgapError(f"config field 'per_class': expected at least 1, got {self.cfg.per_class}")
+        self._pipe = pipeline
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            self._pipe = load_pipeline(self.cfg.model, self.cfg.revision, self.cfg.device, self.cfg.dtype)
+            if self.cfg.attention_slicing:
+                self._pipe.enable_attention_slicing()
+            if self.cfg.vae_tiling and hasattr(self._pipe, "enable_vae_tiling"):
+                self._pipe.enable_vae_tiling()
+        return self._pipe
+
+    # -------------------------------------------------------------- one batch, no I/O
+
+    def prompt(self, job: Job) -> str:
+        return self.templates.prompt(self.cfg.seed, job.cls, job.index)
+
+    def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
+        """Run the pipeline once for `jobs`, each with its own generator; return (image, blanked)."""
+        import torch
+
+        pipe = self.pipe
+        gen_device = pipe.device if pipe.device.type == "cuda" else "cpu"
+        kwargs = {}
+        if self.cfg.resolution:
+            kwargs.update(height=self.cfg.resolution, width=self.cfg.resolution)
+        if self.cfg.guidance_scale > 1:  # classifier-free guidance only: turbo models ignore negatives
+            kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(jobs)
+        out = pipe(
+            prompt=[self.prompt(j) for j in jobs],
+            num_inference_steps=self.cfg.steps,
+            guidance_scale=self.cfg.guidance_scale,
+            generator=[torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt)) for j in jobs],
+            output_type="pil",
+            **kwargs,
+        )
+        flags = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
+        return [(im.convert("RGB"), _is_blank(im, bool(f))) for im, f in zip(out.images, flags)]
+
+    def metadata(self, job: Job, native_size: tuple[int, int]) -> dict:
+        return {
+            "prompt": self.prompt(job), "negative_prompt": self.cfg.negative_prompt if self.cfg.guidance_scale > 1 else "",
+            "seed": image_seed(self.cfg.seed, job.cls, job.index, job.attempt), "attempt": job.attempt,
+            "model": self.cfg.model, "revision": self.cfg.revision or "", "scheduler": type(self.pipe.scheduler).__name__,
+            "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale, "size": self.cfg.size,
+            "native_size": list(native_size), "class": job.cls, "index": job.index, "synthgap": __version__,
+        }
+
+    # -------------------------------------------------------------- the folder
+
+    def prepare(self, out: str | Path, new: bool = False) -> Path:
+        """Check or write DIR/generation.yaml; with new=True pick a fresh folder beside an existing one."""
+        out = Path(out)
+        ident = identity(self.cfg, self.templates)
+        cfg_file = out / CONFIG
+        if cfg_file.exists():
+            old = (yaml.safe_load(cfg_file.read_text()) or {}).get("identity")
+            if old != ident:
+                if not new:
+                    diff = sorted(k for k in set(ident) | set(old or {}) if (old or {}).get(k) != ident.get(k))
+                    raise SynthgapError(
+                        f"{out} holds images made with a different config (differs in: {', '.join(diff)}); "
+                        "re-run with the same config to resume, use --new for a fresh folder, or choose another --out"
+                    )
+                k = 2
+                while (out.parent / f"{out.name}-{k}").exists():
+                    k += 1
+                out = out.parent / f"{out.name}-{k}"
+                log.info("config differs from %s; writing to the fresh folder %s", cfg_file.parent, out)
+        out.mkdir(parents=True, exist_ok=True)
+        env = environment()
+        import diffusers
+
+        env["diffusers"] = diffusers.__version__
+        write_text(out / CONFIG, yaml.safe_dump({
+            "config": to_dict(self.cfg), "identity": ident,
+            "config_hash": sha256_bytes(json.dumps(ident, sort_keys=True).encode())[:16],
+            "templates": self.templates.source, "environment": env,
+        }, sort_keys=False))
+        for tmp in out.rglob(".*.tmp"):  # temp files of a killed run
+            tmp.unlink(missing_ok=True)
+        return out
+
+    def pending(self, out: Path) -> tuple[list[Job], list[dict]]:
+        rows, dropped = read_manifest(out)
+        if dropped:  # rewrite without the cut or orphaned lines, atomically
+            write_text(out / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows))
+            log.info("%s: dropped manifest lines without a complete image; they will be made again", out / MANIFEST)
+        done = {r["id"] for r in rows}
+        jobs = [Job(c, i) for c in self.cfg.classes for i in range(self.cfg.per_class) if image_id(c, i) not in done]
+        return jobs, rows
+
+    def save(self, out: Path, job: Job, image: Image.Image, seconds: float, blanked: list[int]) -> dict:
+        """Write one image (target size, optional native) atomically; return its manifest row."""
+        meta = self.metadata(job, image.size)
+        small = resize_square(image, self.cfg.size)
+        data = _encode_png(small, meta)
+        rel = Path(job.cls) / f"{job.id}.png"
+        with atomic_path(out / rel) as tmp:
+            tmp.write_bytes(data)
+        if self.cfg.native:
+            with atomic_path(out / "native" / rel) as tmp:
+                tmp.write_bytes(_encode_png(image, meta))
+        return {
+            "id": job.id, "path": rel.as_posix(), "label": job.cls, "source": "synthetic",
+            "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
+            "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,
+            "blanked_seeds": blanked, "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale,
+            "sha256": sha256_bytes(data), "seconds": round(seconds, 4),
+        }
+
+    def make(self, out: Path, jobs: list[Job]) -> list[dict]:
+        """Render `jobs` in one batch, re-render blanked images with their next seed, save; return manifest rows."""
+        t0 = time.perf_counter()
+        results = self.render(jobs)
+        per_image = (time.perf_counter() - t0) / len(jobs)
+        rows = []
+        for job, (image, blank) in zip(jobs, results):
+            blanked = []
+            while blank:  # safety checker or an all-black image: the next seed, recorded
+                blanked.append(image_seed(self.cfg.seed, job.cls, job.index, job.attempt))
+                if job.attempt >= self.cfg.max_retries:
+                    raise SynthgapError(
+                        f"image {job.id} came out blank (safety checker or all black) for {len(blanked)} seeds; "
+                        "check the prompt templates or raise max_retries"
+                    )
+                log.warning("image %s blanked (seed %d); trying the next seed", job.id, blanked[-1])
+                job = Job(job.cls, job.index, job.attempt + 1)
+                ((image, blank),) = self.render([job])
+            rows.append(self.save(out, job, image, per_image, blanked))
+        return rows
+
+    def run(self, out: str | Path, *, new: bool = False, progress: bool = True, ray_workers: int | None = None) -> Path:
+        """Make every missing image of the config in `out`; return the folder written.
+
+        ray_workers: shard the work over that many Ray actors (0: one per GPU, else per CPU) instead of this process.
+        """
+        from tqdm.auto import tqdm
+
+        out = self.prepare(out, new)
+        jobs, _ = self.pending(out)
+        total = self.cfg.per_class * len(self.cfg.classes)
+        if not jobs:
+            log.info("%s: all %d images present", out, total)
+            return out
+        batches = [jobs[i : i + self.cfg.batch_size] for i in range(0, len(jobs), self.cfg.batch_size)]
+        if ray_workers is None:
+            produced = (self.make(out, b) for b in batches)
+        else:
+            from synthgap.generate.distributed import make_with_ray
+
+            produced = make_with_ray(self, out, jobs, ray_workers)
+        bar = tqdm(total=total, initial=total - len(jobs), desc="generating", unit="img", disable=not progress)
+        t_start, made = time.perf_counter(), 0
+        with open(out / MANIFEST, "a", encoding="utf-8") as manifest:
+            for rows in produced:  # the images are on disk; now their lines, synced
+                manifest.write("".join(json.dumps(r) + "\n" for r in rows))
+                manifest.flush()
+                os.fsync(manifest.fileno())
+                made += len(rows)
+                bar.update(len(rows))
+                bar.set_postfix(img_s=f"{made / (time.perf_counter() - t_start):.2f}")
+        bar.close()
+        return out
+
+
+def reproduce(out: str | Path, image_id_: str, pipeline=None) -> tuple[Path, float]:
+    """Regenerate one image of a finished folder alone; return its path and the max pixel difference."""
+    out = Path(out)
+    cfg_file = out / CONFIG
+    if not cfg_file.exists():
+        raise SynthgapError(f"{out}: no {CONFIG} (is this a `synthgap generate` output folder?)")
+    cfg = from_dict(GenerateConfig, yaml.safe_load(cfg_file.read_text())["config"])
+    rows = {r["id"]: r for r in read_manifest(out)[0]}
+    if image_id_ not in rows:
+        raise SynthgapError(f"{out}: no image '{image_id_}' in {MANIFEST} (ids look like {next(iter(rows), 'bird_00000')})")
+    row = rows[image_id_]
+    gen = DatasetGenerator(cfg, pipeline)
+    job = Job(row["label"], int(row["id"].rsplit("_", 1)[1]), int(row.get("attempt", 0)))
+    (image, _), = gen.render([job])
+    small = resize_square(image, gen.cfg.size)
+    target = out / "reproduced" / f"{job.id}.png"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(_encode_png(small, gen.metadata(job, image.size)))
+    with Image.open(out / row["path"]) as stored:
+        diff = np.abs(np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(small, dtype=np.int16)).max()
+    return target, float(diff)
+
+
+def generate(cfg: GenerateConfig, out: str | Path, *, new: bool = False, progress: bool = True, pipeline=None,
+             ray_workers: int | None = None) -> Path:
+    """Python API of `synthgap generate`."""
+    return DatasetGenerator(cfg, pipeline).run(out, new=new, progress=progress, ray_workers=ray_workers)
