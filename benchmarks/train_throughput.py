@@ -14,6 +14,7 @@ Data: the six animal classes of CIFAR-10 under $SYNTHGAP_DATA (e.g. ../shared/da
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import tempfile
@@ -46,7 +47,7 @@ def pure_step_rate(cfg: TrainConfig, steps: int) -> float:
 
 
 def synthgap_step_rate(train: ImageSet, cfg: TrainConfig, steps: int) -> float:
-    cfg = TrainConfig(**{**cfg.__dict__, "val_fraction": 0.0})
+    cfg = dataclasses.replace(cfg, val_fraction=0.0)
     r = fit(train, cfg, budget_images=steps * cfg.batch_size, progress=False)
     return r.images_per_second
 
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="timed training steps per measurement")
     ap.add_argument("--config", default=None, help="training config YAML (default: synthgap's defaults)")
     ap.add_argument("--time-to-accuracy", action="store_true", help="also train real->real on the six classes")
+    ap.add_argument("--epochs", type=int, default=30, help="epochs of the time-to-accuracy run (30: about 14 min here)")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     cfg = load_config(TrainConfig, args.config)
@@ -126,6 +128,7 @@ def main() -> None:
             print("time-to-accuracy: skipped (needs $SYNTHGAP_DATA with cifar10-jpeg)")
         else:
             test = load_spec("cifar10", "test", list(ANIMALS), 32, root)
+            cfg = dataclasses.replace(cfg, epochs=args.epochs)
             t = time.perf_counter()
             r = fit(train, cfg, progress=True, desc="real->real")
             acc = evaluate(r.model, test, tta=cfg.tta)["accuracy"]

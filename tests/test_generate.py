@@ -218,3 +218,26 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
     assert {(r["train_domain"], r["test_domain"]) for r in records} == {
         ("real", "real"), ("real", "synthetic"), ("synthetic", "real"), ("synthetic", "synthetic")}
     assert "report:" in proc.stdout
+
+
+def test_quality_report_finds_planted_near_duplicates(made, tmp_path):
+    import shutil
+
+    from synthgap.data import ImageSet
+    from synthgap.generate.quality import quality_report
+
+    copy = tmp_path / "set"
+    shutil.copytree(made, copy)
+    rows = read_manifest(copy)[0]
+    # Plant a duplicate: image 1 becomes a copy of image 0 (the manifest hash is updated to match).
+    shutil.copy(copy / rows[0]["path"], copy / rows[1]["path"])
+    rows[1]["sha256"] = sha256_file(copy / rows[1]["path"])
+    (copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    import torch
+
+    pixels = torch.from_numpy(np.array(Image.open(copy / rows[2]["path"]).convert("RGB"))).permute(2, 0, 1)
+    real = ImageSet(pixels[None].clone(), torch.tensor([0]), ["bird", "cat"], "real-test")
+    q = quality_report(copy, real)
+    assert {(p["a"], p["b"]) for p in q["near_duplicates_within"]} >= {(rows[0]["id"], rows[1]["id"])}
+    assert [p["synthetic"] for p in q["near_duplicates_vs_real"] if p["distance"] == 0] == [rows[2]["id"]]
+    assert json.loads((copy / "quality.json").read_text())["images"] == len(rows)

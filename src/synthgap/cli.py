@@ -148,12 +148,15 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 @click.option("--new", is_flag=True, help="If --out holds a run with another config, write to a fresh folder beside it.")
 @click.option("--ray", "use_ray", is_flag=True, help="Shard the work over Ray actors (a running cluster, or local).")
 @click.option("--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group].")
+@click.option("--quality-against", "quality_against", default=None, metavar="SPEC",
+              help="After generating, write OUT/quality.json: perceptual-hash near-duplicates within the set and "
+                   "against SPEC's test split (e.g. cifar10).")
 @click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
               help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
 @config_option
 @set_option
-def generate(model, classes, per_class, out, seed, batch_size, templates, new, use_ray, ray_workers, reproduce,
-             config_file, overrides) -> None:
+def generate(model, classes, per_class, out, seed, batch_size, templates, new, use_ray, ray_workers, quality_against,
+             reproduce, config_file, overrides) -> None:
     """Generate a labelled synthetic image dataset with a diffusers text-to-image model.
 
     Prompts come from per-class templates (contexts, viewpoints, lighting, styles); each image has its
@@ -176,6 +179,15 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
     cfg = load_config(GenerateConfig, config_file, list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
     written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
     click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
+    if quality_against:
+        from synthgap.data import load_spec, parse_classes
+        from synthgap.generate.quality import quality_report
+
+        real = load_spec(quality_against, "test", parse_classes(cfg.classes), cfg.size)
+        q = quality_report(written, real)
+        click.echo(f"quality: {len(q['near_duplicates_within'])} near-duplicate pairs within the set, "
+                   f"{len(q['near_duplicates_vs_real'])} against {real.name}, "
+                   f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'})")
 
 
 TINY_MODEL = "synthgap-tiny"
