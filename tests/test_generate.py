@@ -1,6 +1,7 @@
 """Generation with a tiny diffusers pipeline saved to disk and loaded through the real from_pretrained path."""
 import json
 import os
+from importlib import resources
 import signal
 import subprocess
 import sys
@@ -106,6 +107,9 @@ def test_changed_config_is_refused_and_new_makes_a_fresh_folder(made, tiny_model
         generate(cfg_for(tiny_model, steps=3), made, progress=False)
     fresh = generate(cfg_for(tiny_model, steps=3, per_class=1), made, new=True, progress=False)
     assert fresh == made.parent / f"{made.name}-2" and len(read_manifest(fresh)[0]) == 2
+    # --new again with the same config resumes that fresh folder instead of opening a third
+    again = generate(cfg_for(tiny_model, steps=3, per_class=2), made, new=True, progress=False)
+    assert again == fresh and len(read_manifest(fresh)[0]) == 4
 
 
 def test_prompts_and_seeds_are_deterministic_and_diverse():
@@ -124,6 +128,13 @@ def test_unknown_class_and_bad_template_file_are_clear_errors(tmp_path, tiny_mod
     bad.write_text("template: '{subject}'\n")
     with pytest.raises(SynthgapError, match="missing field"):
         DatasetGenerator(cfg_for(tiny_model, templates=str(bad)))
+    good = yaml.safe_load(resources.files("synthgap.generate").joinpath("templates.yaml").read_text())
+    good["template"] = "{style} of {subject} in {season}"
+    bad.write_text(yaml.safe_dump(good))
+    with pytest.raises(SynthgapError, match="cannot be filled.*season"):
+        DatasetGenerator(cfg_for(tiny_model, templates=str(bad)))
+    with pytest.raises(SynthgapError, match="'batch_size': expected at least 1"):
+        DatasetGenerator(cfg_for(tiny_model, batch_size=0))
 
 
 class BlankingPipeline:

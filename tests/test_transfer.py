@@ -117,6 +117,15 @@ def test_changed_config_is_refused(quick_run, folders):
     assert "different config" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_resuming_on_other_data_is_refused(quick_run, folders, tmp_path):
+    out, _ = quick_run
+    real, _ = folders
+    other = make_image_folder(tmp_path / "other", CLASSES, 30, size=16, seed=9)
+    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(other), "--out", str(out), *TINY,
+                    check=False)
+    assert proc.returncode == 2 and "started on other data" in proc.stderr
+
+
 def test_report_command_rebuilds_the_report(quick_run):
     out, _ = quick_run
     (out / "report.html").unlink()
@@ -128,6 +137,10 @@ def test_report_command_rebuilds_the_report(quick_run):
     (["--set", "train.epochz=3"], "unknown config field(s) train.epochz"),
     (["--set", "train.epochs=many"], "train.epochs': expected int"),
     (["--set", "classes=bird,dragon"], "dragon"),
+    (["--set", "train.widths=[8,16"], "not valid YAML"),
+    (["--set", "train.batch_size=0"], "train.batch_size': expected at least 1"),
+    (["--set", "fractions=[0,0.001]", "--set", "train_size=60"], "repeated training sets"),
+    (["--set", "seeds=[]"], "'seeds': give at least one seed"),
 ])
 def test_user_mistakes_are_clear_errors_not_tracebacks(folders, tmp_path, args, message):
     real, synth = folders

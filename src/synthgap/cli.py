@@ -40,12 +40,14 @@ set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 @click.version_option(__version__, prog_name="synthgap")
 @click.option("-v", "--verbose", is_flag=True, help="More log output.")
 def cli(verbose: bool) -> None:
-    """synthgap: measure the gap between synthetic and real image data.
+    """synthgap: generate synthetic image datasets and measure their gap to real data.
 
     \b
     Typical use:
+      synthgap pipeline --config configs/pipeline-small.yaml   # everything, in one command
       synthgap data cifar10 --root DATA           # fetch or locate CIFAR-10
-      synthgap transfer --real cifar10 --synthetic SYNTH_DIR --out runs/study --quick
+      synthgap generate --model stabilityai/sd-turbo --per-class 100 --out runs/synthetic
+      synthgap transfer --real cifar10 --synthetic runs/synthetic --out runs/study --quick
       synthgap report runs/study                  # rebuild the report of a finished study
     """
     _setup_logging(verbose)
@@ -176,7 +178,7 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
         raise SynthgapError("--out is required (the folder to write the dataset to)")
     flags = {"model": model, "classes": classes, "per_class": per_class, "seed": seed, "batch_size": batch_size,
              "templates": templates}
-    cfg = load_config(GenerateConfig, config_file, list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    cfg = load_config(GenerateConfig, config_file, overrides, flags=flags)
     written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
     click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
     if quality_against:

@@ -75,15 +75,15 @@ class GenerateConfig:
     negative_prompt: str | None = None  # None: the templates' negative prompt
     templates: str | None = None  # YAML file of prompt templates; None: the packaged one
     max_retries: int = 3  # new seeds tried for an image the safety checker blanked
-    # Runtime knobs: they do not change any image, so they may differ between a run and its resume.
+    dtype: str = "auto"  # auto (fp16 on CUDA, else fp32) | float32 | float16 | bfloat16
+    # Runtime knobs: a run may resume with other values (each manifest line records its device).
     batch_size: int = 8
     device: str = "auto"
-    dtype: str = "auto"  # auto (fp16 on CUDA, else fp32) | float32 | float16 | bfloat16
     attention_slicing: bool = False
     vae_tiling: bool = False
 
 
-GENERATE_RUNTIME_FIELDS = ("per_class", "classes", "batch_size", "device", "dtype", "attention_slicing", "vae_tiling")
+GENERATE_RUNTIME_FIELDS = ("per_class", "classes", "batch_size", "device", "attention_slicing", "vae_tiling")
 
 
 @dataclass
@@ -179,7 +179,11 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise SynthgapError(f"override '{text}': expected KEY=VALUE, e.g. train.epochs=5")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise SynthgapError(f"override '{text}': the value is not valid YAML ({e.problem if hasattr(e, 'problem') else e}); "
+                            "quote it, e.g. KEY='\"a: b\"'") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
@@ -190,8 +194,8 @@ def parse_override(text: str) -> dict:
 
 
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                presets: list[dict] | tuple[dict, ...] = ()) -> Any:
-    """Defaults <- presets <- YAML file <- overrides, validated into `cls`."""
+                presets: list[dict] | tuple[dict, ...] = (), flags: dict | None = None) -> Any:
+    """Defaults <- presets <- YAML file <- overrides <- flags (CLI options, taken as they are), validated into `cls`."""
     data: dict = {}
     for p in presets:
         data = merge(data, p)
@@ -208,6 +212,7 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         data = merge(data, loaded)
     for o in overrides:
         data = merge(data, parse_override(o))
+    data = merge(data, {k: v for k, v in (flags or {}).items() if v is not None})
     return from_dict(cls, data)
 
 

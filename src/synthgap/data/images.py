@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from synthgap.io import save_torch
+from synthgap.io import save_torch, user_cache
 
 log = logging.getLogger("synthgap")
 
@@ -94,8 +94,7 @@ class Decoded:
 def cache_dir() -> Path:
     if d := os.environ.get("SYNTHGAP_CACHE"):
         return Path(d)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "synthgap"
+    return user_cache()
 
 
 def file_list_key(paths: list[str], size: int) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
 from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, resize_square
+from synthgap.io import user_cache
 
 SPLITS = ("train", "test")
 HOLDOUT_SEED = 0  # fixed: a folder without given splits is always split the same way
@@ -96,8 +97,7 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     if env := os.environ.get("SYNTHGAP_DATA"):
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "synthgap" / "data"
+    return user_cache() / "data"
 
 
 # ---------------------------------------------------------------- image folders and manifests

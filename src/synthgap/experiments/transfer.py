@@ -73,11 +73,18 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
         n_s = int(round(size * f))
         name = "real" if n_s == 0 else "synthetic" if n_s == size else f"mix{round(f * 100):d}"
         sets.append(TrainingSet(name, "real" if n_s == 0 else "synthetic" if n_s == size else "mixed", size - n_s, n_s))
+    names = [s.name for s in sets]
+    if len(set(names)) != len(names):
+        raise SynthgapError(f"config field 'fractions': {cfg.fractions} gives repeated training sets {names} at train_size {size}")
     for k in cfg.extra_synthetic:
         if k <= 0:
             raise SynthgapError(f"config field 'extra_synthetic': {k} must be positive")
         n_s = min(int(round(k * n_real)), n_synthetic)
         sets.append(TrainingSet(f"real+{k:g}xsynthetic", f"real+{k:g}xsynthetic", n_real, n_s))
+    if not cfg.seeds:
+        raise SynthgapError("config field 'seeds': give at least one seed")
+    if cfg.test_size is not None and cfg.test_size < 1:
+        raise SynthgapError(f"config field 'test_size': expected a positive number or null, got {cfg.test_size}")
     return size, sets
 
 
@@ -108,6 +115,19 @@ def _check_existing(out: Path, cfg: TransferConfig) -> None:
             )
 
 
+def _check_same_data(out: Path, data: dict) -> None:
+    """A study folder resumes only on the data it started with: other data would mix results (or leak test images)."""
+    previous = out / "environment.json"
+    if not previous.exists():
+        return
+    old = json.loads(previous.read_text()).get("data", {})
+    changed = [k for k, v in data.items() if k in old and old[k].get("sha256") != v["sha256"]]
+    if changed:
+        raise SynthgapError(
+            f"{out} was started on other data ({', '.join(changed)} changed since); choose a new --out, or delete the folder"
+        )
+
+
 def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferConfig | None = None, *,
                  root=None, progress: bool = True) -> list[dict]:
     """Run every (training set, seed) not yet finished in out_dir; write the output contract; return the records.
@@ -133,6 +153,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
         for d in DOMAINS for split, s in data[d].items()
     }
     env["budget_images_per_run"] = budget
+    _check_same_data(out, env["data"])
     write_json(out / "environment.json", env)
 
     records: list[dict] = []

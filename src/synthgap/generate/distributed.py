@@ -61,5 +61,11 @@ def make_with_ray(gen, out: Path, jobs: list, workers: int = 0) -> Iterator[list
         _PipelineActor, fn_constructor_kwargs={"cfg": cfg, "out": str(out)}, batch_size=gen.cfg.batch_size,
         compute=ray.data.ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, batch_format="numpy",
     )
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        yield [json.loads(r) for r in batch["row"]]
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            yield [json.loads(r) for r in batch["row"]]
+    except ray.exceptions.RayTaskError as e:  # a user-facing error inside an actor stays one clear line
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, SynthgapError):
+            raise SynthgapError(str(cause)) from None
+        raise

@@ -134,6 +134,8 @@ def _encode_png(image: Image.Image, meta: dict) -> bytes:
 
 def read_manifest(out: Path) -> tuple[list[dict], bool]:
     """Valid lines whose image exists with the recorded hash; True if anything had to be dropped."""
+    from synthgap.io import sha256_file
+
     path = out / MANIFEST
     if not path.exists():
         return [], False
@@ -142,7 +144,8 @@ def read_manifest(out: Path) -> tuple[list[dict], bool]:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-            ok = (out / row["path"]).is_file() and row["id"] not in seen
+            image = out / row["path"]
+            ok = image.is_file() and row["id"] not in seen and sha256_file(image) == row["sha256"]
         except (json.JSONDecodeError, KeyError, TypeError):
             ok = False  # a line cut short by a kill
         if ok:
@@ -153,15 +156,26 @@ def read_manifest(out: Path) -> tuple[list[dict], bool]:
     return rows, dropped
 
 
+def _identity_of(folder: Path) -> dict | None:
+    return (yaml.safe_load((folder / CONFIG).read_text()) or {}).get("identity")
+
+
 class DatasetGenerator:
     """One object per generation job: holds the pipeline, makes images, owns the output folder."""
 
     def __init__(self, cfg: GenerateConfig, pipeline=None):
+        import dataclasses
+
+        local = {k: str(Path(v).expanduser().resolve()) for k, v in (("model", cfg.model), ("templates", cfg.templates))
+                 if v and Path(v).expanduser().exists()}
+        cfg = dataclasses.replace(cfg, **local)  # the same local file under another relative path is the same config
         self.templates = Templates.load(cfg.templates)
         self.cfg = resolve_settings(cfg, self.templates)
         self.templates.check_classes(self.cfg.classes)
-        if self.cfg.per_class < 1:
-            raise SynthgapError(f"config field 'per_class': expected at least 1, got {self.cfg.per_class}")
+        for name, value, least in (("per_class", self.cfg.per_class, 1), ("batch_size", self.cfg.batch_size, 1),
+                                   ("steps", self.cfg.steps, 1), ("size", self.cfg.size, 8), ("max_retries", self.cfg.max_retries, 0)):
+            if value < least:
+                raise SynthgapError(f"config field '{name}': expected at least {least}, got {value}")
         self._pipe = pipeline
 
     @property
@@ -218,7 +232,7 @@ class DatasetGenerator:
         ident = identity(self.cfg, self.templates)
         cfg_file = out / CONFIG
         if cfg_file.exists():
-            old = (yaml.safe_load(cfg_file.read_text()) or {}).get("identity")
+            old = _identity_of(out)
             if old != ident:
                 if not new:
                     diff = sorted(k for k in set(ident) | set(old or {}) if (old or {}).get(k) != ident.get(k))
@@ -226,12 +240,16 @@ class DatasetGenerator:
                         f"{out} holds images made with a different config (differs in: {', '.join(diff)}); "
                         "re-run with the same config to resume, use --new for a fresh folder, or choose another --out"
                     )
-                k = 2
-                while (out.parent / f"{out.name}-{k}").exists():
+                k = 2  # the first sibling that is free or holds this very config (so --new resumes too)
+                while (out.parent / f"{out.name}-{k}" / CONFIG).exists() and _identity_of(out.parent / f"{out.name}-{k}") != ident:
                     k += 1
                 out = out.parent / f"{out.name}-{k}"
-                log.info("config differs from %s; writing to the fresh folder %s", cfg_file.parent, out)
+                log.info("config differs from %s; writing to %s", cfg_file.parent, out)
         out.mkdir(parents=True, exist_ok=True)
+        for tmp in out.rglob(".*.tmp"):  # temp files of a killed run
+            tmp.unlink(missing_ok=True)
+        if (out / CONFIG).exists():  # resuming: the first run's record stands
+            return out
         env = environment()
         import diffusers
 
@@ -241,8 +259,6 @@ class DatasetGenerator:
             "config_hash": sha256_bytes(json.dumps(ident, sort_keys=True).encode())[:16],
             "templates": self.templates.source, "environment": env,
         }, sort_keys=False))
-        for tmp in out.rglob(".*.tmp"):  # temp files of a killed run
-            tmp.unlink(missing_ok=True)
         return out
 
     def pending(self, out: Path) -> tuple[list[Job], list[dict]]:
@@ -270,7 +286,7 @@ class DatasetGenerator:
             "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
             "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,
             "blanked_seeds": blanked, "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale,
-            "sha256": sha256_bytes(data), "seconds": round(seconds, 4),
+            "sha256": sha256_bytes(data), "seconds": round(seconds, 4), "device": str(self.pipe.device),
         }
 
     def make(self, out: Path, jobs: list[Job]) -> list[dict]:

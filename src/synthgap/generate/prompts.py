@@ -49,10 +49,18 @@ class Templates:
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise SynthgapError(f"{source}: missing field(s) {', '.join(missing)}")
+        if not isinstance(data["classes"], dict) or not data["classes"]:
+            raise SynthgapError(f"{source}: 'classes' must map class names to {{subjects: [...], contexts: [...]}}")
         for name, spec in data["classes"].items():
             if not isinstance(spec, dict) or not spec.get("subjects") or not spec.get("contexts"):
                 raise SynthgapError(f"{source}: class '{name}' needs non-empty 'subjects' and 'contexts' lists")
-        return cls(data, source)
+        out = cls(data, source)
+        try:  # fail now, not hours into a run, on a template naming an unknown slot
+            out.prompt(0, next(iter(data["classes"])), 0)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise SynthgapError(f"{source}: 'template' cannot be filled ({type(e).__name__}: {e}); "
+                                "its slots are {style}, {subject}, {context}, {viewpoint}, {lighting}") from None
+        return out
 
     def sha256(self) -> str:
         return hashlib.sha256(yaml.safe_dump(self.data, sort_keys=True).encode()).hexdigest()

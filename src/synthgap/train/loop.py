@@ -77,6 +77,16 @@ def _amp(device: torch.device):
     return nullcontext(), False
 
 
+def _validate(cfg: TrainConfig) -> None:
+    checks = [("batch_size", cfg.batch_size >= 1, "at least 1"), ("epochs", cfg.epochs >= 1, "at least 1"),
+              ("lr", cfg.lr > 0, "positive"), ("warmup", 0 <= cfg.warmup < 1, "in [0, 1)"),
+              ("val_fraction", 0 <= cfg.val_fraction < 1, "in [0, 1)"), ("patience", cfg.patience >= 0, "0 or more"),
+              ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)")]
+    for name, ok, want in checks:
+        if not ok:
+            raise SynthgapError(f"config field 'train.{name}': expected {want}, got {getattr(cfg, name)}")
+
+
 def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,
         val: ImageSet | None = None, budget_images: int | None = None, progress: bool = True,
         desc: str = "train") -> FitResult:
@@ -87,6 +97,7 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     sizes can share one budget); default: epochs x training-set size.
     out_dir: where the per-epoch checkpoint goes (atomic); with resume=True a run continues from it.
     """
+    _validate(cfg)
     set_threads(cfg.threads)
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
@@ -132,24 +143,26 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
     result = FitResult(model=model, device=str(device))
-    best_state, start_epoch, step, trained_seconds = None, 0, 0, 0.0
+    best_state, start_epoch, step, trained_seconds, stopped = None, 0, 0, 0.0, False
+    data_sha = train.sha256()
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir else None
     if resume and ckpt_path and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ck["config"] != to_dict(cfg) or ck["total_steps"] != total_steps:
             raise SynthgapError(f"{ckpt_path}: checkpoint was made with a different config; remove it to start over")
+        if ck["train_sha256"] != data_sha:
+            raise SynthgapError(f"{ckpt_path}: checkpoint was made on other training data; remove it to start over")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
         best_state, start_epoch, step = ck["best_state"], ck["epoch"] + 1, ck["step"]
         result.history, result.best_epoch, result.best_val_accuracy = ck["history"], ck["best_epoch"], ck["best_val_accuracy"]
-        trained_seconds = ck["seconds"]
+        trained_seconds, stopped = ck["seconds"], ck["stopped"]
 
     from tqdm.auto import tqdm
 
-    images_seen = 0
     for epoch in range(start_epoch, epochs):
-        if step >= total_steps:
+        if step >= total_steps or stopped:
             break
         g = _epoch_generator(cfg.seed, epoch, device)
         order = torch.randperm(n, generator=g, device=g.device).to(device)
@@ -181,7 +194,6 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
         bar.close()
         seconds = time.perf_counter() - t0
         trained_seconds += seconds
-        images_seen += n_steps * batch_size
         record = {"epoch": epoch + 1, "step": step, "train_loss": round(loss_sum.item() / n_steps, 4),
                   "lr": round(lr, 6), "seconds": round(seconds, 2),
                   "images_per_second": round(n_steps * batch_size / seconds, 1)}
@@ -198,14 +210,16 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.3f}"
                        + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
                        + f", {record['images_per_second']:.0f} img/s")
+        stopped = bool(cfg.patience and epoch + 1 - result.best_epoch >= cfg.patience)
         if ckpt_path:
             save_torch(ckpt_path, {
                 "config": to_dict(cfg), "total_steps": total_steps, "epoch": epoch, "step": step,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "best_state": best_state, "history": result.history, "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best_val_accuracy, "seconds": trained_seconds,
+                "train_sha256": data_sha, "stopped": stopped,
             })
-        if cfg.patience and result.best_epoch and epoch + 1 - result.best_epoch >= cfg.patience:
+        if stopped:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
