@@ -141,11 +141,12 @@ def test_report_command_rebuilds_the_report(quick_run):
     (["--set", "train.batch_size=0"], "train.batch_size': expected at least 1"),
     (["--set", "fractions=[0,0.001]", "--set", "train_size=60"], "repeated training sets"),
     (["--set", "seeds=[]"], "'seeds': give at least one seed"),
+    (["--set", "fractions=[0,1.5]"], "every fraction between 0 and 1"),
 ])
 def test_user_mistakes_are_clear_errors_not_tracebacks(folders, tmp_path, args, message):
     real, synth = folders
-    proc = synthgap("transfer", "--real", str(real), "--synthetic", str(synth), "--out", str(tmp_path / "x"), *args,
-                    check=False)
+    proc = synthgap("transfer", "--real", str(real), "--synthetic", str(synth), "--out", str(tmp_path / "x"), *TINY,
+                    *args, check=False)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
 

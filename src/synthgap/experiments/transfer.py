@@ -25,7 +25,7 @@ from synthgap.config import TransferConfig, config_hash, dump_yaml
 from synthgap.data.sets import HOLDOUT_SEED, ImageSet, concat, load_spec, parse_classes
 from synthgap.io import environment, save_torch, write_json, write_text
 from synthgap.train.evaluate import evaluate
-from synthgap.train.loop import CHECKPOINT, MODEL, fit
+from synthgap.train.loop import CHECKPOINT, MODEL, check_config, fit
 
 log = logging.getLogger("synthgap")
 DOMAINS = ("real", "synthetic")
@@ -68,8 +68,6 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
         )
     sets = []
     for f in cfg.fractions:
-        if not 0 <= f <= 1:
-            raise SynthgapError(f"config field 'fractions': {f} is not between 0 and 1")
         n_s = int(round(size * f))
         name = "real" if n_s == 0 else "synthetic" if n_s == size else f"mix{round(f * 100):d}"
         sets.append(TrainingSet(name, "real" if n_s == 0 else "synthetic" if n_s == size else "mixed", size - n_s, n_s))
@@ -77,15 +75,25 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
     if len(set(names)) != len(names):
         raise SynthgapError(f"config field 'fractions': {cfg.fractions} gives repeated training sets {names} at train_size {size}")
     for k in cfg.extra_synthetic:
-        if k <= 0:
-            raise SynthgapError(f"config field 'extra_synthetic': {k} must be positive")
         n_s = min(int(round(k * n_real)), n_synthetic)
         sets.append(TrainingSet(f"real+{k:g}xsynthetic", f"real+{k:g}xsynthetic", n_real, n_s))
-    if not cfg.seeds:
-        raise SynthgapError("config field 'seeds': give at least one seed")
-    if cfg.test_size is not None and cfg.test_size < 1:
-        raise SynthgapError(f"config field 'test_size': expected a positive number or null, got {cfg.test_size}")
     return size, sets
+
+
+def check_transfer_config(cfg: TransferConfig) -> None:
+    """Checks that need no data: a clear error before anything is loaded or trained."""
+    check_config(cfg.train)
+    problems = [
+        ("seeds", not cfg.seeds, "give at least one seed"),
+        ("fractions", not all(0 <= f <= 1 for f in cfg.fractions), "every fraction between 0 and 1"),
+        ("extra_synthetic", not all(k > 0 for k in cfg.extra_synthetic), "positive multiples"),
+        ("fractions", not cfg.fractions and not cfg.extra_synthetic, "at least one training set"),
+        ("test_size", cfg.test_size is not None and cfg.test_size < 1, "a positive number or null"),
+        ("train_size", cfg.train_size is not None and cfg.train_size < 2, "at least 2 or null"),
+    ]
+    for name, bad, want in problems:
+        if bad:
+            raise SynthgapError(f"config field '{name}': {want} (got {getattr(cfg, name)})")
 
 
 def _cap(s: ImageSet, n: int | None) -> ImageSet:
@@ -138,6 +146,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     from synthgap.report import plot_confusion, write_report
 
     cfg = cfg or TransferConfig()
+    check_transfer_config(cfg)
     out = Path(out_dir)
     _check_existing(out, cfg)
     data = load_transfer_data(real, synthetic, cfg, root)

@@ -77,7 +77,8 @@ def _amp(device: torch.device):
     return nullcontext(), False
 
 
-def _validate(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig) -> None:
+    """Range checks of a training config: a clear error before any data is loaded or step taken."""
     checks = [("batch_size", cfg.batch_size >= 1, "at least 1"), ("epochs", cfg.epochs >= 1, "at least 1"),
               ("lr", cfg.lr > 0, "positive"), ("warmup", 0 <= cfg.warmup < 1, "in [0, 1)"),
               ("val_fraction", 0 <= cfg.val_fraction < 1, "in [0, 1)"), ("patience", cfg.patience >= 0, "0 or more"),
@@ -97,7 +98,7 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     sizes can share one budget); default: epochs x training-set size.
     out_dir: where the per-epoch checkpoint goes (atomic); with resume=True a run continues from it.
     """
-    _validate(cfg)
+    check_config(cfg)
     set_threads(cfg.threads)
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
