@@ -36,9 +36,9 @@ def bare_loop(pipe, gen: DatasetGenerator, jobs: list[Job], batch_size: int) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=64, help="images per measurement (split over 2 classes)")
+    ap.add_argument("--images", type=int, default=256, help="images per measurement (split over 2 classes)")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2, help="best of this many runs of each measurement")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs of each measurement")
     args = ap.parse_args()
     logging.getLogger("synthgap").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:

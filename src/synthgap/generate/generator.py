@@ -128,7 +128,7 @@ def _encode_png(image: Image.Image, meta: dict) -> bytes:
     import io
 
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=_png_metadata(meta))
+    image.save(buf, format="PNG", pnginfo=_png_metadata(meta), compress_level=1)  # lossless either way; level 1 is fastest
     return buf.getvalue()
 
 
@@ -177,6 +177,7 @@ class DatasetGenerator:
             if value < least:
                 raise SynthgapError(f"config field '{name}': expected at least {least}, got {value}")
         self._pipe = pipeline
+        self._device = None
 
     @property
     def pipe(self):
@@ -198,7 +199,9 @@ class DatasetGenerator:
         import torch
 
         pipe = self.pipe
-        gen_device = pipe.device if pipe.device.type == "cuda" else "cpu"
+        if self._device is None:  # diffusers' pipe.device walks every module: ask once
+            self._device = pipe.device
+        gen_device = self._device if self._device.type == "cuda" else "cpu"
         kwargs = {}
         if self.cfg.resolution:
             kwargs.update(height=self.cfg.resolution, width=self.cfg.resolution)
@@ -286,15 +289,22 @@ class DatasetGenerator:
             "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
             "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,
             "blanked_seeds": blanked, "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale,
-            "sha256": sha256_bytes(data), "seconds": round(seconds, 4), "device": str(self.pipe.device),
+            "sha256": sha256_bytes(data), "seconds": round(seconds, 4), "device": str(self._device),
         }
 
     def make(self, out: Path, jobs: list[Job]) -> list[dict]:
-        """Render `jobs` in one batch, re-render blanked images with their next seed, save; return manifest rows."""
+        """Render `jobs` in one batch (blanked images again with their next seed), save; return manifest rows."""
+        return self.save_all(out, self.render_checked(jobs))
+
+    def save_all(self, out: Path, rendered: list[tuple]) -> list[dict]:
+        return [self.save(out, *r) for r in rendered]
+
+    def render_checked(self, jobs: list[Job]) -> list[tuple[Job, Image.Image, float, list[int]]]:
+        """(job, image, seconds per image, blanked seeds) for each job; a blanked image is made with the next seed."""
         t0 = time.perf_counter()
         results = self.render(jobs)
         per_image = (time.perf_counter() - t0) / len(jobs)
-        rows = []
+        done = []
         for job, (image, blank) in zip(jobs, results):
             blanked = []
             while blank:  # safety checker or an all-black image: the next seed, recorded
@@ -307,8 +317,23 @@ class DatasetGenerator:
                 log.warning("image %s blanked (seed %d); trying the next seed", job.id, blanked[-1])
                 job = Job(job.cls, job.index, job.attempt + 1)
                 ((image, blank),) = self.render([job])
-            rows.append(self.save(out, job, image, per_image, blanked))
-        return rows
+            done.append((job, image, per_image, blanked))
+        return done
+
+    def _make_overlapped(self, out: Path, batches: list[list[Job]]):
+        """Local runs: a writer thread saves batch k while the pipeline renders batch k+1 (PNG encoding,
+        hashing and file writes stay off the model's critical path). Rows come back once written."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as writer:
+            pending = None
+            for batch in batches:
+                rendered = self.render_checked(batch)
+                if pending is not None:
+                    yield pending.result()
+                pending = writer.submit(self.save_all, out, rendered)
+            if pending is not None:
+                yield pending.result()
 
     def run(self, out: str | Path, *, new: bool = False, progress: bool = True, ray_workers: int | None = None) -> Path:
         """Make every missing image of the config in `out`; return the folder written.
@@ -325,7 +350,7 @@ class DatasetGenerator:
             return out
         batches = [jobs[i : i + self.cfg.batch_size] for i in range(0, len(jobs), self.cfg.batch_size)]
         if ray_workers is None:
-            produced = (self.make(out, b) for b in batches)
+            produced = self._make_overlapped(out, batches)
         else:
             from synthgap.generate.distributed import make_with_ray
 

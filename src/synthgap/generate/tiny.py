@@ -44,10 +44,10 @@ def build_tiny_pipeline(seed: int = 0, sample_size: int = 16):
     )
     with tempfile.TemporaryDirectory() as tmp:
         vocab, merges = _write_tiny_clip_vocab(Path(tmp))
-        tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=77)
+        tokenizer = CLIPTokenizer(str(vocab), str(merges), model_max_length=192)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=16, intermediate_size=32,
-        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=77,
+        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tokenizer), max_position_embeddings=192,
     ))
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     return StableDiffusionPipeline(
