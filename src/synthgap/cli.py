@@ -117,7 +117,7 @@ def train(spec, out, classes, size, resume, root, config_file, overrides) -> Non
 @click.option("--real", required=True, help="Real data: 'cifar10', an image folder or a .jsonl manifest.")
 @click.option("--synthetic", required=True, help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-run to resume).")
-@click.option("--quick", is_flag=True, help="Small preset: 2 seeds, 3 fractions, 3,000 training images, a few minutes on 2 cores.")
+@click.option("--quick", is_flag=True, help="Small preset: 2 seeds, 3 fractions, 3,000 training images, about 4 minutes on 2 cores.")
 @root_option
 @config_option
 @set_option

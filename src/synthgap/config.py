@@ -106,7 +106,7 @@ QUICK = {
     "extra_synthetic": [1.0],
     "train_size": 3000,
     "test_size": 1200,
-    "train": {"epochs": 4},
+    "train": {"epochs": 8, "batch_size": 128},
 }
 
 
