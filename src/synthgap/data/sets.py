@@ -194,10 +194,7 @@ def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size:
     if unknown:
         s.skipped.append((str(path), f"labels not among requested classes ignored: {unknown}"))
     if not has_split:
-        keep, held = holdout_split(s.labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
-        skipped = s.skipped
-        s = s.subset(keep if split == "train" else held, s.name)
-        s.skipped = skipped if split == "train" else []  # counted once, with the train split
+        s = _held_out_part(s, split, s.name)
     return s
 
 
@@ -320,7 +317,12 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
         s.name = f"{path}[{split}]"
         return s
     whole = load_class_folders(path, classes, size, domain)
+    return _held_out_part(whole, split, f"{path}[{split}, held out {HOLDOUT_FRACTION:g}]")
+
+
+def _held_out_part(whole: ImageSet, split: str, name: str) -> ImageSet:
+    """The fixed stratified train or test part of a set that came without splits."""
     keep, held = holdout_split(whole.labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
-    part = whole.subset(keep if split == "train" else held, f"{path}[{split}, held out {HOLDOUT_FRACTION:g}]")
-    part.skipped = whole.skipped if split == "train" else []
+    part = whole.subset(keep if split == "train" else held, name)
+    part.skipped = whole.skipped if split == "train" else []  # counted once, with the train split
     return part

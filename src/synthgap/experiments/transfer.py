@@ -60,17 +60,16 @@ def stratified_sample(labels: torch.Tensor, n: int, rng: np.random.Generator) ->
 
 def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tuple[int, list[TrainingSet]]:
     size = cfg.train_size or min(n_real, n_synthetic)
-    if size > min(n_real, n_synthetic) and any(0 < f < 1 for f in cfg.fractions) or (
-        0.0 in cfg.fractions and size > n_real) or (1.0 in cfg.fractions and size > n_synthetic):
-        raise SynthgapError(
-            f"config field 'train_size': {size} is more than the training images available "
-            f"(real: {n_real}, synthetic: {n_synthetic})"
-        )
     sets = []
     for f in cfg.fractions:
         n_s = int(round(size * f))
-        name = "real" if n_s == 0 else "synthetic" if n_s == size else f"mix{round(f * 100):d}"
-        sets.append(TrainingSet(name, "real" if n_s == 0 else "synthetic" if n_s == size else "mixed", size - n_s, n_s))
+        domain = "real" if n_s == 0 else "synthetic" if n_s == size else "mixed"
+        if size - n_s > n_real or n_s > n_synthetic:
+            raise SynthgapError(
+                f"config field 'train_size': {size} at synthetic fraction {f} needs {size - n_s} real and {n_s} "
+                f"synthetic training images; there are {n_real} and {n_synthetic}"
+            )
+        sets.append(TrainingSet(domain if domain != "mixed" else f"mix{round(f * 100):d}", domain, size - n_s, n_s))
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
         raise SynthgapError(f"config field 'fractions': {cfg.fractions} gives repeated training sets {names} at train_size {size}")
