@@ -239,6 +239,166 @@ def report(out) -> None:
     click.echo(f"report: {write_report(out)}")
 
 
+# ---------------------------------------------------------------- detector
+
+
+def detector_data_options(f):
+    """The data and model options shared by `detector train`, `tune` and `compare`."""
+    opts = [
+        click.option("--real", default=None, help="Real images: 'cifar10', an image folder (searched recursively; "
+                     "train/ and test/ honoured) or a .jsonl manifest."),
+        click.option("--synthetic", default=None, help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder)."),
+        click.option("--data", "data_root_dir", default=None, type=click.Path(exists=True, file_okay=False),
+                     help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
+                     "at its top or inside train/ and test/."),
+        click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
+        click.option("--backbone", default=None, help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
+                     "resnet50, resnet18, vgg16, or airnet (small CNN from scratch)."),
+        click.option("--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."),
+        click.option("--normalize-format", is_flag=True, help="Re-encode both sides identically (JPEG) before training, "
+                     "so the detector cannot learn file format."),
+        click.option("--quick", is_flag=True, help="Small preset for a first look: 2,000 images per side, short stages."),
+        root_option, config_option, set_option,
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+DETECTOR_QUICK = {"train_size": 2000, "test_size": 1000, "head": {"epochs": 6}, "finetune": {"epochs": 1},
+                  "scratch": {"epochs": 6}}
+
+
+def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
+                    config_file, overrides):
+    from synthgap.config import DetectorConfig, load_config
+    from synthgap.data import parse_classes
+    from synthgap.detect.data import load_detector_data
+    from synthgap.detect.train import check_detector_config
+
+    flags = {"backbone": backbone, "pretrained": False if no_pretrained else None,
+             "normalize_format": True if normalize_format else None}
+    cfg = load_config(DetectorConfig, config_file, overrides, presets=[DETECTOR_QUICK] if quick else [], flags=flags)
+    cfg.classes = parse_classes(cfg.classes)
+    check_detector_config(cfg)  # before minutes of decoding
+    data = load_detector_data(real=real, synthetic=synthetic, data=data_root_dir, classes=cfg.classes,
+                              size=cfg.image_size, root=root, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
+                              test_size=cfg.test_size, seed=cfg.seed,
+                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None)
+    click.echo(f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
+               f"({data.specs['real']} vs {data.specs['synthetic']})")
+    return cfg, data
+
+
+def _echo_result(meta: dict, out) -> None:
+    m = meta["metrics"]
+    click.echo(f"test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}, "
+               f"F1 {m['f1_synthetic']:.4f} at threshold {meta['threshold']:.3f} ({meta['training']['seconds']:.0f} s)")
+    click.echo("robustness: " + ", ".join(f"{r['test set']} {100 * r['accuracy']:.1f}%" for r in meta["robustness"]))
+    click.echo(f"bias audit: {meta['audit']['verdict']}")
+    click.echo(f"bundle and report in {out} (use it: synthgap detect IMAGE --model {out})")
+
+
+@cli.group()
+def detector() -> None:
+    """Train, tune and compare detectors of AI-generated images (real vs synthetic)."""
+
+
+@detector.command("train")
+@detector_data_options
+@click.option("--resume", is_flag=True, help="Continue the stages from their checkpoints in --out.")
+def detector_train(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
+                   config_file, overrides, resume) -> None:
+    """Train a detector: frozen backbone + shared head, then fine-tune the top blocks.
+
+    \b
+    Writes to --out: the bundle (model.safetensors, detector.json), metrics.json, audit.json,
+    summary.md, confusion.png, roc_calibration.png, report.html, config.yaml, environment.json.
+    Example:
+      synthgap detector train --real ../shared/data/cifar10-jpeg \\
+          --synthetic ../shared/data/cifake-sd14-fake --out runs/detector
+    """
+    from synthgap.detect.train import run_detector
+
+    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
+                                config_file, overrides)
+    _echo_result(run_detector(data, cfg, out, resume=resume), out)
+
+
+@detector.command("tune")
+@detector_data_options
+@click.option("--trials", default=20, show_default=True, help="Finished trials the study should hold (a re-run resumes).")
+@click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
+@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
+              help="tpe: Optuna's TPE; random: random search (Keras Tuner's RandomSearch).")
+@click.option("--max-finetune-blocks", default=2, show_default=True, help="Largest unfreeze depth searched.")
+def detector_tune(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
+                  config_file, overrides, trials, timeout, sampler, max_finetune_blocks) -> None:
+    """Search head width, dropout, learning rates, weight decay, unfreeze depth and augmentation.
+
+    An Optuna study in --out/study.db (SQLite): run the same command again to resume it. Trials are
+    scored on validation; train the winner with `synthgap detector train --config OUT/best.yaml`.
+    """
+    from synthgap.detect.tune import tune_detector
+
+    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
+                                config_file, overrides)
+    s = tune_detector(data, cfg, out, trials=trials, timeout=timeout, sampler=sampler,
+                      max_finetune_blocks=max_finetune_blocks)
+    click.echo(f"best validation accuracy {100 * s['best_value']:.2f}% (trial {s['best_trial']}): {s['best_params']}")
+    click.echo(f"trials: {s['trials']}; train it: synthgap detector train ... --config {Path(out) / 'best.yaml'}")
+
+
+@detector.command("compare")
+@detector_data_options
+@click.option("--backbones", default="airnet,efficientnet_lite0", show_default=True,
+              help="Comma-separated backbones, e.g. vgg16,resnet50,efficientnet_b0,efficientnet_lite0.")
+def detector_compare(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
+                     config_file, overrides, backbones) -> None:
+    """Every backbone with the same head, data and budget: comparison.md, comparison.png, report.html."""
+    from synthgap.detect.compare import compare_backbones
+
+    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
+                                config_file, overrides)
+    names = [b.strip() for b in backbones.split(",") if b.strip()]
+    rows = compare_backbones(data, cfg, names, out)
+    for r in rows:
+        click.echo(f"{r['backbone']:>20}: accuracy {100 * r['accuracy']:.2f}%, AUC {r['auc']:.4f}, "
+                   f"F1 {r['f1_synthetic']:.4f}, {r['train_seconds']:.0f} s")
+    click.echo(f"comparison in {Path(out) / 'comparison.md'} and {Path(out) / 'report.html'}")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A detector bundle folder (made by `synthgap detector train`).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
+def detect(paths, bundle, as_json) -> None:
+    """Probability that each image is AI-generated. PATHS: image files or folders (searched recursively)."""
+    import json
+
+    from synthgap.data.images import IMAGE_EXTENSIONS
+    from synthgap.detect.model import load_bundle
+
+    files = []
+    for p in map(Path, paths):
+        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [str(p)]
+    if not files:
+        raise SynthgapError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
+    b = load_bundle(bundle)
+    probs, reasons = b.predict_files(files)
+    t = b.threshold
+    for f, p, why in zip(files, probs, reasons):
+        verdict = None if p is None else ("synthetic" if p >= t else "real")
+        if as_json:
+            click.echo(json.dumps({"path": f, "p_synthetic": None if p is None else round(p, 6), "verdict": verdict,
+                                   "threshold": t, **({"error": why} if p is None else {})}))
+        else:
+            click.echo(f"{f}\t{'error: ' + why if p is None else f'{p:.4f}'}\t{verdict or ''}")
+    if all(p is None for p in probs):
+        raise SynthgapError("no file could be read as an image")
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

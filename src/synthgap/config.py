@@ -24,6 +24,14 @@ class AugmentConfig:
     zoom: float = 0.0  # max relative scale change, e.g. 0.1 -> [0.9, 1.1]
     brightness: float = 0.0  # max relative change
     contrast: float = 0.0
+    # Robustness augmentations (the detector's): the probability that an image is re-encoded as
+    # JPEG, downscaled and upscaled back, or blurred, with a strength drawn from the range.
+    jpeg: float = 0.0
+    jpeg_quality: list[int] = field(default_factory=lambda: [40, 95])
+    downscale: float = 0.0
+    downscale_range: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    blur: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.3, 1.2])
 
 
 @dataclass
@@ -98,6 +106,51 @@ class PipelineConfig:
     ray: bool = False  # generate on Ray
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+
+
+def _head_stage() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=256, optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine",
+                       warmup=0.05, label_smoothing=0.0, tta=False, augment=AugmentConfig(crop_pad=0, flip=False))
+
+
+def _finetune_stage() -> TrainConfig:
+    return TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine",
+                       warmup=0.1, label_smoothing=0.0, tta=True,
+                       augment=AugmentConfig(crop_pad=0, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+
+
+def _scratch_stage() -> TrainConfig:
+    return TrainConfig(epochs=10, label_smoothing=0.0, tta=True,
+                       augment=AugmentConfig(crop_pad=2, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+
+
+@dataclass
+class DetectorConfig:
+    """Real-vs-synthetic detector: a backbone, the shared head, and up to two training stages.
+
+    Stage configs are TrainConfigs; their `model` field is unused (the backbone decides).
+    A pretrained backbone trains `head` (backbone frozen) then `finetune` (top blocks unfrozen);
+    a backbone without weights (airnet, or --no-pretrained) trains end to end with `scratch`.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    input_size: int | None = None  # backbone input resolution; None: the backbone's CPU default
+    head_width: int = 128
+    dropout: float = 0.3
+    cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images
+    finetune_blocks: int = 2  # top backbone blocks trained in stage 2 (0: no stage 2)
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))  # content classes taken from class folders
+    image_size: int = 32  # images are decoded to this square size, both sides alike
+    val_fraction: float = 0.1
+    train_size: int | None = None  # cap per side (real, synthetic); None: all
+    test_size: int | None = None
+    normalize_format: bool = False  # re-encode both sides identically (JPEG) before anything else
+    normalize_quality: int = 90
+    seed: int = 0
+    head: TrainConfig = field(default_factory=_head_stage)
+    finetune: TrainConfig = field(default_factory=_finetune_stage)
+    scratch: TrainConfig = field(default_factory=_scratch_stage)
 
 
 QUICK = {
@@ -196,7 +249,9 @@ def parse_override(text: str) -> dict:
 def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 presets: list[dict] | tuple[dict, ...] = (), flags: dict | None = None) -> Any:
     """Defaults <- presets <- YAML file <- overrides <- flags (CLI options, taken as they are), validated into `cls`."""
-    data: dict = {}
+    # Start from the full defaults, so a partial nested section (e.g. `head: {epochs: 6}`) keeps
+    # its parent's defaults for that section rather than the nested class's own.
+    data: dict = to_dict(cls())
     for p in presets:
         data = merge(data, p)
     if path:

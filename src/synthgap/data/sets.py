@@ -33,13 +33,15 @@ class ImageSet:
     name: str = ""
     domain: str = "real"  # "real" | "synthetic" | "mixed"
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # source file per image, when it came from files
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> "ImageSet":
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain)
+        files = [self.files[i] for i in index.tolist()] if self.files else []
+        return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain, files=files)
 
     def sha256(self) -> str:
         """Content hash of pixels, labels and class names: the same data hashes the same anywhere."""
@@ -71,6 +73,7 @@ def concat(sets: list[ImageSet], name: str, domain: str) -> ImageSet:
     return ImageSet(
         torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), classes, name, domain,
         [x for s in sets for x in s.skipped],
+        [f for s in sets for f in s.files] if all(s.files for s in sets) else [],
     )
 
 
@@ -112,7 +115,7 @@ def _list_images(folder: Path) -> list[str]:
 def _from_files(files: list[str], labels: list[int], classes: list[str], size: int, name: str, domain: str) -> ImageSet:
     decoded = decode_files(files, size)
     y = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
-    out = ImageSet(decoded.images, y, classes, name, domain, decoded.skipped)
+    out = ImageSet(decoded.images, y, classes, name, domain, decoded.skipped, [files[i] for i in decoded.kept])
     _require_every_class(out, name)
     return out
 

