@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import warnings
 from pathlib import Path
 
 from synthgap import SynthgapError
@@ -25,9 +26,9 @@ def suggest(trial, cfg: DetectorConfig, max_finetune_blocks: int) -> DetectorCon
     """The search space: head width, dropout, learning rates, weight decay, unfreeze depth, augmentation strength."""
     width = trial.suggest_categorical("head_width", [64, 128, 256, 512])
     dropout = trial.suggest_float("dropout", 0.0, 0.6)
-    strength = trial.suggest_float("augment_strength", 0.0, 1.0)
 
-    def augmented(stage):
+    def augmented(stage):  # augmentation only acts where images are trained on, so only there is it searched
+        strength = trial.suggest_float("augment_strength", 0.0, 1.0)
         aug = dataclasses.replace(stage.augment, rotate=10 * strength, zoom=0.1 * strength, brightness=0.2 * strength,
                                   contrast=0.2 * strength, jpeg=0.3 * strength, downscale=0.2 * strength,
                                   blur=0.2 * strength)
@@ -63,7 +64,10 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # Heartbeats let a resumed study mark the trial a killed process left running as failed.
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STUDY).resolve()}", heartbeat_interval=30, grace_period=90)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # heartbeats are marked experimental; they are what makes resume after kill -9 work
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STUDY).resolve()}", heartbeat_interval=30, grace_period=90)
     samplers = {"tpe": optuna.samplers.TPESampler(seed=cfg.seed), "random": optuna.samplers.RandomSampler(seed=cfg.seed)}
     study = optuna.create_study(study_name="detector", storage=storage, load_if_exists=True, direction="maximize",
                                 sampler=samplers[sampler],
@@ -100,7 +104,6 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     done = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
     remaining = max(0, trials - done)
     if remaining:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(objective, n_trials=remaining, timeout=timeout, show_progress_bar=progress, gc_after_trial=True)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if not complete:
