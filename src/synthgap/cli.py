@@ -399,6 +399,35 @@ def detect(paths, bundle, as_json) -> None:
         raise SynthgapError("no file could be read as an image")
 
 
+# ---------------------------------------------------------------- web app
+
+
+@cli.command()
+@click.option("--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
+@click.option("--detector", default=None, help="A detector bundle folder (`synthgap detector train`).")
+@click.option("--generator", default=None, help="A diffusers text-to-image id or folder, or synthgap-tiny (offline demo).")
+@click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; 0.0.0.0 in the container].")
+@click.option("--port", type=int, default=None, help="Port [default: 8000].")
+@click.option("--workers", type=int, default=None, help="gunicorn worker processes, each with its own models and "
+              "generation queue [default: 1]; one per core gives the most classify/detect throughput on a CPU.")
+@click.option("--output", default=None, help="Folder for generated images (and kept uploads) [default: none, nothing is written].")
+@click.option("--debug", is_flag=True, default=None, help="Flask's development server with the debugger, instead of gunicorn.")
+def serve(**flags) -> None:
+    """The web app and JSON API: generate images, classify them, detect AI-generated ones.
+
+    Every setting also comes from an environment variable SYNTHGAP_SERVE_<NAME> (e.g.
+    SYNTHGAP_SERVE_DETECTOR, SYNTHGAP_SERVE_MAX_UPLOAD_BYTES); flags win. The settings are the
+    fields of synthgap.serve.ServeConfig. Pages: / (generate), /check, /models; API: /api/*,
+    described at /api/openapi.json; health: /healthz.
+    """
+    from synthgap.serve import ServeConfig
+    from synthgap.serve.server import run
+
+    cfg = ServeConfig.load(**flags)
+    click.echo(f"synthgap serve on http://{cfg.host}:{cfg.port} ({'debug server' if cfg.debug else f'gunicorn, {cfg.workers} worker(s)'})")
+    run(cfg)
+
+
 def main() -> None:
     try:
         cli.main(standalone_mode=False)

@@ -1,0 +1,82 @@
+"""The web app's settings: one dataclass, filled from SYNTHGAP_SERVE_* environment variables and
+command-line flags (flags win), so a container configures it with its environment alone."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from synthgap import SynthgapError
+from synthgap.config import from_dict, to_dict
+
+ENV_PREFIX = "SYNTHGAP_SERVE_"
+
+
+@dataclass
+class ServeConfig:
+    classifier: str | None = None  # a `synthgap train` output folder, or one run of a transfer study
+    detector: str | None = None  # a detector bundle folder (`synthgap detector train`)
+    generator: str | None = None  # a diffusers text-to-image id or folder, or synthgap-tiny
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1  # gunicorn worker processes; each loads the models once
+    threads: int = 16  # request threads per worker: concurrent requests meet in the micro-batcher
+    debug: bool = False  # Flask's development server instead of gunicorn
+    device: str = "auto"  # auto | cpu | cuda | mps
+    torch_threads: int = 0  # CPU threads per worker for the models; 0: cores / workers
+    output: str | None = None  # generated images (and kept uploads) are written here; None: nothing is written
+    keep_uploads: bool = False  # keep uploaded images in OUTPUT/uploads
+    max_upload_bytes: int = 10 * 2**20  # a larger request body is refused with 413
+    max_pixels: int = 40_000_000  # a larger image (by its header) is refused as a decompression bomb
+    max_prompt_chars: int = 500
+    max_steps: int = 50
+    generate_queue: int = 4  # generation requests that may wait for the device; one more gets 429
+    generate_timeout: float = 300.0  # seconds a generation request waits for the device at most
+    batch_size: int = 32  # most images per classifier/detector call
+    batch_wait_ms: float = 2.0  # how long the first queued image waits for company
+    unsure_band: float = 0.1  # |P(AI) - threshold| below this is "unsure"
+
+    def check(self) -> "ServeConfig":
+        for name, least in (("port", 1), ("workers", 1), ("threads", 1), ("torch_threads", 0), ("max_upload_bytes", 1),
+                            ("max_pixels", 1), ("max_prompt_chars", 1), ("max_steps", 1), ("generate_queue", 0),
+                            ("generate_timeout", 0), ("batch_size", 1), ("batch_wait_ms", 0), ("unsure_band", 0)):
+            if getattr(self, name) < least:
+                raise SynthgapError(f"serve setting '{name}': expected at least {least}, got {getattr(self, name)}")
+        if self.port > 65535:
+            raise SynthgapError(f"serve setting 'port': expected at most 65535, got {self.port}")
+        if self.unsure_band >= 0.5:
+            raise SynthgapError(f"serve setting 'unsure_band': expected less than 0.5, got {self.unsure_band}")
+        if self.keep_uploads and not self.output:
+            raise SynthgapError("serve setting 'keep_uploads' needs 'output' (the folder to keep them in)")
+        for name in ("classifier", "detector"):  # caught here, before any worker starts
+            folder = getattr(self, name)
+            if folder and not Path(folder).is_dir():
+                raise SynthgapError(f"serve setting '{name}': no folder {folder}")
+        if not (self.classifier or self.detector or self.generator):
+            raise SynthgapError("nothing to serve: give at least one of --classifier RUN, --detector BUNDLE, "
+                                f"--generator MODEL (or {ENV_PREFIX}CLASSIFIER, ...)")
+        return self
+
+    @classmethod
+    def load(cls, environ: dict[str, str] | None = None, **flags: Any) -> "ServeConfig":
+        """Defaults <- SYNTHGAP_SERVE_* variables <- flags that are not None; checked."""
+        environ = os.environ if environ is None else environ
+        names = {f.name for f in dataclasses.fields(cls)}
+        data: dict[str, Any] = {}
+        for key, value in environ.items():
+            if key.startswith(ENV_PREFIX):
+                name = key.removeprefix(ENV_PREFIX).lower()
+                if name not in names:  # a typo would silently do nothing otherwise
+                    known = ", ".join(ENV_PREFIX + n.upper() for n in sorted(names))
+                    raise SynthgapError(f"unknown environment variable {key}; known: {known}")
+                data[name] = value if value != "" else None
+        data.update({k: v for k, v in flags.items() if v is not None})
+        try:
+            return from_dict(cls, {k: v for k, v in data.items() if v is not None}).check()
+        except SynthgapError as e:
+            raise SynthgapError(str(e).replace("config field", "serve setting")) from None
+
+    def to_dict(self) -> dict:
+        return to_dict(self)

@@ -1,0 +1,318 @@
+"""The models a worker serves, loaded once per worker process, and what the views ask of them.
+
+`Models` is the app's one extension object (``current_app.extensions["synthgap"]``, see
+`get_models`): the classifier and detector each behind a micro-batcher, the generator behind a
+bounded per-device queue.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from flask import current_app
+from PIL import Image
+from werkzeug.exceptions import BadRequest, NotFound
+
+from synthgap import SynthgapError
+from synthgap.serve.batching import DeviceQueue, MicroBatcher
+from synthgap.serve.config import ServeConfig
+from synthgap.serve.inputs import GenerateRequest
+
+log = logging.getLogger("synthgap")
+TINY_MODEL = "synthgap-tiny"
+
+
+# ------------------------------------------------------------------ classifier
+
+
+@dataclass
+class Classifier:
+    """A trained classifier with what it needs to be used: class names, input size, flip TTA."""
+
+    name: str
+    model: torch.nn.Module
+    classes: list[str]
+    image_size: int
+    tta: bool
+    info: dict = field(default_factory=dict)  # provenance and metrics, for /api/models
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities for uint8 images N x 3 x image_size x image_size."""
+        from synthgap.train.evaluate import predict_proba
+
+        device = next(self.model.parameters()).device
+        return predict_proba(self.model, images, batch_size=len(images), tta=self.tta, device=device)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise SynthgapError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
+    """A `synthgap train` output folder (model.pt, config.yaml, environment.json), or one run of a
+    transfer study (STUDY/runs/<set>/seed<k>/model.pt, with the study's config.yaml two levels up)."""
+    from synthgap.config import TrainConfig, TransferConfig, load_config
+    from synthgap.models import build_model
+
+    folder = Path(run_dir).resolve()
+    weights = folder / "model.pt"
+    if not weights.is_file():
+        raise SynthgapError(f"{folder}: not a classifier run (no model.pt); make one with "
+                            "`synthgap train --data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k>")
+    study = folder.parents[2] if len(folder.parents) > 2 else folder  # STUDY of STUDY/runs/<set>/seed<k>
+    in_study = not (folder / "config.yaml").exists() and (study / "config.yaml").exists()
+    metrics = _read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+    try:
+        if (folder / "config.yaml").exists():
+            cfg = load_config(TrainConfig, folder / "config.yaml")
+            data = _read_json(folder / "environment.json")["data"]["train"]
+            classes, image_size = list(data["class_counts"]), int(data["size"][0])
+            scores = {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
+        elif in_study:
+            transfer = load_config(TransferConfig, study / "config.yaml")
+            cfg, classes, image_size = transfer.train, list(transfer.classes), transfer.image_size
+            env = _read_json(study / "environment.json")["data"]
+            data = {"training_set": metrics.get("training_set"), "seed": metrics.get("seed"),
+                    "real": env["real_train"].get("spec"), "synthetic": env["synthetic_train"].get("spec"),
+                    "n_real": metrics.get("n_real"), "n_synthetic": metrics.get("n_synthetic")}
+            scores = {f"test_{d}_{k}": m[k] for d, m in metrics.get("test", {}).items()
+                      for k in ("accuracy", "macro_f1") if k in m}
+        else:
+            raise SynthgapError(f"{folder}: model.pt without config.yaml and environment.json beside it "
+                                "(nor a transfer study two levels up): cannot tell its architecture and classes")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise SynthgapError(f"{folder}: incomplete run record ({type(e).__name__}: {e})") from None
+    model = build_model(cfg.model, len(classes), widths=cfg.widths)
+    try:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as e:
+        raise SynthgapError(f"{weights}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None
+    info = {"path": str(folder), "architecture": cfg.model, "widths": cfg.widths, "classes": classes,
+            "image_size": image_size, "tta": cfg.tta, "epochs": cfg.epochs, "seed": cfg.seed, "metrics": scores,
+            "training_data": data}
+    name = f"{folder.parent.name}/{folder.name}" if in_study else folder.name
+    return Classifier(name, model.to(device).eval(), classes, image_size, cfg.tta, info)
+
+
+# ------------------------------------------------------------------ generator
+
+
+@dataclass
+class Generator:
+    """A diffusers text-to-image pipeline with synthgap's prompt templates and family defaults."""
+
+    name: str
+    pipe: Any
+    templates: Any  # synthgap.generate.Templates
+    steps: int
+    guidance_scale: float
+    negative_prompt: str
+    queue: DeviceQueue
+    device: torch.device  # asked once: diffusers' pipe.device walks every module
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.templates.data["classes"])
+
+    def render(self, prompt: str, seed: int, steps: int, guidance_scale: float) -> Image.Image:
+        gen_device = self.device if self.device.type == "cuda" else "cpu"
+        extra = {"negative_prompt": self.negative_prompt} if guidance_scale > 1 else {}  # CFG only
+        out = self.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
+                        generator=torch.Generator(gen_device).manual_seed(seed), output_type="pil", **extra)
+        return out.images[0].convert("RGB")
+
+
+def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
+    from synthgap.data.images import cache_dir
+    from synthgap.generate import Templates, load_pipeline, save_tiny_pipeline
+
+    source = model
+    if model == TINY_MODEL:  # the tiny offline demo pipeline, built once into the cache
+        folder = cache_dir() / TINY_MODEL
+        if not (folder / "model_index.json").exists():
+            save_tiny_pipeline(folder)
+        source = str(folder)
+    templates = Templates.load()
+    family = templates.family_settings(model)
+    pipe = load_pipeline(source, device=device)
+    return Generator(model, pipe, templates, int(family.get("steps", 25)), float(family.get("guidance_scale", 7.5)),
+                     templates.data["negative_prompt"], queue, pipe.device)
+
+
+# ------------------------------------------------------------------ all of them
+
+
+def verdict(p: float, threshold: float, band: float) -> str:
+    """'synthetic' or 'real' by the bundle's threshold; 'unsure' within `band` of it."""
+    if abs(p - threshold) < band:
+        return "unsure"
+    return "synthetic" if p >= threshold else "real"
+
+
+def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
+    """An image as a data: URI (the UI shows uploads and results without writing files)."""
+    if max_side and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class Models:
+    """The loaded models of one worker and the operations the API and the UI share."""
+
+    def __init__(self, cfg: ServeConfig):
+        from synthgap.train.loop import select_device
+
+        self.cfg = cfg
+        self.output = Path(cfg.output).resolve() if cfg.output else None
+        device = select_device(cfg.device)
+        wait = cfg.batch_wait_ms / 1000
+        self.classifier = load_classifier(cfg.classifier, device) if cfg.classifier else None
+        self.detector, self.detector_name = None, None
+        if cfg.detector:
+            from synthgap.detect.model import load_bundle
+
+            self.detector = load_bundle(cfg.detector, device)
+            self.detector_name = Path(cfg.detector).resolve().name
+        self.generator = (load_generator(cfg.generator, cfg.device, DeviceQueue(cfg.generate_queue, cfg.generate_timeout))
+                          if cfg.generator else None)
+        self._classify = (MicroBatcher(self.classifier.predict, cfg.batch_size, wait, "classifier")
+                          if self.classifier else None)
+        self._detect = (MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait,
+                                     "detector") if self.detector else None)
+
+    # -------------------------------------------------------------- names
+
+    def names(self) -> dict[str, str | None]:
+        return {"classifier": self.classifier.name if self.classifier else None,
+                "detector": self.detector_name,
+                "generator": self.generator.name if self.generator else None}
+
+    def require(self, kind: str, requested: str | None = None) -> None:
+        """404 if this server has no model of `kind`; 400 if the client named another model than it has."""
+        name = self.names()[kind]
+        if name is None:
+            raise NotFound(f"this server runs without a {kind} (start it with --{kind} ...)")
+        if requested is not None and requested != name:
+            raise BadRequest(f"unknown {kind} '{requested[:200]}'; this server has '{name}' (see /api/models)")
+
+    # -------------------------------------------------------------- predictions
+
+    def classify(self, image: Image.Image, top: int | None = None) -> dict:
+        from synthgap.data.images import resize_square
+
+        assert self.classifier and self._classify
+        x = torch.from_numpy(_array(resize_square(image, self.classifier.image_size))).permute(2, 0, 1)
+        probs = self._classify(x).tolist()
+        ranked = sorted(zip(self.classifier.classes, probs), key=lambda cp: -cp[1])[:top]
+        return {"model": self.classifier.name, "label": ranked[0][0],
+                "probabilities": [{"class": c, "probability": round(p, 6)} for c, p in ranked]}
+
+    def detect(self, image: Image.Image) -> dict:
+        from synthgap.data.images import resize_square
+
+        assert self.detector and self._detect
+        x = torch.from_numpy(_array(resize_square(image, self.detector.image_size))).permute(2, 0, 1)
+        p = float(self._detect(x))
+        t, band = self.detector.threshold, self.cfg.unsure_band
+        return {"model": self.detector_name, "p_synthetic": round(p, 6), "threshold": t,
+                "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)],
+                "verdict": verdict(p, t, band)}
+
+    def check(self, image: Image.Image) -> dict:
+        """What the loaded classifier and detector say about one image (the UI's Check page)."""
+        return {"classifier": self.classify(image) if self.classifier else None,
+                "detector": self.detect(image) if self.detector else None}
+
+    # -------------------------------------------------------------- generation
+
+    def generate(self, req: GenerateRequest) -> dict:
+        """Render one image (waiting for the device, or QueueFull), save it if an output folder is set,
+        and say what the classifier and the detector make of it."""
+        from synthgap.generate.generator import _encode_png
+
+        gen = self.generator
+        assert gen is not None
+        prompt = req.prompt if req.prompt is not None else gen.templates.prompt(req.seed, req.cls, 0)
+        steps = req.steps or min(gen.steps, self.cfg.max_steps)
+        guidance = gen.guidance_scale if req.guidance_scale is None else req.guidance_scale
+        with gen.queue.turn():
+            t0 = time.perf_counter()
+            image = gen.render(prompt, req.seed, steps, guidance)
+            seconds = time.perf_counter() - t0
+        meta = {"prompt": prompt, "negative_prompt": gen.negative_prompt if guidance > 1 else "", "seed": req.seed,
+                "model": gen.name, "scheduler": type(gen.pipe.scheduler).__name__, "steps": steps,
+                "guidance_scale": guidance, "class": req.cls or ""}
+        png = _encode_png(image, meta)  # the generation record travels in the PNG's text chunks
+        saved = None
+        if self.output:
+            saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"
+            _write(self.output / saved, png)
+        return {**meta, "class": req.cls, "width": image.width, "height": image.height, "seconds": round(seconds, 3),
+                "image": base64.b64encode(png).decode(), "saved": saved, **self.check(image)}
+
+    def keep_upload(self, data: bytes, fmt: str) -> str | None:
+        """Keep an uploaded file in OUTPUT/uploads under its hash, if configured; never under a client's name."""
+        if not (self.output and self.cfg.keep_uploads):
+            return None
+        rel = f"uploads/{hashlib.sha256(data).hexdigest()}.{fmt.lower()}"
+        _write(self.output / rel, data)
+        return rel
+
+    # -------------------------------------------------------------- description
+
+    def describe(self) -> dict:
+        """What is loaded, its metrics and where it came from (/api/models and the Models page)."""
+        out: dict[str, Any] = {"classifier": None, "detector": None, "generator": None}
+        if self.classifier:
+            out["classifier"] = {"name": self.classifier.name, **self.classifier.info,
+                                 "recent_batch_sizes": self._classify.batch_sizes[-10:]}
+        if self.detector:
+            meta = self.detector.meta
+            out["detector"] = {
+                "name": self.detector_name, "path": str(Path(self.cfg.detector).resolve()),
+                "architecture": meta.get("architecture"), "image_size": self.detector.image_size,
+                "threshold": self.detector.threshold, "unsure_band": self.cfg.unsure_band,
+                "metrics": meta.get("metrics", {}), "audit": meta.get("audit"), "robustness": meta.get("robustness"),
+                "specs": meta.get("specs"), "versions": meta.get("versions"), "created": meta.get("created"),
+                "recent_batch_sizes": self._detect.batch_sizes[-10:],
+            }
+        if self.generator:
+            g = self.generator
+            out["generator"] = {"name": g.name, "pipeline": type(g.pipe).__name__,
+                                "scheduler": type(g.pipe.scheduler).__name__, "device": str(g.device),
+                                "default_steps": g.steps, "default_guidance_scale": g.guidance_scale,
+                                "max_steps": self.cfg.max_steps, "classes": g.classes,
+                                "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue}}
+        return out
+
+
+def _array(image: Image.Image):
+    import numpy as np
+
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def _write(path: Path, data: bytes) -> None:
+    from synthgap.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def get_models() -> Models:
+    """The current app's models (as flaskr's get_db)."""
+    return current_app.extensions["synthgap"]

@@ -1,0 +1,122 @@
+"""The OpenAPI 3.1 document of the JSON API (served at /api/openapi.json; a test checks it against
+the app's routes and validates real responses with its schemas)."""
+from __future__ import annotations
+
+import synthgap
+
+
+def _error(description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(ref: str, description: str) -> dict:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+IMAGE_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["image"], "additionalProperties": False,
+            "properties": {"image": {"type": "string", "format": "binary", "description": "PNG, JPEG, WebP, BMP, GIF or TIFF"},
+                           "model": {"type": "string", "description": "the model name expected (optional)"}}}},
+        "application/json": {"schema": {
+            "type": "object", "required": ["image"], "additionalProperties": False,
+            "properties": {"image": {"type": "string", "contentEncoding": "base64",
+                                     "description": "the image file, base64 (a data: URI is accepted too)"},
+                           "model": {"type": "string"}}}},
+    },
+}
+
+IMAGE_ERRORS = {
+    "400": _error("not an image, corrupt, too many pixels, unsupported mode, wrong or unknown field, other model named"),
+    "404": _error("this server runs without this model"),
+    "413": _error("request body larger than the server's max_upload_bytes"),
+    "415": _error("neither multipart/form-data nor JSON"),
+}
+
+PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
+
+SCHEMAS = {
+    "Error": {"type": "object", "required": ["error", "status"],
+              "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+    "Classification": {
+        "type": "object", "required": ["model", "label", "probabilities"], "additionalProperties": False,
+        "properties": {"model": {"type": "string"}, "label": {"type": "string"},
+                       "probabilities": {"type": "array", "description": "every class, most probable first", "items": {
+                           "type": "object", "required": ["class", "probability"], "additionalProperties": False,
+                           "properties": {"class": {"type": "string"}, "probability": PROBABILITY}}}}},
+    "Detection": {
+        "type": "object", "required": ["model", "p_synthetic", "threshold", "unsure_band", "verdict"],
+        "additionalProperties": False,
+        "properties": {"model": {"type": "string"}, "p_synthetic": {**PROBABILITY, "description": "P(AI-generated)"},
+                       "threshold": PROBABILITY,
+                       "unsure_band": {"type": "array", "items": PROBABILITY, "minItems": 2, "maxItems": 2},
+                       "verdict": {"enum": ["real", "synthetic", "unsure"]}}},
+    "GenerateRequest": {
+        "type": "object", "additionalProperties": False,
+        "description": "exactly one of prompt and class",
+        "properties": {"prompt": {"type": "string", "minLength": 1},
+                       "class": {"type": "string", "description": "a class of the prompt templates (see /api/models)"},
+                       "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1, "description": "default: random"},
+                       "steps": {"type": "integer", "minimum": 1, "description": "default: the model family's"},
+                       "guidance_scale": {"type": "number", "minimum": 0, "maximum": 30},
+                       "model": {"type": "string"}}},
+    "Generation": {
+        "type": "object", "additionalProperties": False,
+        "required": ["image", "prompt", "seed", "steps", "guidance_scale", "model", "width", "height", "seconds"],
+        "properties": {"image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                                 "description": "PNG with the generation record in its text chunks"},
+                       "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
+                       "class": {"type": ["string", "null"]}, "seed": {"type": "integer"},
+                       "steps": {"type": "integer"}, "guidance_scale": {"type": "number"}, "model": {"type": "string"},
+                       "scheduler": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"},
+                       "seconds": {"type": "number"},
+                       "saved": {"type": ["string", "null"], "description": "path under the output folder, if any"},
+                       "classifier": {"oneOf": [{"$ref": "#/components/schemas/Classification"}, {"type": "null"}]},
+                       "detector": {"oneOf": [{"$ref": "#/components/schemas/Detection"}, {"type": "null"}]}}},
+    "Models": {
+        "type": "object", "required": ["classifier", "detector", "generator"],
+        "properties": {k: {"type": ["object", "null"]} for k in ("classifier", "detector", "generator")}},
+    "Health": {
+        "type": "object", "required": ["status", "models"],
+        "properties": {"status": {"const": "ok"},
+                       "models": {"type": "object", "additionalProperties": {"type": "boolean"}}}},
+}
+
+
+def document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "synthgap", "version": synthgap.__version__,
+                 "description": "Generate images and check them: a classifier's classes and a detector's P(AI-generated)."},
+        "paths": {
+            "/healthz": {"get": {"summary": "liveness and which models are loaded", "operationId": "healthz",
+                                 "responses": {"200": _json("Health", "up")}}},
+            "/api/models": {"get": {"summary": "the loaded models, their metrics and provenance", "operationId": "models",
+                                    "responses": {"200": _json("Models", "the models")}}},
+            "/api/classify": {"post": {"summary": "the classifier's classes for one image", "operationId": "classify",
+                                       "requestBody": IMAGE_BODY,
+                                       "responses": {"200": _json("Classification", "classes"), **IMAGE_ERRORS}}},
+            "/api/detect": {"post": {"summary": "the detector's probability that one image is AI-generated",
+                                     "operationId": "detect", "requestBody": IMAGE_BODY,
+                                     "responses": {"200": _json("Detection", "P(AI) and verdict"), **IMAGE_ERRORS}}},
+            "/api/generate": {"post": {
+                "summary": "generate one image; the classifier and the detector look at it", "operationId": "generate",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}},
+                    "application/x-www-form-urlencoded": {"schema": {"$ref": "#/components/schemas/GenerateRequest"}}}},
+                "responses": {
+                    "200": _json("Generation", "the image and what the models say"),
+                    "400": _error("empty or over-long prompt, unknown class, bad number, unknown field, other model named"),
+                    "404": _error("this server runs without a generator"),
+                    "413": _error("request body too large"),
+                    "415": _error("not JSON or a form"),
+                    "429": {**_error("the generator's queue is full"),
+                            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}}}}},
+            "/api/openapi.json": {"get": {"summary": "this document", "operationId": "openapi",
+                                          "responses": {"200": {"description": "OpenAPI 3.1",
+                                                                "content": {"application/json": {}}}}}},
+        },
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,663 @@
+"""The web app and JSON API: every endpoint and error case through Flask's test client, malformed
+payloads from Hypothesis, the micro-batcher and the generation queue, and one run of the real
+`synthgap serve` (gunicorn) driven by headless Chromium.
+
+Models are built here: an untrained classifier run, an untrained airnet detector bundle and the
+tiny offline diffusers pipeline.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from synthgap import SynthgapError
+from synthgap.config import DetectorConfig, TrainConfig, TransferConfig, dump_yaml
+from synthgap.detect.model import DetectorBundle, build_detector
+from synthgap.detect.train import bundle_meta
+from synthgap.generate import save_tiny_pipeline
+from synthgap.models import build_model
+from synthgap.serve import ServeConfig, create_app
+from synthgap.serve.batching import DeviceQueue, MicroBatcher, QueueFull
+from synthgap.serve.models import load_classifier, verdict
+from synthgap.serve.openapi import document
+
+CLASSES = ["bird", "cat", "frog"]
+MAX_UPLOAD = 300_000
+MAX_PIXELS = 1_000_000
+
+
+# ------------------------------------------------------------------ models and images the tests make
+
+
+def make_classifier_run(folder: Path) -> Path:
+    """What `synthgap train` writes, with an untrained airnet."""
+    cfg = TrainConfig(widths=[8, 16, 16])
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(build_model("airnet", len(CLASSES), widths=cfg.widths).state_dict(), folder / "model.pt")
+    (folder / "config.yaml").write_text(dump_yaml(cfg))
+    (folder / "environment.json").write_text(json.dumps(
+        {"data": {"train": {"name": "shapes", "class_counts": {c: 10 for c in CLASSES}, "size": [32, 32]}}}))
+    (folder / "metrics.json").write_text(json.dumps({"accuracy": 0.61, "macro_f1": 0.6, "n": 30}))
+    return folder
+
+
+def make_detector_bundle(folder: Path) -> Path:
+    torch.manual_seed(0)
+    meta = {**bundle_meta(DetectorConfig(backbone="airnet"), 0.5), "metrics": {"accuracy": 0.9, "auc": 0.95},
+            "created": "2026-11-24T00:00:00Z"}
+    return DetectorBundle(build_detector("airnet", pretrained=False), meta).save(folder)
+
+
+def png_bytes(size: int = 24, colour=(200, 40, 40), mode: str = "RGB", fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(size)
+    arr = np.clip(np.array(colour) + rng.integers(-10, 11, (size, size, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, "RGB").convert(mode).save(buf, fmt)
+    return buf.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height (CRC fixed): a decompression bomb's shape."""
+    data = png_bytes(8)
+    ihdr = struct.pack(">II", width, height) + data[24:29]
+    return data[:16] + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)) + data[33:]
+
+
+def tiff_two_samples() -> bytes:
+    """A valid little TIFF with 2 samples of 8 bits and no extra-samples tag: no PIL mode exists for it."""
+    w = h = 4
+    entries = [(256, w), (257, h), (258, 8), (259, 1), (262, 1), (273, 0), (277, 2), (278, h), (279, w * h * 2)]
+    ifd_size = 2 + 12 * len(entries) + 4
+    out = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", len(entries))
+    for tag, value in entries:
+        out += struct.pack("<HHIHH", tag, 3, 1, 8 + ifd_size if tag == 273 else value, 0)
+    return out + struct.pack("<I", 0) + bytes(w * h * 2)
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve-models")
+    return {"classifier": make_classifier_run(root / "classifier"), "detector": make_detector_bundle(root / "detector"),
+            "generator": save_tiny_pipeline(root / "generator")}
+
+
+@pytest.fixture(scope="module")
+def app(model_files, tmp_path_factory):
+    cfg = ServeConfig(**{k: str(v) for k, v in model_files.items()}, output=str(tmp_path_factory.mktemp("out")),
+                      max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_steps=4, max_prompt_chars=200)
+    return create_app(cfg)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return app.test_client()
+
+
+def post_file(client, url, data: bytes, field="image", filename="x.png", **extra):
+    return client.post(url, data={field: (io.BytesIO(data), filename), **extra}, content_type="multipart/form-data")
+
+
+def schema_validator(name: str):
+    from jsonschema import Draft202012Validator
+
+    doc = document()
+    return Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+def test_healthz_says_which_models_are_loaded(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json == {"status": "ok", "models": {"classifier": True, "detector": True, "generator": True}}
+
+
+def test_models_lists_what_is_loaded_its_metrics_and_origin(client, model_files):
+    r = client.get("/api/models")
+    assert r.status_code == 200
+    m = r.json
+    assert m["classifier"]["classes"] == CLASSES and m["classifier"]["metrics"]["accuracy"] == 0.61
+    assert m["classifier"]["path"] == str(model_files["classifier"].resolve())
+    assert m["detector"]["threshold"] == 0.5 and m["detector"]["metrics"]["auc"] == 0.95
+    assert m["detector"]["architecture"]["backbone"] == "airnet"
+    assert m["generator"]["pipeline"] == "StableDiffusionPipeline" and "bird" in m["generator"]["classes"]
+    schema_validator("Models").validate(m)
+
+
+def test_openapi_document_matches_the_routes(app, client):
+    doc = client.get("/api/openapi.json").json
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
+    served = {(rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
+              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert documented == served
+    from jsonschema import Draft202012Validator
+
+    for schema in doc["components"]["schemas"].values():
+        Draft202012Validator.check_schema(schema)
+
+
+def test_classify_multipart_and_base64_json_agree(client):
+    data = png_bytes()
+    a = post_file(client, "/api/classify", data)
+    b = client.post("/api/classify", json={"image": base64.b64encode(data).decode()})
+    c = client.post("/api/classify", json={"image": "data:image/png;base64," + base64.b64encode(data).decode(),
+                                           "model": "classifier"})
+    assert a.status_code == b.status_code == c.status_code == 200, a.json
+    assert a.json == b.json == c.json
+    probs = a.json["probabilities"]
+    assert [p["class"] for p in probs] != [] and sorted(p["class"] for p in probs) == sorted(CLASSES)
+    assert a.json["label"] == probs[0]["class"]
+    assert abs(sum(p["probability"] for p in probs) - 1) < 1e-4
+    assert probs == sorted(probs, key=lambda p: -p["probability"])
+    schema_validator("Classification").validate(a.json)
+
+
+@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "JPEG"), ("CMYK", "JPEG"),
+                                      ("I;16", "PNG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF")])
+def test_detect_accepts_common_formats_and_modes(client, mode, fmt):
+    r = post_file(client, "/api/detect", png_bytes(20, mode=mode, fmt=fmt))
+    assert r.status_code == 200, r.json
+    d = r.json
+    assert 0 <= d["p_synthetic"] <= 1 and d["threshold"] == 0.5 and d["unsure_band"] == [0.4, 0.6]
+    assert d["verdict"] == verdict(d["p_synthetic"], 0.5, 0.1)
+    schema_validator("Detection").validate(d)
+
+
+def test_verdict_has_an_unsure_band_around_the_threshold():
+    assert verdict(0.55, 0.5, 0.1) == verdict(0.41, 0.5, 0.1) == "unsure"
+    assert verdict(0.61, 0.5, 0.1) == "synthetic" and verdict(0.39, 0.5, 0.1) == "real"
+    assert verdict(0.5, 0.5, 0.0) == "synthetic" and verdict(0.2, 0.3, 0.0) == "real"
+
+
+def test_generate_from_a_prompt_is_reproducible_and_judged(client, app):
+    body = {"prompt": "a red bird on a branch", "seed": 7, "steps": 2}
+    a, b = client.post("/api/generate", json=body), client.post("/api/generate", json=body)
+    other = client.post("/api/generate", json={**body, "seed": 8})
+    assert a.status_code == b.status_code == other.status_code == 200, a.json
+    g = a.json
+    schema_validator("Generation").validate(g)
+    assert g["prompt"] == body["prompt"] and g["seed"] == 7 and g["steps"] == 2 and g["class"] is None
+    png = base64.b64decode(g["image"])
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and im.size == (g["width"], g["height"])
+        assert im.text["synthgap:prompt"] == body["prompt"] and im.text["synthgap:seed"] == "7"
+        pixels = np.asarray(im.convert("RGB"))
+    with Image.open(io.BytesIO(base64.b64decode(b.json["image"]))) as im:
+        assert np.array_equal(pixels, np.asarray(im.convert("RGB")))
+    with Image.open(io.BytesIO(base64.b64decode(other.json["image"]))) as im:
+        assert not np.array_equal(pixels, np.asarray(im.convert("RGB")))
+    assert g["classifier"]["label"] in CLASSES and 0 <= g["detector"]["p_synthetic"] <= 1
+    out = Path(app.config["SYNTHGAP"].output)
+    assert (out / g["saved"]).read_bytes() == png
+
+
+def test_generate_from_a_class_uses_the_prompt_templates(client, app):
+    r = client.post("/api/generate", json={"class": "cat", "seed": 3})
+    assert r.status_code == 200, r.json
+    gen = app.extensions["synthgap"].generator
+    assert r.json["class"] == "cat" and r.json["prompt"] == gen.templates.prompt(3, "cat", 0)
+    assert r.json["steps"] == min(gen.steps, 4)  # the family default, within max_steps
+    form = client.post("/api/generate", data={"class": "cat", "seed": "3", "steps": ""})
+    assert form.status_code == 200 and form.json["prompt"] == r.json["prompt"]
+
+
+def test_generate_without_a_seed_picks_one_and_reports_it(client):
+    r = client.post("/api/generate", json={"prompt": "a frog"})
+    assert r.status_code == 200 and 0 <= r.json["seed"] < 2**32
+
+
+# ------------------------------------------------------------------ bad input: clear 4xx, never 5xx
+
+IMAGE_ERRORS = [
+    ("not an image", dict(file=b"hello, world"), 400, "not an image in a supported format"),
+    ("pdf", dict(file=b"%PDF-1.4\n%...."), 400, "not an image in a supported format"),
+    ("postscript", dict(file=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), 400, "not an image in a supported"),
+    ("empty", dict(file=b""), 400, "empty"),
+    ("truncated", dict(file=png_bytes(64)[:300]), 400, "corrupt or truncated PNG"),
+    ("corrupt header", dict(file=png_bytes()[:20] + b"\x00" * 40), 400, "cannot be decoded"),
+    ("too many pixels", dict(file=png_claiming(2000, 2000)), 400, "decompression bomb"),
+    ("pillow's bomb", dict(file=png_claiming(60000, 60000)), 400, "decompression bomb"),
+    ("unsupported mode", dict(file=tiff_two_samples()), 400, "unsupported pixel mode or layout"),
+    ("too many bytes", dict(file=b"\x89PNG\r\n\x1a\n" + bytes(MAX_UPLOAD)), 413, f"at most {MAX_UPLOAD:,} bytes"),
+    ("wrong file field", dict(file=png_bytes(), field="file"), 400, "unknown field(s) 'file'"),
+    ("image as text", dict(form={"image": "abc"}), 400, "must be a file upload"),
+    ("extra field", dict(file=png_bytes(), extra={"colour": "red"}), 400, "unknown field(s) 'colour'"),
+    ("no image", dict(form={"model": "x"}), 400, "no image"),
+    ("other model", dict(file=png_bytes(), extra={"model": "resnet-9000"}), 400, "unknown"),
+    ("json not object", dict(json=[1, 2]), 400, "must be an object"),
+    ("json image not text", dict(json={"image": 5}), 400, "must be a base64 string"),
+    ("json bad base64", dict(json={"image": "not base64!!"}), 400, "not valid base64"),
+    ("json base64 of junk", dict(json={"image": base64.b64encode(b"junk").decode()}), 400, "not an image"),
+    ("json unknown field", dict(json={"image": "", "file": 1}), 400, "unknown field(s) 'file'"),
+    ("json model not text", dict(json={"image": "", "model": 3}), 400, "field 'model' must be text"),
+    ("malformed json", dict(raw=b'{"image": ', content_type="application/json"), 400, ""),
+    ("deep json", dict(raw=b"[" * 100_000 + b"]" * 100_000, content_type="application/json"), 400, ""),
+    ("plain text", dict(raw=b"hello", content_type="text/plain"), 415, "multipart/form-data"),
+    ("no content type", dict(raw=b""), 415, "multipart/form-data"),
+]
+
+
+def send(client, url, case: dict):
+    if "file" in case:
+        return post_file(client, url, case["file"], field=case.get("field", "image"), **case.get("extra", {}))
+    if "form" in case:
+        return client.post(url, data=case["form"], content_type="multipart/form-data")
+    if "json" in case:
+        return client.post(url, json=case["json"])
+    return client.post(url, data=case["raw"], content_type=case.get("content_type"))
+
+
+@pytest.mark.parametrize("url", ["/api/classify", "/api/detect"])
+@pytest.mark.parametrize("name,case,status,message", IMAGE_ERRORS, ids=[c[0] for c in IMAGE_ERRORS])
+def test_bad_images_are_clear_json_errors(client, url, name, case, status, message):
+    r = send(client, url, case)
+    assert r.status_code == status, (r.status_code, r.get_data(as_text=True)[:300])
+    assert r.is_json and r.json["status"] == status and message in r.json["error"], r.json
+
+
+GENERATE_ERRORS = [
+    ({"prompt": ""}, 400, "the prompt is empty"),
+    ({"prompt": "   \n "}, 400, "the prompt is empty"),
+    ({"prompt": "x" * 201}, 400, "201 characters long; at most 200"),
+    ({"prompt": 5}, 400, "field 'prompt' must be text"),
+    ({"prompt": "a \ud800 cat"}, 400, "invalid Unicode"),
+    ({"prompt": "a \x00 cat"}, 400, "control characters"),
+    ({}, 400, "give a 'prompt'"),
+    ({"prompt": "a cat", "class": "cat"}, 400, "not both"),
+    ({"class": "unicorn"}, 400, "unknown class 'unicorn'"),
+    ({"class": ["cat"]}, 400, "field 'class' must be text"),
+    ({"prompt": "a", "seed": "7"}, 400, "field 'seed' must be a whole number"),
+    ({"prompt": "a", "seed": -1}, 400, "between 0 and"),
+    ({"prompt": "a", "seed": 2**32}, 400, "between 0 and"),
+    ({"prompt": "a", "seed": True}, 400, "whole number"),
+    ({"prompt": "a", "seed": 1.5}, 400, "whole number"),
+    ({"prompt": "a", "steps": 0}, 400, "field 'steps' must be between 1 and 4"),
+    ({"prompt": "a", "steps": 5}, 400, "between 1 and 4"),
+    ({"prompt": "a", "guidance_scale": 31}, 400, "between 0 and 30"),
+    ({"prompt": "a", "guidance_scale": "high"}, 400, "must be a number"),
+    ({"prompt": "a", "guidance_scale": float("nan")}, 400, "must be a number"),
+    ({"prompt": "a", "size": 512}, 400, "unknown field(s) 'size'"),
+    ({"prompt": "a", "model": "stabilityai/sdxl"}, 400, "unknown generator 'stabilityai/sdxl'"),
+    ([1], 400, "must be an object"),
+]
+
+
+@pytest.mark.parametrize("body,status,message", GENERATE_ERRORS)
+def test_bad_generation_requests_are_clear_json_errors(client, body, status, message):
+    r = client.post("/api/generate", data=json.dumps(body), content_type="application/json")
+    assert r.status_code == status and message in r.json["error"], r.json
+
+
+def test_generate_form_values_are_checked_too(client):
+    r = client.post("/api/generate", data={"prompt": "a cat", "steps": "many"})
+    assert r.status_code == 400 and "field 'steps' must be a whole number" in r.json["error"]
+    r = client.post("/api/generate", data=b"prompt", content_type="text/plain")
+    assert r.status_code == 415
+
+
+def test_unknown_routes_and_methods_are_json_under_api_and_pages_elsewhere(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.is_json
+    r = client.get("/api/classify")
+    assert r.status_code == 405 and r.is_json and "POST" in r.headers["Allow"]
+    r = client.get("/nothing")
+    assert r.status_code == 404 and r.mimetype == "text/html" and "404" in r.get_data(as_text=True)
+
+
+def test_a_full_generation_queue_is_429_with_retry_after(client, app, monkeypatch):
+    queue = app.extensions["synthgap"].generator.queue
+    monkeypatch.setattr(queue, "capacity", 0)  # nothing may wait
+    entered, release = threading.Event(), threading.Event()
+
+    def occupy():
+        with queue.turn():
+            entered.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=occupy)
+    worker.start()
+    try:
+        assert entered.wait(10)
+        r = client.post("/api/generate", json={"prompt": "a cat"})
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1 and "busy" in r.json["error"]
+        page = client.post("/", data={"prompt": "a cat"})
+        assert page.status_code == 429 and "busy" in page.get_data(as_text=True)
+    finally:
+        release.set()
+        worker.join()
+    assert client.post("/api/generate", json={"prompt": "a cat", "steps": 1}).status_code == 200
+
+
+def test_a_kind_of_model_the_server_lacks_is_404(model_files):
+    client = create_app(ServeConfig(detector=str(model_files["detector"]))).test_client()
+    assert client.get("/healthz").json["models"] == {"classifier": False, "detector": True, "generator": False}
+    r = post_file(client, "/api/classify", png_bytes())
+    assert r.status_code == 404 and "without a classifier" in r.json["error"]
+    assert client.post("/api/generate", json={"prompt": "a"}).status_code == 404
+    assert post_file(client, "/api/detect", png_bytes()).status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "runs without a generator" in page.get_data(as_text=True)
+    assert "Probability that it is AI-generated" in post_file(client, "/check", png_bytes()).get_data(as_text=True)
+
+
+# ------------------------------------------------------------------ files: only in the output folder
+
+
+def test_nothing_is_written_but_generated_images_and_uploads_only_when_asked(model_files, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    out = tmp_path / "out"
+    plain = create_app(ServeConfig(**{k: str(v) for k, v in model_files.items()})).test_client()
+    assert post_file(plain, "/api/detect", png_bytes()).status_code == 200
+    assert plain.post("/api/generate", json={"prompt": "a cat", "steps": 1}).json["saved"] is None
+    keeping = create_app(ServeConfig(detector=str(model_files["detector"]), output=str(out), keep_uploads=True))
+    data = png_bytes(30)
+    assert post_file(keeping.test_client(), "/api/detect", data, filename="../../etc/evil.png").status_code == 200
+    assert post_file(keeping.test_client(), "/check", png_bytes(31, fmt="JPEG")).status_code == 200
+    assert list(cwd.iterdir()) == []
+    kept = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert len(kept) == 2 and all(k.startswith("uploads/") for k in kept)
+    assert (out / "uploads" / f"{__import__('hashlib').sha256(data).hexdigest()}.png").read_bytes() == data
+
+
+# ------------------------------------------------------------------ HTML pages (no JavaScript needed)
+
+
+def test_generate_page_works_as_a_plain_form(client):
+    page = client.get("/")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'name="prompt"' in html and '<option>cat</option>' in html
+    r = client.post("/", data={"prompt": "a <b>bold</b> cat", "seed": "5", "steps": "2"})
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and 'id="generated"' in html and "data:image/png;base64," in html
+    assert "a &lt;b&gt;bold&lt;/b&gt; cat" in html and "<b>bold" not in html  # escaped
+    assert "Looks like a" in html and "Probability that it is AI-generated" in html
+    bad = client.post("/", data={"prompt": "  "})
+    assert bad.status_code == 400 and "the prompt is empty" in bad.get_data(as_text=True)
+
+
+def test_check_page_works_as_a_plain_form(client):
+    assert 'enctype="multipart/form-data"' in client.get("/check").get_data(as_text=True)
+    r = post_file(client, "/check", png_bytes(40, fmt="JPEG"), filename="photo.jpg")
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Probability that it is AI-generated" in html and "Looks like a" in html
+    assert 'class="preview"' in html and "Threshold 50%" in html
+    bad = post_file(client, "/check", b"not an image")
+    assert bad.status_code == 400 and "not an image" in bad.get_data(as_text=True)
+    big = post_file(client, "/check", bytes(MAX_UPLOAD + 10))
+    assert big.status_code == 413 and "too large" in big.get_data(as_text=True).lower()
+
+
+def test_models_page_shows_metrics_and_origin(client, model_files):
+    html = client.get("/models").get_data(as_text=True)
+    assert str(model_files["detector"].resolve()) in html and "auc" in html and "0.95" in html
+    assert "StableDiffusionPipeline" in html and "macro f1" in html
+
+
+# ------------------------------------------------------------------ Hypothesis: malformed payloads never 5xx
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+field_names = st.sampled_from(["image", "prompt", "class", "seed", "steps", "guidance_scale", "model", "file"]) | st.text(max_size=8)
+image_like = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", png_bytes(8)[:40], png_claiming(5000, 5000), tiff_two_samples(),
+                              png_bytes(12), b"GIF89a\x01\x00"]) | st.binary(max_size=300)
+payloads = st.one_of(
+    st.builds(lambda v: {"json": v}, st.dictionaries(field_names, json_values | st.text(max_size=600), max_size=5)),
+    st.builds(lambda v: {"json": v}, json_values),
+    st.builds(lambda b, v: {"json": {"image": base64.b64encode(b).decode(), **v}}, image_like,
+              st.dictionaries(field_names, json_values, max_size=2)),
+    st.builds(lambda name, b, form: {"files": {name: b}, "form": form}, field_names, image_like,
+              st.dictionaries(field_names, st.text(max_size=40), max_size=3)),
+    st.builds(lambda b, ct: {"raw": b, "content_type": ct}, st.binary(max_size=300),
+              st.sampled_from([None, "application/json", "multipart/form-data", "multipart/form-data; boundary=x",
+                               "application/x-www-form-urlencoded", "text/plain", "image/png"])),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(url=st.sampled_from(["/api/classify", "/api/detect", "/api/generate", "/", "/check"]), payload=payloads)
+def test_malformed_payloads_never_get_a_5xx(client, url, payload):
+    if "json" in payload:
+        r = client.post(url, data=json.dumps(payload["json"]), content_type="application/json")
+    elif "files" in payload:
+        data = {k: (io.BytesIO(v), "f.png") for k, v in payload["files"].items()}
+        data.update({k: v for k, v in payload["form"].items() if k not in data})
+        r = client.post(url, data=data, content_type="multipart/form-data")
+    else:
+        r = client.post(url, data=payload["raw"], content_type=payload["content_type"])
+    assert r.status_code < 500, r.get_data(as_text=True)[:500]
+    if url.startswith("/api/") and r.status_code >= 400:
+        assert r.is_json and r.json["error"]
+
+
+# ------------------------------------------------------------------ the parts
+
+
+def test_micro_batcher_batches_concurrent_requests_and_keeps_them_apart():
+    calls = []
+
+    def predict(x):
+        calls.append(len(x))
+        time.sleep(0.05)  # while this runs, the other requests queue up
+        return x.float().mean(dim=(1, 2, 3))
+
+    batcher = MicroBatcher(predict, max_batch=4, max_wait=0.01)
+    images = [torch.full((3, 4, 4), i, dtype=torch.uint8) for i in range(10)]
+    results = [None] * 10
+
+    def ask(i):
+        results[i] = float(batcher(images[i]))
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert results == [float(i) for i in range(10)]
+    assert sum(calls) == 10 and max(calls) > 1 and max(calls) <= 4
+
+
+def test_micro_batcher_passes_a_model_error_to_its_callers_and_goes_on():
+    state = {"fail": True}
+
+    def predict(x):
+        if state["fail"]:
+            raise RuntimeError("model broke")
+        return x.float().sum(dim=(1, 2, 3))
+
+    batcher = MicroBatcher(predict, max_batch=8, max_wait=0)
+    with pytest.raises(RuntimeError, match="model broke"):
+        batcher(torch.ones(3, 2, 2, dtype=torch.uint8))
+    state["fail"] = False
+    assert float(batcher(torch.ones(3, 2, 2, dtype=torch.uint8))) == 12
+
+
+def test_device_queue_runs_one_job_and_bounds_the_waiting():
+    queue = DeviceQueue(capacity=1, timeout=10)
+    inside, release, order = threading.Event(), threading.Event(), []
+
+    def job(name, hold):
+        with queue.turn():
+            order.append(name)
+            if hold:
+                inside.set()
+                release.wait(10)
+
+    first = threading.Thread(target=job, args=("first", True))
+    first.start()
+    assert inside.wait(10)
+    second = threading.Thread(target=job, args=("second", False))
+    second.start()
+    while queue.pending < 2:
+        time.sleep(0.01)
+    with pytest.raises(QueueFull) as full:
+        with queue.turn():
+            pass
+    assert full.value.retry_after >= 1
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["first", "second"] and queue.pending == 0
+
+
+def test_settings_come_from_the_environment_and_flags_win(tmp_path):
+    env = {"SYNTHGAP_SERVE_DETECTOR": str(tmp_path), "SYNTHGAP_SERVE_PORT": "9001", "SYNTHGAP_SERVE_DEBUG": "true",
+           "SYNTHGAP_SERVE_UNSURE_BAND": "0.05", "SYNTHGAP_SERVE_OUTPUT": "", "PATH": "/bin"}
+    cfg = ServeConfig.load(env, port=9002, host=None)
+    assert (cfg.detector, cfg.port, cfg.debug, cfg.unsure_band, cfg.output, cfg.host) == (
+        str(tmp_path), 9002, True, 0.05, None, "127.0.0.1")
+    with pytest.raises(SynthgapError, match="unknown environment variable SYNTHGAP_SERVE_WORKRES"):
+        ServeConfig.load({**env, "SYNTHGAP_SERVE_WORKRES": "2"})
+    with pytest.raises(SynthgapError, match="serve setting 'workers': expected int, got 'two'"):
+        ServeConfig.load({**env, "SYNTHGAP_SERVE_WORKERS": "two"})
+    with pytest.raises(SynthgapError, match="'keep_uploads' needs 'output'"):
+        ServeConfig.load(env, keep_uploads=True)
+    with pytest.raises(SynthgapError, match="nothing to serve"):
+        ServeConfig.load({})
+    with pytest.raises(SynthgapError, match="'classifier': no folder"):
+        ServeConfig.load({}, classifier=str(tmp_path / "missing"))
+
+
+def test_load_classifier_reads_train_runs_and_transfer_study_runs(model_files, tmp_path):
+    c = load_classifier(model_files["classifier"])
+    assert c.classes == CLASSES and c.image_size == 32 and c.name == "classifier"
+    study = tmp_path / "study"
+    run = study / "runs" / "real" / "seed0"
+    run.mkdir(parents=True)
+    (run / "model.pt").write_bytes((model_files["classifier"] / "model.pt").read_bytes())
+    (run / "metrics.json").write_text(json.dumps({"training_set": "real", "seed": 0,
+                                                  "test": {"real": {"accuracy": 0.8, "macro_f1": 0.79}}}))
+    cfg = TransferConfig(classes=CLASSES, train=TrainConfig(widths=[8, 16, 16]))
+    (study / "config.yaml").write_text(dump_yaml(cfg))
+    (study / "environment.json").write_text(json.dumps({"data": {"real_train": {"spec": "cifar10"},
+                                                                 "synthetic_train": {"spec": "gen"}}}))
+    s = load_classifier(run)
+    assert s.name == "real/seed0" and s.classes == CLASSES and s.info["metrics"] == {"test_real_accuracy": 0.8,
+                                                                                    "test_real_macro_f1": 0.79}
+    with pytest.raises(SynthgapError, match="not a classifier run"):
+        load_classifier(tmp_path)
+    (tmp_path / "lonely").mkdir()
+    (tmp_path / "lonely" / "model.pt").write_bytes(b"")
+    with pytest.raises(SynthgapError, match="cannot tell its architecture"):
+        load_classifier(tmp_path / "lonely")
+
+
+def test_cli_refuses_to_serve_nothing():
+    r = subprocess.run([sys.executable, "-m", "synthgap.cli", "serve"], capture_output=True, text=True, timeout=120,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("SYNTHGAP_SERVE_")})
+    assert r.returncode == 2 and r.stderr.startswith("error: nothing to serve")
+
+
+# ------------------------------------------------------------------ the real server, in a browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_server(model_files, tmp_path_factory):
+    """`synthgap serve` (gunicorn) on a free loopback port, stopped after the module."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    args = [sys.executable, "-m", "synthgap.cli", "serve", "--port", str(port), "--host", "127.0.0.1",
+            *[a for kind, path in model_files.items() for a in (f"--{kind}", str(path))]]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_gunicorn_serves_the_api(live_server):
+    body = json.dumps({"image": base64.b64encode(png_bytes()).decode()}).encode()
+    req = urllib.request.Request(live_server + "/api/detect", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200 and 0 <= json.load(r)["p_synthetic"] <= 1
+
+
+def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} missing: .ci/run installs Debian's chromium")
+        pytest.skip(f"{CHROMIUM} missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes(48, colour=(40, 200, 40)))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(live_server + "/")
+            page.fill("textarea[name=prompt]", "a small green frog on a leaf")
+            page.fill("input[name=seed]", "11")
+            page.click("button[type=submit]")
+            page.wait_for_selector("#generated")
+            assert page.eval_on_selector("#generated", "img => img.complete && img.naturalWidth > 0")
+            assert "Probability that it is AI-generated" in page.content() and "seed 11" in page.content()
+
+            page.goto(live_server + "/check")
+            page.set_input_files("input[name=image]", str(photo))
+            page.click("button[type=submit]")
+            page.wait_for_selector(".verdict")
+            assert page.inner_text(".classifier .label") in CLASSES
+            assert page.eval_on_selector("img.preview", "img => img.naturalWidth > 0")
+
+            # Drag & drop: a dropped file is checked at once.
+            page.goto(live_server + "/check")
+            page.evaluate("""async (b64) => {
+                const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                const dt = new DataTransfer();
+                dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+                document.querySelector(".dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+            }""", base64.b64encode(photo.read_bytes()).decode())
+            page.wait_for_selector(".verdict")
+            assert "%" in page.inner_text(".p-ai")
+        finally:
+            browser.close()
