@@ -525,6 +525,45 @@ def test_device_queue_runs_one_job_and_bounds_the_waiting():
     assert order == ["first", "second"] and queue.pending == 0
 
 
+def test_device_queues_of_two_workers_share_the_device_through_their_lock_file(tmp_path):
+    # Two gunicorn workers = two DeviceQueues with the same lock file: their jobs never overlap.
+    lock = str(tmp_path / "device.lock")
+    workers = [DeviceQueue(capacity=4, timeout=10, lock_file=lock) for _ in range(2)]
+    spans: list[tuple[float, float]] = []
+
+    def job(queue):
+        with queue.turn():
+            t0 = time.monotonic()
+            time.sleep(0.15)
+            spans.append((t0, time.monotonic()))
+
+    threads = [threading.Thread(target=job, args=(workers[i % 2],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    spans.sort()
+    assert len(spans) == 4
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    # A worker that cannot get the device within its timeout answers "busy", it does not hang.
+    slow = DeviceQueue(capacity=4, timeout=0.2, lock_file=lock)
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with workers[0].turn():
+            inside.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert inside.wait(10)
+    with pytest.raises(QueueFull):
+        with slow.turn():
+            pass
+    release.set()
+    holder.join(10)
+
+
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):
     env = {"SYNTHGAP_SERVE_DETECTOR": str(tmp_path), "SYNTHGAP_SERVE_PORT": "9001", "SYNTHGAP_SERVE_DEBUG": "true",
            "SYNTHGAP_SERVE_UNSURE_BAND": "0.05", "SYNTHGAP_SERVE_OUTPUT": "", "PATH": "/bin"}

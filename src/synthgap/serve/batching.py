@@ -80,10 +80,12 @@ class DeviceQueue:
     """One job at a time on a device, at most `capacity` more waiting; beyond that QueueFull at once.
 
     Request threads wait for the device themselves (no extra thread): `with queue.turn(): ...`.
+    lock_file: a file every worker process of the server locks (flock) around a job, so the device
+    runs one generation at a time across gunicorn workers too, not only within one.
     """
 
-    def __init__(self, capacity: int, timeout: float):
-        self.capacity, self.timeout = capacity, timeout
+    def __init__(self, capacity: int, timeout: float, lock_file: str | None = None):
+        self.capacity, self.timeout, self.lock_file = capacity, timeout, lock_file
         self._device = threading.Lock()
         self._count_lock = threading.Lock()
         self._count = 0  # running + waiting
@@ -100,14 +102,37 @@ class DeviceQueue:
                 raise QueueFull(max(1, round(self._count * self._seconds)))
             self._count += 1
         try:
+            deadline = time.monotonic() + self.timeout
             if not self._device.acquire(timeout=self.timeout):
                 raise QueueFull(max(1, round(self._count * self._seconds)))
             try:
-                t0 = time.perf_counter()
-                yield
-                self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - t0)
+                with self._other_workers_done(deadline):
+                    t0 = time.perf_counter()
+                    yield
+                    self._seconds = 0.8 * self._seconds + 0.2 * (time.perf_counter() - t0)
             finally:
                 self._device.release()
         finally:
             with self._count_lock:
                 self._count -= 1
+
+    @contextmanager
+    def _other_workers_done(self, deadline: float) -> Iterator[None]:
+        if not self.lock_file:
+            yield
+            return
+        import fcntl
+
+        with open(self.lock_file, "a") as f:
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise QueueFull(max(1, round(self._count * self._seconds))) from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)

@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +189,10 @@ class Models:
 
             self.detector = load_bundle(cfg.detector, device)
             self.detector_name = Path(cfg.detector).resolve().name
-        self.generator = (load_generator(cfg.generator, cfg.device, DeviceQueue(cfg.generate_queue, cfg.generate_timeout))
+        # One lock file per device, shared by every worker (and every synthgap server) of this user.
+        lock_file = os.path.join(tempfile.gettempdir(), f"synthgap-generate-{os.getuid()}-{device}.lock")
+        self.generator = (load_generator(cfg.generator, cfg.device,
+                                         DeviceQueue(cfg.generate_queue, cfg.generate_timeout, lock_file))
                           if cfg.generator else None)
         self._classify = (MicroBatcher(self.classifier.predict, cfg.batch_size, wait, "classifier")
                           if self.classifier else None)
