@@ -403,6 +403,14 @@ def test_cifake_layout_loads_through_data(tmp_path):
     assert len(data.train) + len(data.val) == 11 and len(data.test) == 11
     assert data.test.class_counts() == {"real": 6, "synthetic": 5}
     assert all("REAL" in f for f, y in zip(data.test.files, data.test.labels) if y == 0)
+    # Class folders inside each split's REAL/FAKE: every image of the split is taken, none held out.
+    nested = tmp_path / "nested"
+    for split in ("train", "test"):
+        make_image_folder(nested / split / "REAL", CLASSES, 4, size=16, splits=(), seed=1)
+        make_image_folder(nested / split / "FAKE", CLASSES, 3, size=16, splits=(), seed=2)
+    data = load_detector_data(data=str(nested), classes=CLASSES, size=16, val_fraction=0.2)
+    assert data.test.class_counts() == {"real": 12, "synthetic": 9}
+    assert len(data.train) + len(data.val) == 21
 
 
 @pytest.mark.parametrize("args, message", [
@@ -411,6 +419,9 @@ def test_cifake_layout_loads_through_data(tmp_path):
     (["--real", "{real}", "--synthetic", "{real}/nope"], "no such file or folder"),
     (["--real", "{real}", "--synthetic", "{fake}", "--backbone", "alexnet"], "unknown 'alexnet'"),
     (["--real", "{real}", "--synthetic", "{fake}", "--set", "head_width=abc"], "head_width"),
+    (["--real", "{real}", "--synthetic", "{fake}", "--set", "finetune.augment.jpeg_quality=[0,50]"],
+     "finetune.augment.jpeg_quality"),
+    (["--real", "{real}", "--synthetic", "{fake}", "--set", "train_size=-1"], "'train_size': expected at least 1"),
 ])
 def test_user_mistakes_are_clear_errors(pair, tmp_path, args, message):
     real, fake = pair

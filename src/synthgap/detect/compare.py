@@ -29,9 +29,12 @@ def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[s
     for name in backbones:
         bcfg = dataclasses.replace(cfg, backbone=name)
         sub = out / name
-        done = (sub / "detector.json").exists() and (sub / "config.yaml").exists() \
-            and (sub / "config.yaml").read_text() == dump_yaml(bcfg)
-        meta = json.loads((sub / "detector.json").read_text()) if done else run_detector(data, bcfg, sub, progress=progress)
+        meta = json.loads((sub / "detector.json").read_text()) if (sub / "detector.json").exists() else None
+        same_data = meta is not None and meta.get("data", {}).get("train", {}).get("sha256") == data.train.sha256() \
+            and meta["data"].get("test", {}).get("sha256") == data.test.sha256()
+        done = same_data and (sub / "config.yaml").read_text() == dump_yaml(bcfg)
+        if not done:
+            meta = run_detector(data, bcfg, sub, progress=progress)
         m = meta["metrics"]
         jpeg50 = next((r["accuracy"] for r in meta["robustness"] if r["test set"] == "jpeg q50"), None)
         rows.append({"backbone": name, "accuracy": m["accuracy"], "auc": m["auc"], "f1_synthetic": m["f1_synthetic"],

@@ -11,7 +11,7 @@ import torch
 from synthgap import SynthgapError
 from synthgap.data.images import IMAGE_EXTENSIONS
 from synthgap.data.sets import (HOLDOUT_FRACTION, ImageSet, _from_files, _held_out_part, _is_split_folder, concat,
-                                holdout_split, load_spec)
+                                holdout_split, load_class_folders, load_spec)
 from synthgap.detect.model import CLASSES
 from synthgap.train.robust import jpeg
 
@@ -51,6 +51,10 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
         raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")
     base = path / split if _is_split_folder(path) else path
     if all((base / c).is_dir() for c in classes):
+        if split_given:  # already this split's folder: take it whole
+            s = load_class_folders(base, classes, size, domain)
+            s.name = f"{base}"
+            return _as_side(s, label, domain)
         return _as_side(load_spec(spec, split, classes, size, root, domain), label, domain)
     files = _images_under(base)
     if not files:

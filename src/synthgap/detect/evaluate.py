@@ -52,12 +52,12 @@ def expected_calibration_error(y, p, bins: int = 10) -> float:
     return float(err)
 
 
-def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float) -> list[dict]:
-    """Accuracy and AUC on the clean test set and under each fixed degradation (same threshold)."""
+def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float, clean_p: np.ndarray) -> list[dict]:
+    """Accuracy and AUC on the clean test set (its probabilities `clean_p`) and under each fixed
+    degradation, predicted by `predict` (same threshold)."""
     rows = []
     for name, perturb in [("clean", None), *PERTURBATIONS.items()]:
-        x = images if perturb is None else perturb(images)
-        p = predict(x).numpy()
+        p = clean_p if perturb is None else predict(perturb(images)).numpy()
         m = binary_metrics(y, p, threshold)
         rows.append({"test set": name, "accuracy": m["accuracy"], "auc": m["auc"],
                      "recall_real": m["per_class"]["real"]["recall"],

@@ -25,6 +25,20 @@ from synthgap.train.loop import fit, select_device, set_threads
 
 
 def check_detector_config(cfg: DetectorConfig) -> None:
+    """Every field a run will use, checked before any image is decoded."""
+    from synthgap.train.loop import check_config
+
+    for name, stage in (("head", cfg.head), ("finetune", cfg.finetune), ("scratch", cfg.scratch)):
+        check_config(stage, where=name)
+    checks = [("head_width", cfg.head_width >= 1, "at least 1"), ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+              ("input_size", cfg.input_size is None or (cfg.input_size >= 32 and cfg.input_size % 32 == 0),
+               "a multiple of 32, or null"),
+              ("train_size", cfg.train_size is None or cfg.train_size >= 1, "at least 1, or null (all)"),
+              ("test_size", cfg.test_size is None or cfg.test_size >= 1, "at least 1, or null (all)"),
+              ("val_fraction", 0 < cfg.val_fraction < 1, "in (0, 1)")]
+    for name, ok, want in checks:
+        if not ok:
+            raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)}")
     if cfg.backbone not in BACKBONES:
         raise SynthgapError(f"config field 'backbone': unknown '{cfg.backbone}'; choose one of: {', '.join(BACKBONES)}")
     if cfg.finetune_blocks < 0:
@@ -141,7 +155,7 @@ def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, 
     }
     if robustness:
         # The bundle's own preprocessing (format normalisation) applies after the degradation, as in use.
-        result["robustness"] = robustness_table(bundle.predict, data.test.images, y_test, threshold)
+        result["robustness"] = robustness_table(bundle.predict, data.test.images, y_test, threshold, p_test)
     return result
 
 

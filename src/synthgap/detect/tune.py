@@ -71,7 +71,9 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     samplers = {"tpe": optuna.samplers.TPESampler(seed=cfg.seed), "random": optuna.samplers.RandomSampler(seed=cfg.seed)}
     study = optuna.create_study(study_name="detector", storage=storage, load_if_exists=True, direction="maximize",
                                 sampler=samplers[sampler],
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
+    # A resumed study must not replay the first run's random draws: seed by the trials it holds.
+    study.sampler = type(samplers[sampler])(seed=cfg.seed + len(study.trials))
     key = {"config_hash": config_hash(cfg), "data": data.train.sha256()[:16] + data.val.sha256()[:16],
            "sampler": sampler, "max_finetune_blocks": max_finetune_blocks}
     if study.user_attrs.get("key", key) != key:
@@ -89,17 +91,15 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
 
     def objective(trial) -> float:
         trial_cfg = suggest(trial, cfg, max_finetune_blocks if BACKBONES[cfg.backbone].pretrainable else 0)
-        best = {"value": 0.0}
-
         def on_epoch(record):
-            acc = record.get("val_accuracy", 0.0)
-            best["value"] = max(best["value"], acc)
-            trial.report(acc, record["stage_epoch"])
+            trial.report(record.get("val_accuracy", 0.0), record["stage_epoch"])
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        train_detector(data, trial_cfg, None, progress=False, on_epoch=on_epoch, features=features)
-        return best["value"]
+        _, history = train_detector(data, trial_cfg, None, progress=False, on_epoch=on_epoch, features=features)
+        # The score of the model the config yields: its last stage's best epoch (a fine-tune that
+        # does worse than the head alone is not credited with the head's accuracy).
+        return list(history.values())[-1]["best_val_accuracy"] or 0.0
 
     done = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
     remaining = max(0, trials - done)
@@ -107,6 +107,7 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
         study.optimize(objective, n_trials=remaining, timeout=timeout, show_progress_bar=progress, gc_after_trial=True)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     if not complete:
+        _write_trials(study, out)
         raise SynthgapError(f"{out}: no trial completed (all pruned or failed); see {out / 'trials.csv'}")
     best = study.best_trial
     best_cfg = suggest(optuna.trial.FixedTrial(best.params), cfg, max_finetune_blocks if BACKBONES[cfg.backbone].pretrainable else 0)

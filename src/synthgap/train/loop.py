@@ -75,15 +75,24 @@ def _amp(device: torch.device):
     return nullcontext(), False
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig, where: str = "train") -> None:
     """Range checks of a training config: a clear error before any data is loaded or step taken."""
-    checks = [("batch_size", cfg.batch_size >= 1, "at least 1"), ("epochs", cfg.epochs >= 1, "at least 1"),
+    a = cfg.augment
+
+    def pair(r, lo, hi):
+        return len(r) == 2 and lo <= r[0] <= r[1] <= hi
+
+    checks = [("augment.jpeg_quality", pair(a.jpeg_quality, 1, 100), "[low, high] within 1..100"),
+              ("augment.downscale_range", pair(a.downscale_range, 0.125, 1), "[low, high] within 0.125..1"),
+              ("augment.blur_sigma", pair(a.blur_sigma, 0.01, 3), "[low, high] within 0.01..3"),
+              *((f"augment.{k}", 0 <= getattr(a, k) <= 1, "a probability in [0, 1]") for k in ("jpeg", "downscale", "blur")),("batch_size", cfg.batch_size >= 1, "at least 1"), ("epochs", cfg.epochs >= 1, "at least 1"),
               ("lr", cfg.lr > 0, "positive"), ("warmup", 0 <= cfg.warmup < 1, "in [0, 1)"),
               ("val_fraction", 0 <= cfg.val_fraction < 1, "in [0, 1)"), ("patience", cfg.patience >= 0, "0 or more"),
               ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)")]
     for name, ok, want in checks:
         if not ok:
-            raise SynthgapError(f"config field 'train.{name}': expected {want}, got {getattr(cfg, name)}")
+            value = getattr(a, name.split(".")[1]) if name.startswith("augment.") else getattr(cfg, name)
+            raise SynthgapError(f"config field '{where}.{name}': expected {want}, got {value}")
 
 
 def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,

@@ -79,7 +79,8 @@ def robust_augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> t
     if cfg.downscale > 0:
         idx, f = draw(cfg.downscale, *cfg.downscale_range)
         x = x.clone()
-        x[idx] = downscale(x[idx], (f[idx] * 8).round() / 8)  # a few distinct factors keep it batched
+        lo, hi = cfg.downscale_range  # a few distinct factors (1/16 steps) keep it batched
+        x[idx] = downscale(x[idx], ((f[idx] * 16).round() / 16).clamp(lo, hi))
     if cfg.blur > 0:
         idx, s = draw(cfg.blur, *cfg.blur_sigma)
         x = x.clone()
