@@ -315,8 +315,8 @@ def detector_train(real, synthetic, data_root_dir, out, backbone, no_pretrained,
     Writes to --out: the bundle (model.safetensors, detector.json), metrics.json, audit.json,
     summary.md, confusion.png, roc_calibration.png, report.html, config.yaml, environment.json.
     Example:
-      synthgap detector train --real ../shared/data/cifar10-jpeg \\
-          --synthetic ../shared/data/cifake-sd14-fake --out runs/detector
+      synthgap detector train --real DATA/cifar10-jpeg \\
+          --synthetic DATA/cifake-sd14-fake --out runs/detector
     """
     from synthgap.detect.train import run_detector
 

@@ -21,24 +21,25 @@ def models():
     return jsonify(get_models().describe())
 
 
+def _judge_upload(kind: str):
+    """The uploaded image through the `kind` model ('classifier' or 'detector'), as JSON."""
+    models = get_models()
+    models.require(kind)
+    upload = read_upload(request, models.cfg.max_pixels)
+    models.require(kind, upload.model)
+    models.keep_upload(upload.data, upload.format)
+    judge = models.classify if kind == "classifier" else models.detect
+    return jsonify(judge(upload.image))
+
+
 @bp.post("/api/classify")
 def classify():
-    models = get_models()
-    models.require("classifier")
-    upload = read_upload(request, models.cfg.max_pixels)
-    models.require("classifier", upload.model)
-    models.keep_upload(upload.data, upload.format)
-    return jsonify(models.classify(upload.image))
+    return _judge_upload("classifier")
 
 
 @bp.post("/api/detect")
 def detect():
-    models = get_models()
-    models.require("detector")
-    upload = read_upload(request, models.cfg.max_pixels)
-    models.require("detector", upload.model)
-    models.keep_upload(upload.data, upload.format)
-    return jsonify(models.detect(upload.image))
+    return _judge_upload("detector")
 
 
 @bp.post("/api/generate")
