@@ -222,6 +222,27 @@ def test_generate_from_a_class_uses_the_prompt_templates(client, app):
     assert form.status_code == 200 and form.json["prompt"] == r.json["prompt"]
 
 
+def test_a_builtin_class_conditional_generator_is_served_by_class(model_files, tmp_path):
+    from conftest import make_image_folder
+    from synthgap.config import GeneratorConfig
+    from synthgap.generate.builtin import train_generator
+
+    real = make_image_folder(tmp_path / "real", CLASSES, 4, size=16)
+    gen = train_generator(str(real), tmp_path / "gen", GeneratorConfig(preset="tiny", classes=CLASSES, steps=2),
+                          progress=False)
+    client = create_app(ServeConfig(generator=str(gen), detector=str(model_files["detector"]), max_steps=4)).test_client()
+    body = {"class": CLASSES[1], "seed": 5, "steps": 2}
+    a, b = client.post("/api/generate", json=body), client.post("/api/generate", json=body)
+    assert a.status_code == 200, a.json
+    assert a.json["prompt"] == a.json["class"] == CLASSES[1] and a.json["width"] == 16
+    assert a.json["image"] == b.json["image"] and 0 <= a.json["detector"]["p_synthetic"] <= 1
+    r = client.post("/api/generate", json={"prompt": "a cat", "seed": 1})
+    assert r.status_code == 400 and "class-conditional" in r.json["error"]
+    page = client.get("/").get_data(as_text=True)
+    assert "takes no prompt" in page and 'name="prompt"' not in page
+    assert client.get("/api/models").json["generator"]["pipeline"] == "ClassConditionalPipeline"
+
+
 def test_generate_without_a_seed_picks_one_and_reports_it(client):
     r = client.post("/api/generate", json={"prompt": "a frog"})
     assert r.status_code == 200 and 0 <= r.json["seed"] < 2**32

@@ -139,7 +139,8 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 
 
 @cli.command()
-@click.option("--model", default=None, help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo]; "
+@click.option("--model", default=None, help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo], "
+              "or a folder made by `synthgap generator train` (class-conditional: no prompts); "
               "'synthgap-tiny' builds a tiny offline demo pipeline (noise-like images).")
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
 @click.option("--per-class", type=int, default=None, help="Images per class [default: 100].")
@@ -151,8 +152,8 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 @click.option("--ray", "use_ray", is_flag=True, help="Shard the work over Ray actors (a running cluster, or local).")
 @click.option("--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group].")
 @click.option("--quality-against", "quality_against", default=None, metavar="SPEC",
-              help="After generating, write OUT/quality.json: perceptual-hash near-duplicates within the set and "
-                   "against SPEC's test split (e.g. cifar10).")
+              help="After generating, write OUT/quality.json: FID-Lite0 against SPEC's test split (e.g. cifar10) and "
+                   "perceptual-hash near-duplicates within the set and against it.")
 @click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
               help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
 @config_option
@@ -187,9 +188,51 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
 
         real = load_spec(quality_against, "test", parse_classes(cfg.classes), cfg.size)
         q = quality_report(written, real)
-        click.echo(f"quality: {len(q['near_duplicates_within'])} near-duplicate pairs within the set, "
+        click.echo(f"quality: FID-Lite0 {q['fid_lite0']:.2f} against {real.name}; "
+                   f"{len(q['near_duplicates_within'])} near-duplicate pairs within the set, "
                    f"{len(q['near_duplicates_vs_real'])} against {real.name}, "
                    f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'})")
+
+
+@cli.group()
+def generator() -> None:
+    """Train synthgap's own class-conditional diffusion generator (no model hub needed).
+
+    \b
+      synthgap generator train --real cifar10 --out runs/generator --minutes 60
+      synthgap generate --model runs/generator --per-class 1000 --out runs/synthetic
+    """
+
+
+@generator.command("train")
+@click.option("--real", required=True, metavar="SPEC",
+              help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*) or a manifest.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures.")
+@click.option("--preset", default=None, help="tiny (tests, seconds) | small (CPU, under an hour) | base (GPU) [default: small].")
+@click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
+@click.option("--steps", type=int, default=None, help="Optimisation steps [default: the preset's].")
+@click.option("--minutes", "time_budget", type=float, default=None,
+              help="Training time budget over all resumes; stops and saves the model when reached [default: none].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (e.g. with more --steps).")
+@root_option
+@config_option
+@set_option
+def generator_train(real, out, preset, classes, steps, time_budget, resume, root, config_file, overrides) -> None:
+    """Train a class-conditional diffusion model (diffusers UNet2DModel) on real images.
+
+    DDPM noise for training, label dropout for classifier-free guidance, EMA weights, a sample grid
+    per class every few hundred steps (OUT/samples/) and atomic checkpoints; Ctrl-C saves one, and
+    --resume continues the same loss curve. The result is a diffusers pipeline in OUT: sample it
+    with `synthgap generate --model OUT`.
+    """
+    from synthgap.config import GeneratorConfig, load_config
+    from synthgap.generate.builtin import train_generator
+
+    flags = {"preset": preset, "classes": classes, "steps": steps, "time_budget": time_budget}
+    cfg = load_config(GeneratorConfig, config_file, overrides, flags=flags)
+    written = train_generator(real, out, cfg, root=root, resume=resume)
+    click.echo(f"generator ready: {written} (sample grid: {written / 'samples' / 'final.png'}); "
+               f"sample it with: synthgap generate --model {written} --out DIR")
 
 
 TINY_MODEL = "synthgap-tiny"
@@ -405,7 +448,7 @@ def detect(paths, bundle, as_json) -> None:
 @cli.command()
 @click.option("--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
 @click.option("--detector", default=None, help="A detector bundle folder (`synthgap detector train`).")
-@click.option("--generator", default=None, help="A diffusers text-to-image id or folder, or synthgap-tiny (offline demo).")
+@click.option("--generator", default=None, help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), or synthgap-tiny (offline demo).")
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; 0.0.0.0 in the container].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
 @click.option("--workers", type=int, default=None, help="gunicorn worker processes, each with its own models and "

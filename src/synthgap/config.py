@@ -95,6 +95,49 @@ GENERATE_RUNTIME_FIELDS = ("per_class", "classes", "batch_size", "device", "atte
 
 
 @dataclass
+class GeneratorConfig:
+    """synthgap's own class-conditional diffusion generator (`synthgap generator train`).
+
+    Fields left null take the preset's value (see synthgap.generate.builtin.PRESETS).
+    """
+
+    preset: str = "small"  # tiny (tests) | small (a CPU, under an hour) | base (a GPU)
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))
+    image_size: int | None = None  # square training and sampling size
+    patch_size: int | None = None  # pixel-unshuffle factor: the UNet runs at image_size / patch_size
+    channels: list[int] | None = None  # UNet block widths, one per resolution level
+    layers_per_block: int | None = None
+    attention: bool | None = None  # self-attention at the lowest resolution
+    steps: int | None = None  # optimisation steps
+    time_budget: float = 0.0  # minutes of training (over all resumes); stop and save when reached; 0: no limit
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup: int = 200  # linear LR warm-up steps, then constant (EMA does the averaging)
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999  # the EMA's ceiling; it warms up from 0 (diffusers EMAModel, power 3/4)
+    label_dropout: float = 0.1  # share of labels replaced by the null class: classifier-free guidance
+    snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0: plain MSE)
+    beta_schedule: str = "squaredcos_cap_v2"  # linear | scaled_linear | squaredcos_cap_v2
+    train_timesteps: int = 1000
+    flip: bool = True  # random horizontal flips of the real images
+    sampler: str = "dpm"  # dpm (DPM-Solver++ multistep) | ddim: the scheduler saved with the model
+    sample_steps: int = 20  # default sampling steps of the saved model
+    guidance_scale: float = 2.0  # default classifier-free guidance of the saved model (1: none)
+    sample_every: int | None = None  # steps between per-class sample grids (0: never)
+    checkpoint_every: int | None = None  # steps between checkpoints
+    grid_per_class: int = 8
+    amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16); the CPU trains in fp32
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 0
+
+
+# Fields that do not change what a training step computes: a run may resume with other values.
+GENERATOR_RUNTIME_FIELDS = ("steps", "time_budget", "sampler", "sample_steps", "guidance_scale", "sample_every",
+                            "checkpoint_every", "grid_per_class", "device", "threads")
+
+
+@dataclass
 class PipelineConfig:
     """The whole study in one file: real data -> generate -> transfer -> report."""
 
@@ -104,6 +147,8 @@ class PipelineConfig:
     classes: list[str] = field(default_factory=lambda: list(ANIMALS))
     image_size: int = 32
     ray: bool = False  # generate on Ray
+    generator: str = "diffusers"  # diffusers: generate.model | builtin: train synthgap's own generator first
+    builtin: GeneratorConfig = field(default_factory=GeneratorConfig)  # used with generator: builtin
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
 

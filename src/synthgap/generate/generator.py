@@ -38,6 +38,13 @@ MANIFEST = "manifest.jsonl"
 CONFIG = "generation.yaml"
 
 
+def builtin_info(model: str) -> dict | None:
+    """The model_index.json of a synthgap-trained generator folder, else None (imports diffusers only when asked)."""
+    from synthgap.generate.builtin import builtin_info as info
+
+    return info(model)
+
+
 def image_id(cls: str, index: int) -> str:
     return f"{cls}_{index:05d}"
 
@@ -55,14 +62,23 @@ class Job:
 
 def identity(cfg: GenerateConfig, templates: Templates) -> dict:
     """What determines the pixels: a folder only accepts runs with the same identity."""
+    from synthgap.io import sha256_file
+
     d = {k: v for k, v in to_dict(cfg).items() if k not in GENERATE_RUNTIME_FIELDS}
     d["templates_sha256"] = templates.sha256()
+    if builtin_info(cfg.model):  # a generator retrained in the same folder is another model
+        d["model_sha256"] = sha256_file(Path(cfg.model) / "unet" / "diffusion_pytorch_model.safetensors")
     return d
 
 
 def resolve_settings(cfg: GenerateConfig, templates: Templates) -> GenerateConfig:
-    """Fill steps/guidance/negative prompt from the model family and the templates."""
-    fam = templates.family_settings(cfg.model)
+    """Fill steps/guidance/negative prompt from the model family and the templates
+    (synthgap's own generators: from the model; they take a class, not a prompt)."""
+    if info := builtin_info(cfg.model):
+        fam = {"steps": info["default_steps"], "guidance_scale": info["default_guidance_scale"]}
+        cfg = from_dict(GenerateConfig, {**to_dict(cfg), "negative_prompt": ""})
+    else:
+        fam = templates.family_settings(cfg.model)
     return from_dict(GenerateConfig, {
         **to_dict(cfg),
         "classes": parse_classes(cfg.classes),
@@ -171,7 +187,14 @@ class DatasetGenerator:
         cfg = dataclasses.replace(cfg, **local)  # the same local file under another relative path is the same config
         self.templates = Templates.load(cfg.templates)
         self.cfg = resolve_settings(cfg, self.templates)
-        self.templates.check_classes(self.cfg.classes)
+        self.builtin = builtin_info(self.cfg.model)  # synthgap's class-conditional generator: classes, no prompts
+        if self.builtin:
+            unknown = [c for c in self.cfg.classes if c not in self.builtin["class_names"]]
+            if unknown:
+                raise SynthgapError(f"{self.cfg.model} was trained on {', '.join(self.builtin['class_names'])}; "
+                                    f"it cannot make {', '.join(unknown)}")
+        else:
+            self.templates.check_classes(self.cfg.classes)
         for name, value, least in (("per_class", self.cfg.per_class, 1), ("batch_size", self.cfg.batch_size, 1),
                                    ("steps", self.cfg.steps, 1), ("size", self.cfg.size, 8), ("max_retries", self.cfg.max_retries, 0)):
             if value < least:
@@ -181,6 +204,10 @@ class DatasetGenerator:
 
     @property
     def pipe(self):
+        if self._pipe is None and self.builtin:
+            from synthgap.generate.builtin import load_generator
+
+            self._pipe = load_generator(self.cfg.model, self.cfg.device)
         if self._pipe is None:
             self._pipe = load_pipeline(self.cfg.model, self.cfg.revision, self.cfg.device, self.cfg.dtype)
             if self.cfg.attention_slicing:
@@ -192,7 +219,8 @@ class DatasetGenerator:
     # -------------------------------------------------------------- one batch, no I/O
 
     def prompt(self, job: Job) -> str:
-        return self.templates.prompt(self.cfg.seed, job.cls, job.index)
+        """The text the image was made from; a class-conditional generator's 'prompt' is the class name."""
+        return job.cls if self.builtin else self.templates.prompt(self.cfg.seed, job.cls, job.index)
 
     def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
         """Run the pipeline once for `jobs`, each with its own generator; return (image, blanked)."""
@@ -202,6 +230,11 @@ class DatasetGenerator:
         if self._device is None:  # diffusers' pipe.device walks every module: ask once
             self._device = pipe.device
         gen_device = self._device if self._device.type == "cuda" else "cpu"
+        generators = [torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt)) for j in jobs]
+        if self.builtin:
+            out = pipe([j.cls for j in jobs], num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
+                       generator=generators, output_type="pil")
+            return [(im.convert("RGB"), _is_blank(im, False)) for im in out.images]
         kwargs = {}
         if self.cfg.resolution:
             kwargs.update(height=self.cfg.resolution, width=self.cfg.resolution)
@@ -211,7 +244,7 @@ class DatasetGenerator:
             prompt=[self.prompt(j) for j in jobs],
             num_inference_steps=self.cfg.steps,
             guidance_scale=self.cfg.guidance_scale,
-            generator=[torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt)) for j in jobs],
+            generator=generators,
             output_type="pil",
             **kwargs,
         )

@@ -120,3 +120,18 @@ def plot_tune_history(points: list[tuple[int, float | None, str]], path: str | P
     ax.set(xlabel="trial", ylabel="validation accuracy", title="hyperparameter search")
     ax.legend(loc="lower right")
     _save(fig, path)
+
+
+def plot_loss_curve(losses: list[float], path: str | Path, title: str = "training loss") -> None:
+    """Per-step loss (faint) and its running mean over 1% of the run (at least 10 steps)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    y = np.asarray(losses, dtype=float)
+    if len(y):
+        x = np.arange(1, len(y) + 1)
+        ax.plot(x, y, color="C0", alpha=0.25, lw=0.8, label="per step")
+        k = min(len(y), max(10, len(y) // 100))
+        ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color="C0", label=f"mean of {k} steps")
+        ax.set_yscale("log")
+        ax.legend(loc="upper right")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    _save(fig, path)

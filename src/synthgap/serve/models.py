@@ -112,7 +112,8 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
 
 @dataclass
 class Generator:
-    """A diffusers text-to-image pipeline with synthgap's prompt templates and family defaults."""
+    """A diffusers text-to-image pipeline with synthgap's prompt templates and family defaults, or a
+    generator trained by `synthgap generator train` (class-conditional: `class_names`, no prompts)."""
 
     name: str
     pipe: Any
@@ -122,13 +123,18 @@ class Generator:
     negative_prompt: str
     queue: DeviceQueue
     device: torch.device  # asked once: diffusers' pipe.device walks every module
+    class_names: list[str] | None = None
 
     @property
     def classes(self) -> list[str]:
-        return list(self.templates.data["classes"])
+        return list(self.class_names or self.templates.data["classes"])
 
-    def render(self, prompt: str, seed: int, steps: int, guidance_scale: float) -> Image.Image:
+    def render(self, prompt: str, seed: int, steps: int, guidance_scale: float, cls: str | None = None) -> Image.Image:
         gen_device = self.device if self.device.type == "cuda" else "cpu"
+        if self.class_names:
+            out = self.pipe([cls], num_inference_steps=steps, guidance_scale=guidance_scale,
+                            generator=[torch.Generator(gen_device).manual_seed(seed)], output_type="pil")
+            return out.images[0].convert("RGB")
         extra = {"negative_prompt": self.negative_prompt} if guidance_scale > 1 else {}  # CFG only
         out = self.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
                         generator=torch.Generator(gen_device).manual_seed(seed), output_type="pil", **extra)
@@ -138,6 +144,8 @@ class Generator:
 def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
     from synthgap.data.images import cache_dir
     from synthgap.generate import Templates, load_pipeline, save_tiny_pipeline
+    from synthgap.generate.builtin import builtin_info
+    from synthgap.generate.builtin import load_generator as load_builtin
 
     source = model
     if model == TINY_MODEL:  # the tiny offline demo pipeline, built once into the cache
@@ -146,6 +154,10 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
             save_tiny_pipeline(folder)
         source = str(folder)
     templates = Templates.load()
+    if info := builtin_info(source):
+        pipe = load_builtin(source, device)
+        return Generator(model, pipe, templates, int(info["default_steps"]), float(info["default_guidance_scale"]), "",
+                         queue, pipe.device, list(info["class_names"]))
     family = templates.family_settings(model)
     pipe = load_pipeline(source, device=device)
     return Generator(model, pipe, templates, int(family.get("steps", 25)), float(family.get("guidance_scale", 7.5)),
@@ -251,12 +263,18 @@ class Models:
 
         gen = self.generator
         assert gen is not None
-        prompt = req.prompt if req.prompt is not None else gen.templates.prompt(req.seed, req.cls, 0)
+        if gen.class_names and req.prompt is not None:
+            raise BadRequest(f"this generator ({gen.name}) is class-conditional: send 'class' "
+                             f"({', '.join(gen.class_names)}), not 'prompt'")
+        if gen.class_names:
+            prompt = req.cls  # a class-conditional model's 'prompt' is its class, as in `synthgap generate`
+        else:
+            prompt = req.prompt if req.prompt is not None else gen.templates.prompt(req.seed, req.cls, 0)
         steps = req.steps or min(gen.steps, self.cfg.max_steps)
         guidance = gen.guidance_scale if req.guidance_scale is None else req.guidance_scale
         with gen.queue.turn():
             t0 = time.perf_counter()
-            image = gen.render(prompt, req.seed, steps, guidance)
+            image = gen.render(prompt, req.seed, steps, guidance, req.cls)
             seconds = time.perf_counter() - t0
         meta = {"prompt": prompt, "negative_prompt": gen.negative_prompt if guidance > 1 else "", "seed": req.seed,
                 "model": gen.name, "scheduler": type(gen.pipe.scheduler).__name__, "steps": steps,

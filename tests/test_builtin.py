@@ -1,0 +1,273 @@
+"""The builtin class-conditional diffusion generator: training, resume, sampling, `synthgap generate`,
+FID-Lite0, the pipeline with `generator: builtin`, and clear errors. All with the tiny preset."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from conftest import make_image_folder
+from synthgap import SynthgapError
+from synthgap.config import GenerateConfig, GeneratorConfig
+from synthgap.data import load_spec
+from synthgap.generate import generate, read_manifest, read_png_metadata, reproduce
+from synthgap.generate.builtin import (CHECKPOINT, ClassConditionalPipeline, GeneratorTrainer, build_unet,
+                                       load_generator, resolve_generator_config, train_generator)
+
+CLASSES = ["bird", "cat", "frog"]
+
+
+def tiny(**kw) -> GeneratorConfig:
+    return GeneratorConfig(**{"preset": "tiny", "classes": CLASSES, "steps": 8, "batch_size": 8, "checkpoint_every": 4,
+                              **kw})
+
+
+def synthgap(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode:
+        raise AssertionError(proc.stderr[-3000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("real") / "data", CLASSES, 12, size=16)
+
+
+@pytest.fixture(scope="module")
+def trained(real, tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "generator"
+    train_generator(str(real), out, tiny(sample_every=4), progress=False)
+    return out
+
+
+def test_training_writes_a_diffusers_pipeline_grids_and_figures(trained):
+    for name in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json", CHECKPOINT,
+                 "training.yaml", "training.json", "loss.csv", "loss.png", "samples/step_000004.png",
+                 "samples/step_000008.png", "samples/final.png"):
+        assert (trained / name).is_file(), name
+    assert not list(trained.rglob("*.tmp"))
+    index = json.loads((trained / "model_index.json").read_text())
+    assert index["_class_name"] == "ClassConditionalPipeline" and index["class_names"] == CLASSES
+    assert index["unet"] == ["diffusers", "UNet2DModel"] and index["scheduler"][1] == "DPMSolverMultistepScheduler"
+    info = json.loads((trained / "training.json").read_text())
+    assert info["steps"] == 8 and info["parameters"] > 1000
+    assert len((trained / "loss.csv").read_text().splitlines()) == 1 + 8
+    # A grid: one row per class (3), grid_per_class columns (8) of 16 px tiles, padding 1, scaled x2.
+    with Image.open(trained / "samples" / "final.png") as grid:
+        assert grid.size == (2 * (8 * 17 + 1), 2 * (3 * 17 + 1))
+    record = yaml.safe_load((trained / "training.yaml").read_text())
+    assert record["config"]["channels"] == [8, 16] and record["data"]["class_counts"] == {c: 12 for c in CLASSES}
+    assert "diffusers" in record["environment"]
+
+
+def test_the_saved_model_holds_the_ema_weights_and_loads_with_from_pretrained(trained):
+    pipe = ClassConditionalPipeline.from_pretrained(str(trained))
+    ckpt = torch.load(trained / CHECKPOINT, weights_only=False)
+    ema = ckpt["ema"]["shadow_params"]
+    saved = list(pipe.unet.parameters())
+    live = [ckpt["unet"][k] for k, _ in pipe.unet.named_parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(saved, ema))
+    assert not all(torch.equal(a, b) for a, b in zip(saved, live))  # EMA lags the live weights
+
+
+def test_sampling_is_deterministic_per_image_and_seed(trained):
+    pipe = load_generator(trained)
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    a = pipe(["bird", "cat", "frog", "bird"], generator=gens([1, 2, 3, 4]), output_type="pt").images
+    b = load_generator(trained)(["bird", "cat", "frog", "bird"], generator=gens([1, 2, 3, 4]), output_type="pt").images
+    alone = pipe(["frog"], generator=gens([3]), output_type="pt").images
+    assert a.shape == (4, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, b)  # same seeds, same images
+    assert torch.allclose(a[2], alone[0], atol=1e-5)  # an image does not depend on its batch
+    other = pipe(["bird"], generator=gens([99]), output_type="pt").images
+    assert (other[0] - a[0]).abs().max() > 0.05  # another seed, another image
+    cls = pipe(["cat"], generator=gens([1]), output_type="pt").images
+    assert (cls[0] - a[0]).abs().max() > 1e-3  # the class conditions the image
+
+
+def test_guidance_mixes_the_conditional_and_unconditional_predictions(trained):
+    pipe = load_generator(trained)
+    run = lambda scale: pipe(["cat"], num_inference_steps=4, guidance_scale=scale,  # noqa: E731
+                             generator=[torch.Generator().manual_seed(0)], output_type="pt").images[0]
+    cond, uncond, guided = run(1.0), run(0.0), run(3.0)
+    assert not torch.allclose(cond, uncond) and not torch.allclose(guided, cond)
+
+
+def test_resume_continues_the_same_loss_curve(real, tmp_path):
+    straight = tmp_path / "straight"
+    train_generator(str(real), straight, tiny(), progress=False)
+    split = tmp_path / "split"
+    train_generator(str(real), split, tiny(steps=4), progress=False)
+    with pytest.raises(SynthgapError, match="--resume"):  # an existing run is never overwritten silently
+        train_generator(str(real), split, tiny(), progress=False)
+    train_generator(str(real), split, tiny(), resume=True, progress=False)
+    a = torch.load(straight / CHECKPOINT, weights_only=False)
+    b = torch.load(split / CHECKPOINT, weights_only=False)
+    assert len(a["state"]["losses"]) == len(b["state"]["losses"]) == 8
+    np.testing.assert_allclose(a["state"]["losses"], b["state"]["losses"], rtol=1e-6)
+    assert all(torch.allclose(a["unet"][k], b["unet"][k], atol=1e-6) for k in a["unet"])
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_curve(real, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train_generator(str(real), straight, tiny(steps=6), progress=False)
+    out = tmp_path / "interrupted"
+    original = GeneratorTrainer.step
+
+    def interrupted(self, *a):
+        if self.state.step == 3:
+            raise KeyboardInterrupt
+        return original(self, *a)
+
+    monkeypatch.setattr(GeneratorTrainer, "step", interrupted)
+    with pytest.raises(SynthgapError, match="interrupted at step 3.*--resume"):
+        train_generator(str(real), out, tiny(steps=6), progress=False)
+    assert not (out / "model_index.json").exists()  # no half-made model
+    monkeypatch.setattr(GeneratorTrainer, "step", original)
+    train_generator(str(real), out, tiny(steps=6), resume=True, progress=False)
+    a = torch.load(straight / CHECKPOINT, weights_only=False)["state"]["losses"]
+    b = torch.load(out / CHECKPOINT, weights_only=False)["state"]["losses"]
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_resume_refuses_another_config_or_other_data(trained, real, tmp_path):
+    with pytest.raises(SynthgapError, match="differs in: lr"):
+        train_generator(str(real), trained, tiny(lr=0.01), resume=True, progress=False)
+    other = make_image_folder(tmp_path / "other", CLASSES, 12, size=16, seed=5)
+    with pytest.raises(SynthgapError, match="other data"):
+        train_generator(str(other), trained, tiny(), resume=True, progress=False)
+
+
+def test_a_finished_run_resumed_with_the_same_config_trains_nothing(trained, real):
+    before = (trained / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    train_generator(str(real), trained, tiny(sample_every=4), resume=True, progress=False)
+    assert (trained / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
+
+
+def test_time_budget_stops_training_and_saves_the_model(real, tmp_path):
+    out = tmp_path / "budget"
+    train_generator(str(real), out, tiny(steps=10_000, time_budget=0.02), progress=False)  # 1.2 s
+    info = json.loads((out / "training.json").read_text())
+    assert 0 < info["steps"] < 10_000 and info["seconds"] >= 1.2
+    assert (out / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"preset": "huge"}, "'preset': unknown 'huge' (known: tiny, small, base)"),
+    ({"classes": []}, "'classes': give at least one class"),
+    ({"image_size": 18}, "'image_size': 18 is not divisible by 4"),
+    ({"channels": [16, 18]}, "multiple of 4"),
+    ({"sampler": "euler"}, "'sampler': expected one of dpm, ddim"),
+    ({"label_dropout": 1.0}, "'label_dropout'"),
+])
+def test_bad_configs_are_clear_errors(change, message):
+    with pytest.raises(SynthgapError) as e:
+        resolve_generator_config(tiny(**change))
+    assert message in str(e.value)
+
+
+def test_presets_build_the_unet_they_describe():
+    small = resolve_generator_config(GeneratorConfig(preset="small"))
+    unet = build_unet(small)
+    assert (unet.config.sample_size, unet.config.in_channels) == (16, 12)  # 32 px, pixel-unshuffled by 2
+    assert unet.config.num_class_embeds == 7  # six classes and the null class
+    assert 2e6 < sum(p.numel() for p in unet.parameters()) < 4e6
+    x = torch.randn(2, 12, 16, 16)
+    assert unet(x, torch.tensor([10, 500]), class_labels=torch.tensor([0, 6])).sample.shape == x.shape
+    base = resolve_generator_config(GeneratorConfig(preset="base"))
+    assert base.patch_size == 1 and base.image_size == 32
+
+
+def test_generate_with_the_builtin_model_same_layout_manifest_and_resume(trained, tmp_path):
+    out = tmp_path / "set"
+    cfg = GenerateConfig(model=str(trained), classes=["cat", "frog"], per_class=3, batch_size=4)
+    generate(cfg, out, progress=False)
+    rows, dropped = read_manifest(out)
+    assert not dropped and len(rows) == 6 and {r["label"] for r in rows} == {"cat", "frog"}
+    assert all((out / r["path"]).is_file() for r in rows)
+    with Image.open(out / rows[0]["path"]) as im:
+        assert im.size == (32, 32)  # saved at the target size, whatever the model's
+    meta = read_png_metadata(out / rows[0]["path"])
+    assert meta["prompt"] == rows[0]["label"] and meta["steps"] == 20 and meta["guidance_scale"] == 2.0
+    assert meta["scheduler"] == "DPMSolverMultistepScheduler"
+    ident = yaml.safe_load((out / "generation.yaml").read_text())["identity"]
+    assert len(ident["model_sha256"]) == 64
+    path, diff = reproduce(out, rows[4]["id"])
+    assert diff <= 1
+    generate(cfg, out, progress=False)  # a re-run finds everything made
+    assert len(read_manifest(out)[0]) == 6
+    with pytest.raises(SynthgapError, match="different config"):
+        generate(GenerateConfig(model=str(trained), classes=["cat"], per_class=3, guidance_scale=4.0), out, progress=False)
+    with pytest.raises(SynthgapError, match="cannot make dog"):
+        generate(GenerateConfig(model=str(trained), classes=["cat", "dog"], per_class=1), tmp_path / "x", progress=False)
+
+
+def test_frechet_distance_matches_the_gaussian_closed_form():
+    from synthgap.generate.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, size=(20_000, 4))
+    b = rng.normal([1, 0, 0, 2], [1, 2, 1, 1], size=(20_000, 4))
+    # For diagonal covariances: |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2 = 5 + 1.
+    assert frechet_distance(a, b) == pytest.approx(6.0, abs=0.1)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fid_lite0_ranks_a_closer_set_lower(real):
+    from synthgap.generate.fid import fid_lite0, lite0_features
+
+    test = load_spec(str(real), "test", CLASSES, 16)
+    train = load_spec(str(real), "train", CLASSES, 16)
+    noise = torch.randint(0, 256, train.images.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert lite0_features(test.images[:5]).shape == (5, 1280)
+    assert fid_lite0(train.images, test.images) < fid_lite0(noise, test.images)
+
+
+def test_cli_train_generate_and_quality(real, tmp_path):
+    gen = tmp_path / "gen"
+    proc = synthgap("generator", "train", "--real", str(real), "--out", str(gen), "--preset", "tiny",
+                    "--classes", ",".join(CLASSES), "--steps", "4")
+    assert "generator ready" in proc.stdout and (gen / "model_index.json").is_file()
+    proc = synthgap("generate", "--model", str(gen), "--classes", "bird,cat,frog", "--per-class", "4",
+                    "--out", str(tmp_path / "set"), "--quality-against", str(real))
+    q = json.loads((tmp_path / "set" / "quality.json").read_text())
+    assert q["fid_lite0"] > 0 and "EfficientNet-Lite0" in q["fid_features"] and "FID-Lite0" in proc.stdout
+    with Image.open(tmp_path / "set" / "grid.png") as grid:  # one row per class, 10 columns of 32 px tiles
+        assert grid.size == (2 * (10 * 33 + 1), 2 * (3 * 33 + 1))
+    again = synthgap("generator", "train", "--real", str(real), "--out", str(gen), "--preset", "tiny", "--steps", "4",
+                     "--classes", ",".join(CLASSES), check=False)
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    bad = synthgap("generator", "train", "--real", str(real), "--out", str(tmp_path / "g2"), "--preset", "tiny",
+                   "--set", "image_size=18", check=False)
+    assert bad.returncode == 2 and "not divisible" in bad.stderr and "Traceback" not in bad.stderr
+    assert "--minutes" in synthgap("generator", "train", "--help").stdout
+
+
+def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
+    real = make_image_folder(tmp_path / "real", ["bird", "cat"], 20, size=32)
+    cfg = {
+        "out": str(tmp_path / "study"), "real": str(real), "classes": ["bird", "cat"], "generator": "builtin",
+        "builtin": {"preset": "tiny", "steps": 6},
+        "generate": {"per_class": 15, "batch_size": 8, "steps": 4},
+        "transfer": {"seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [], "train_size": 24,
+                     "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+    }
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
+    synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))
+    study = tmp_path / "study"
+    assert (study / "generator" / "model_index.json").is_file()
+    assert (study / "transfer" / "report.html").is_file()
+    rows = read_manifest(study / "synthetic")[0]
+    assert len(rows) == 30 and rows[0]["generator"] == str((study / "generator").resolve())
+    q = json.loads((study / "synthetic" / "quality.json").read_text())
+    summary = json.loads((study / "transfer" / "summary.json").read_text())
+    cas = [r["accuracy"] for r in summary if (r["train_domain"], r["test_domain"]) == ("synthetic", "real")]
+    assert q["cas"] == pytest.approx(sum(cas) / len(cas)) and q["fid_lite0"] > 0
+    first = (study / "generator" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
+    synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))  # a re-run resumes: nothing retrained
+    assert (study / "generator" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == first
