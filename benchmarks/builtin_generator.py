@@ -87,20 +87,22 @@ def main() -> None:
 
     n_train = int(len(fake) * 0.8)  # a folder without splits holds 20% out as its test split
     cfg = TransferConfig(classes=classes, seeds=[0], fractions=[0.0, 1.0], extra_synthetic=[], train_size=n_train)
-    records = run_transfer("cifar10", str(synthetic), out / name.replace("synthetic", "transfer"), cfg, root=args.root)
+    # One set per guidance scale (a larger --per-class extends it); one classifier run per set size.
+    tag = name.removeprefix("synthetic") + ("" if args.per_class == 1000 else f"-{args.per_class}per-class")
+    records = run_transfer("cifar10", str(synthetic), out / f"transfer{tag}", cfg, root=args.root)
     acc = {(r["training_set"], r["test_domain"]): r["accuracy"] for r in records}
     cas, real_real = acc[("synthetic", "real")], acc[("real", "real")]
     print(f"classifier: airnet, {n_train} training images, same budget both ways, tested on {len(real_test)} real test photos")
     print(f"CAS (synthetic -> real): {cas:.2%}   real -> real: {real_real:.2%}   chance: {1 / len(classes):.1%}   "
           f"(target CAS >= 50%: {'met' if cas >= 0.5 else 'not met'})")
-    write_json(out / f"results{name.removeprefix('synthetic')}.json", {
+    write_json(out / f"results{tag}.json", {
         "preset": args.preset, "budget_minutes": args.minutes, "training": training,
         "sampling_images_per_second": round(1 / per_image, 2), "images": len(rows),
         "fid_lite0": round(fid, 3), "fid_lite0_real_train_reference": round(fid_ref, 3), "fid_features": FEATURES,
         "cas": cas, "real_to_real": real_real, "classifier_train_size": n_train,
         "total_minutes": round((time.perf_counter() - t0) / 60, 1), "torch_threads": torch.get_num_threads(),
     })
-    print(f"results: {out}/results{name.removeprefix('synthetic')}.json; grids: {gen_dir / 'samples'}; "
+    print(f"results: {out}/results{tag}.json; grids: {gen_dir / 'samples'}; "
           f"set: {synthetic} (grid.png)")
 
 

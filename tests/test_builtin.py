@@ -149,12 +149,14 @@ def test_a_finished_run_resumed_with_the_same_config_trains_nothing(trained, rea
     assert (trained / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
 
 
-def test_time_budget_stops_training_and_saves_the_model(real, tmp_path):
+def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys):
     out = tmp_path / "budget"
-    train_generator(str(real), out, tiny(steps=10_000, time_budget=0.02), progress=False)  # 1.2 s
+    train_generator(str(real), out, tiny(steps=10_000, time_budget=0.02))  # 1.2 s
     info = json.loads((out / "training.json").read_text())
     assert 0 < info["steps"] < 10_000 and info["seconds"] >= 1.2
     assert (out / "model_index.json").is_file()
+    bar = [s for s in capsys.readouterr().err.split("\r") if "generator:" in s][-1]  # counts the budget, not 10,000 steps
+    assert "100%" in bar and "1/1s" in bar and f"step={info['steps']}" in bar, bar
 
 
 @pytest.mark.parametrize("change, message", [
@@ -193,7 +195,7 @@ def test_generate_with_the_builtin_model_same_layout_manifest_and_resume(trained
     with Image.open(out / rows[0]["path"]) as im:
         assert im.size == (32, 32)  # saved at the target size, whatever the model's
     meta = read_png_metadata(out / rows[0]["path"])
-    assert meta["prompt"] == rows[0]["label"] and meta["steps"] == 20 and meta["guidance_scale"] == 2.0
+    assert meta["prompt"] == rows[0]["label"] and meta["steps"] == 20 and meta["guidance_scale"] == 4.0
     assert meta["scheduler"] == "DPMSolverMultistepScheduler"
     ident = yaml.safe_load((out / "generation.yaml").read_text())["identity"]
     assert len(ident["model_sha256"]) == 64
@@ -202,7 +204,7 @@ def test_generate_with_the_builtin_model_same_layout_manifest_and_resume(trained
     generate(cfg, out, progress=False)  # a re-run finds everything made
     assert len(read_manifest(out)[0]) == 6
     with pytest.raises(SynthgapError, match="different config"):
-        generate(GenerateConfig(model=str(trained), classes=["cat"], per_class=3, guidance_scale=4.0), out, progress=False)
+        generate(GenerateConfig(model=str(trained), classes=["cat"], per_class=3, guidance_scale=2.0), out, progress=False)
     with pytest.raises(SynthgapError, match="cannot make dog"):
         generate(GenerateConfig(model=str(trained), classes=["cat", "dog"], per_class=1), tmp_path / "x", progress=False)
 

@@ -743,3 +743,33 @@ def test_sha256_is_content_based(tmp_path):
     names = ImageSet(a.images, a.labels, ["bird", "cat", "toad"])
     hashes = {a.sha256(), pixel.sha256(), label.sha256(), names.sha256()}
     assert len(hashes) == 4
+
+
+def test_write_bytes_is_atomic_makes_its_folder_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import os
+
+    from synthgap.io import write_bytes
+
+    target = tmp_path / "new" / "deeper" / "a.png"
+    write_bytes(target, b"first")
+    write_bytes(target, b"second, longer")
+    assert target.read_bytes() == b"second, longer"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # permissions as open() gives, not mkstemp's 0600
+
+    def full_disk(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        write_bytes(target, b"third")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"second, longer"  # the old content stands
+    assert sorted(p.name for p in target.parent.iterdir()) == ["a.png"]
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

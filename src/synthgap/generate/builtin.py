@@ -174,7 +174,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
 
     def __init__(self, unet: UNet2DModel, scheduler: DPMSolverMultistepScheduler, class_names: list[str] | None = None,
-                 patch_size: int = 1, default_steps: int = 20, default_guidance_scale: float = 2.0):
+                 patch_size: int = 1, default_steps: int = 20, default_guidance_scale: float = 4.0):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(class_names=list(class_names or []), patch_size=int(patch_size),
@@ -482,10 +482,19 @@ class GeneratorTrainer:
 
         budget = cfg.time_budget * 60
         images, labels = data.images, data.labels
-        bar = tqdm(total=cfg.steps, initial=self.state.step, desc=f"training {cfg.preset} generator", unit="step",
-                   disable=not progress)
+        # With a time budget the bar counts training seconds, so its ETA is the budget's, not that of `steps`.
+        bar = (tqdm(total=budget, initial=min(self.state.seconds, budget), unit="s", disable=not progress,
+                    desc=f"training {cfg.preset} generator", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+               if budget else
+               tqdm(total=cfg.steps, initial=self.state.step, desc=f"training {cfg.preset} generator", unit="step",
+                    disable=not progress))
         done_by = "steps"
         t_last, smooth = time.perf_counter(), None
+
+        def show(loss):
+            shown = {"loss": f"{loss:.4f}", "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
+            bar.set_postfix({"step": self.state.step, **shown} if budget else shown, refresh=False)
+
         try:
             self.unet.train()
             while self.state.step < cfg.steps:
@@ -497,12 +506,9 @@ class GeneratorTrainer:
                 self.state.seconds += now - t_last
                 t_last = now
                 smooth = value if smooth is None else 0.98 * smooth + 0.02 * value
-                bar.update(1)
-                if self.state.step % 10 == 0 or self.state.step == cfg.steps:
-                    shown = {"loss": f"{smooth:.4f}", "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
-                    if budget:  # the bar's ETA is for `steps`; the budget may end the run first
-                        shown["budget_left"] = f"{max(0.0, budget - self.state.seconds) / 60:.1f}min"
-                    bar.set_postfix(shown)
+                bar.update(min(self.state.seconds, budget) - bar.n if budget else 1)
+                if self.state.step % 10 == 0:
+                    show(smooth)
                 if cfg.sample_every and self.state.step % cfg.sample_every == 0:
                     class_grid(self.pipeline(), cfg.grid_per_class, cfg.seed,
                                out / "samples" / f"step_{self.state.step:06d}.png")
@@ -515,6 +521,8 @@ class GeneratorTrainer:
             self.save_checkpoint()
             raise SynthgapError(f"interrupted at step {self.state.step}; checkpoint saved in {out / CHECKPOINT}: "
                                 "run the same command with --resume to continue") from None
+        if smooth is not None:
+            show(smooth)
         bar.close()
         self.save_checkpoint()
         self.export()

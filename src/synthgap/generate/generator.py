@@ -8,7 +8,7 @@ Layout of an output folder DIR:
     DIR/native/<class>/<id>.png   at the model's own size (with native: true)
 
 Every image is written atomically (temp file + rename) before its manifest line is appended
-and synced, so a kill at any moment leaves at worst an image without a line: resume makes
+and flushed, so a kill at any moment leaves at worst an image without a line: resume makes
 it again, bit for bit the same as before, because image i of class c depends only on
 (run seed, class, i).
 """
@@ -31,11 +31,15 @@ from synthgap.config import GENERATE_RUNTIME_FIELDS, GenerateConfig, from_dict, 
 from synthgap.data.images import resize_square
 from synthgap.data.sets import parse_classes
 from synthgap.generate.prompts import Templates, image_seed
-from synthgap.io import atomic_path, environment, sha256_bytes, write_text
+from synthgap.io import environment, sha256_bytes, write_bytes, write_text
 
 log = logging.getLogger("synthgap")
 MANIFEST = "manifest.jsonl"
 CONFIG = "generation.yaml"
+# The manifest is flushed after every batch but synced to disk at most this often: a sync per batch
+# costs more than the saving itself on small batches, and resume checks every line against its
+# file's hash anyway, so an unsynced line can only cost work, never correctness.
+SYNC_SECONDS = 10.0
 
 
 def builtin_info(model: str) -> dict | None:
@@ -222,32 +226,31 @@ class DatasetGenerator:
         """The text the image was made from; a class-conditional generator's 'prompt' is the class name."""
         return job.cls if self.builtin else self.templates.prompt(self.cfg.seed, job.cls, job.index)
 
-    def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
-        """Run the pipeline once for `jobs`, each with its own generator; return (image, blanked)."""
+    def pipeline_kwargs(self, jobs: list[Job]) -> dict:
+        """The arguments of the one pipeline call that makes `jobs`, each image from its own generator
+        (benchmarks/generate_overhead.py calls the bare pipeline with exactly these)."""
         import torch
 
-        pipe = self.pipe
         if self._device is None:  # diffusers' pipe.device walks every module: ask once
-            self._device = pipe.device
+            self._device = self.pipe.device
         gen_device = self._device if self._device.type == "cuda" else "cpu"
-        generators = [torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt)) for j in jobs]
+        kwargs = {
+            "num_inference_steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale, "output_type": "pil",
+            "generator": [torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt))
+                          for j in jobs],
+        }
         if self.builtin:
-            out = pipe([j.cls for j in jobs], num_inference_steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
-                       generator=generators, output_type="pil")
-            return [(im.convert("RGB"), _is_blank(im, False)) for im in out.images]
-        kwargs = {}
+            return {"class_labels": [j.cls for j in jobs], **kwargs}
+        kwargs["prompt"] = [self.prompt(j) for j in jobs]
         if self.cfg.resolution:
             kwargs.update(height=self.cfg.resolution, width=self.cfg.resolution)
         if self.cfg.guidance_scale > 1:  # classifier-free guidance only: turbo models ignore negatives
             kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(jobs)
-        out = pipe(
-            prompt=[self.prompt(j) for j in jobs],
-            num_inference_steps=self.cfg.steps,
-            guidance_scale=self.cfg.guidance_scale,
-            generator=generators,
-            output_type="pil",
-            **kwargs,
-        )
+        return kwargs
+
+    def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
+        """Run the pipeline once for `jobs`; return (image, blanked by a safety checker or all black)."""
+        out = self.pipe(**self.pipeline_kwargs(jobs))
         flags = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
         return [(im.convert("RGB"), _is_blank(im, bool(f))) for im, f in zip(out.images, flags)]
 
@@ -311,14 +314,12 @@ class DatasetGenerator:
         meta = self.metadata(job, image.size)
         small = resize_square(image, self.cfg.size)
         data = _encode_png(small, meta)
-        rel = Path(job.cls) / f"{job.id}.png"
-        with atomic_path(out / rel) as tmp:
-            tmp.write_bytes(data)
+        rel = f"{job.cls}/{job.id}.png"
+        write_bytes(out / rel, data)
         if self.cfg.native:
-            with atomic_path(out / "native" / rel) as tmp:
-                tmp.write_bytes(_encode_png(image, meta))
+            write_bytes(out / "native" / rel, _encode_png(image, meta))
         return {
-            "id": job.id, "path": rel.as_posix(), "label": job.cls, "source": "synthetic",
+            "id": job.id, "path": rel, "label": job.cls, "source": "synthetic",
             "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
             "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,
             "blanked_seeds": blanked, "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale,
@@ -390,14 +391,18 @@ class DatasetGenerator:
             produced = make_with_ray(self, out, jobs, ray_workers)
         bar = tqdm(total=total, initial=total - len(jobs), desc="generating", unit="img", disable=not progress)
         t_start, made = time.perf_counter(), 0
+        t_synced = t_start
         with open(out / MANIFEST, "a", encoding="utf-8") as manifest:
-            for rows in produced:  # the images are on disk; now their lines, synced
+            for rows in produced:  # the images are on disk; now their lines
                 manifest.write("".join(json.dumps(r) + "\n" for r in rows))
-                manifest.flush()
-                os.fsync(manifest.fileno())
+                manifest.flush()  # in the OS's hands: a killed process loses no line
+                if time.perf_counter() - t_synced > SYNC_SECONDS:  # a power cut loses at most this much work
+                    os.fsync(manifest.fileno())
+                    t_synced = time.perf_counter()
                 made += len(rows)
                 bar.update(len(rows))
                 bar.set_postfix(img_s=f"{made / (time.perf_counter() - t_start):.2f}")
+            os.fsync(manifest.fileno())
         bar.close()
         return out
 
@@ -418,8 +423,7 @@ def reproduce(out: str | Path, image_id_: str, pipeline=None) -> tuple[Path, flo
     (image, _), = gen.render([job])
     small = resize_square(image, gen.cfg.size)
     target = out / "reproduced" / f"{job.id}.png"
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(_encode_png(small, gen.metadata(job, image.size)))
+    write_bytes(target, _encode_png(small, gen.metadata(job, image.size)))
     with Image.open(out / row["path"]) as stored:
         diff = np.abs(np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(small, dtype=np.int16)).max()
     return target, float(diff)

@@ -49,7 +49,7 @@ def class_grid_of_set(out: Path, rows: list[dict], images: list[Image.Image], pe
     size = images[0].size
 
     def tile(im: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(im.resize(size))).permute(2, 0, 1).float() / 255
+        return torch.from_numpy(np.array(im.resize(size))).permute(2, 0, 1).float() / 255
 
     tiles = []
     for c in dict.fromkeys(r["label"] for r in rows):
