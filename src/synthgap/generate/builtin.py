@@ -38,7 +38,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from synthgap import SynthgapError
 from synthgap.config import GENERATOR_RUNTIME_FIELDS, GeneratorConfig, from_dict, to_dict
-from synthgap.io import atomic_path, environment, save_torch, write_json, write_text
+from synthgap.io import environment, save_torch, write_bytes, write_json, write_text
 
 log = logging.getLogger("synthgap")
 PIPELINE_CLASS = "ClassConditionalPipeline"
@@ -277,8 +277,7 @@ def save_grid(grid: torch.Tensor, path: Path, scale: int = 2) -> None:
     image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)  # 32 px images: bigger to look at
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 @dataclasses.dataclass

@@ -24,6 +24,7 @@ from PIL import Image
 from werkzeug.exceptions import BadRequest, NotFound
 
 from synthgap import SynthgapError
+from synthgap.io import write_bytes
 from synthgap.serve.batching import DeviceQueue, MicroBatcher
 from synthgap.serve.config import ServeConfig
 from synthgap.serve.inputs import GenerateRequest
@@ -283,7 +284,7 @@ class Models:
         saved = None
         if self.output:
             saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"
-            _write(self.output / saved, png)
+            write_bytes(self.output / saved, png)
         return {**meta, "class": req.cls, "width": image.width, "height": image.height, "seconds": round(seconds, 3),
                 "image": base64.b64encode(png).decode(), "saved": saved, **self.check(image)}
 
@@ -292,7 +293,7 @@ class Models:
         if not (self.output and self.cfg.keep_uploads):
             return None
         rel = f"uploads/{hashlib.sha256(data).hexdigest()}.{fmt.lower()}"
-        _write(self.output / rel, data)
+        write_bytes(self.output / rel, data)
         return rel
 
     # -------------------------------------------------------------- description
@@ -329,11 +330,6 @@ def _array(image: Image.Image):
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def _write(path: Path, data: bytes) -> None:
-    from synthgap.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def get_models() -> Models:
