@@ -118,6 +118,26 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
     return pipe
 
 
+def pipeline_kwargs(conditions: list[str], seeds: list[int], *, steps: int, guidance_scale: float, negative_prompt: str,
+                    device, class_conditional: bool = False, resolution: int | None = None) -> dict:
+    """The arguments of one pipeline call making one image per condition (a prompt, or a class for
+    synthgap's own generators), each from its own seeded generator, so an image does not depend on
+    its batch. `synthgap generate` and the web app both call pipelines through this."""
+    import torch
+
+    gen_device = device if device.type == "cuda" else "cpu"
+    kwargs = {"num_inference_steps": steps, "guidance_scale": guidance_scale, "output_type": "pil",
+              "generator": [torch.Generator(gen_device).manual_seed(seed) for seed in seeds]}
+    if class_conditional:
+        return {"class_labels": list(conditions), **kwargs}
+    kwargs["prompt"] = list(conditions)
+    if resolution:
+        kwargs.update(height=resolution, width=resolution)
+    if guidance_scale > 1:  # classifier-free guidance only: turbo models ignore negatives
+        kwargs["negative_prompt"] = [negative_prompt] * len(conditions)
+    return kwargs
+
+
 def _is_blank(image: Image.Image, flagged: bool) -> bool:
     return flagged or int(np.asarray(image).max()) <= 2
 
@@ -227,26 +247,15 @@ class DatasetGenerator:
         return job.cls if self.builtin else self.templates.prompt(self.cfg.seed, job.cls, job.index)
 
     def pipeline_kwargs(self, jobs: list[Job]) -> dict:
-        """The arguments of the one pipeline call that makes `jobs`, each image from its own generator
+        """The arguments of the one pipeline call that makes `jobs`
         (benchmarks/generate_overhead.py calls the bare pipeline with exactly these)."""
-        import torch
-
         if self._device is None:  # diffusers' pipe.device walks every module: ask once
             self._device = self.pipe.device
-        gen_device = self._device if self._device.type == "cuda" else "cpu"
-        kwargs = {
-            "num_inference_steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale, "output_type": "pil",
-            "generator": [torch.Generator(gen_device).manual_seed(image_seed(self.cfg.seed, j.cls, j.index, j.attempt))
-                          for j in jobs],
-        }
-        if self.builtin:
-            return {"class_labels": [j.cls for j in jobs], **kwargs}
-        kwargs["prompt"] = [self.prompt(j) for j in jobs]
-        if self.cfg.resolution:
-            kwargs.update(height=self.cfg.resolution, width=self.cfg.resolution)
-        if self.cfg.guidance_scale > 1:  # classifier-free guidance only: turbo models ignore negatives
-            kwargs["negative_prompt"] = [self.cfg.negative_prompt] * len(jobs)
-        return kwargs
+        return pipeline_kwargs([self.prompt(j) for j in jobs],
+                               [image_seed(self.cfg.seed, j.cls, j.index, j.attempt) for j in jobs],
+                               steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
+                               negative_prompt=self.cfg.negative_prompt, device=self._device,
+                               class_conditional=bool(self.builtin), resolution=self.cfg.resolution)
 
     def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
         """Run the pipeline once for `jobs`; return (image, blanked by a safety checker or all black)."""

@@ -130,15 +130,13 @@ class Generator:
     def classes(self) -> list[str]:
         return list(self.class_names or self.templates.data["classes"])
 
-    def render(self, prompt: str, seed: int, steps: int, guidance_scale: float, cls: str | None = None) -> Image.Image:
-        gen_device = self.device if self.device.type == "cuda" else "cpu"
-        if self.class_names:
-            out = self.pipe([cls], num_inference_steps=steps, guidance_scale=guidance_scale,
-                            generator=[torch.Generator(gen_device).manual_seed(seed)], output_type="pil")
-            return out.images[0].convert("RGB")
-        extra = {"negative_prompt": self.negative_prompt} if guidance_scale > 1 else {}  # CFG only
-        out = self.pipe(prompt=prompt, num_inference_steps=steps, guidance_scale=guidance_scale,
-                        generator=torch.Generator(gen_device).manual_seed(seed), output_type="pil", **extra)
+    def render(self, prompt: str, seed: int, steps: int, guidance_scale: float) -> Image.Image:
+        """One image; `prompt` is the class for a class-conditional generator."""
+        from synthgap.generate.generator import pipeline_kwargs
+
+        out = self.pipe(**pipeline_kwargs([prompt], [seed], steps=steps, guidance_scale=guidance_scale,
+                                          negative_prompt=self.negative_prompt, device=self.device,
+                                          class_conditional=bool(self.class_names)))
         return out.images[0].convert("RGB")
 
 
@@ -275,7 +273,7 @@ class Models:
         guidance = gen.guidance_scale if req.guidance_scale is None else req.guidance_scale
         with gen.queue.turn():
             t0 = time.perf_counter()
-            image = gen.render(prompt, req.seed, steps, guidance, req.cls)
+            image = gen.render(prompt, req.seed, steps, guidance)
             seconds = time.perf_counter() - t0
         meta = {"prompt": prompt, "negative_prompt": gen.negative_prompt if guidance > 1 else "", "seed": req.seed,
                 "model": gen.name, "scheduler": type(gen.pipe.scheduler).__name__, "steps": steps,
