@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=100, help="images per sampling call")
     ap.add_argument("--sampler", default="dpm", help="dpm (DPM-Solver++) | ddim: the scheduler saved with the model")
     ap.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance scale for sampling [default: the model's, 2]; each value gets its own set")
+                    help="classifier-free guidance scale for sampling [default: the model's, 4]; each value gets its own set")
     ap.add_argument("--out", default="runs/bench-builtin")
     ap.add_argument("--root", default=None, help="data root holding CIFAR-10 (default: $SYNTHGAP_DATA)")
     args = ap.parse_args()
@@ -59,7 +59,8 @@ def main() -> None:
     training = json.loads((gen_dir / "training.json").read_text())
     print(f"generator: {args.preset} preset, {training['parameters'] / 1e6:.2f}M parameters, {training['steps']} steps "
           f"in {training['seconds'] / 60:.1f} min ({training['images_per_second']:.0f} training images/s), "
-          f"loss (mean of last 100 steps) {training['final_loss_mean_last_100']:.4f}", flush=True)
+          f"loss (mean of last 100 steps) {training['final_loss_mean_last_100']:.4f}, "
+          f"LR cooldown from step {training.get('cooldown_from_step')}", flush=True)
 
     t1 = time.perf_counter()
     name = "synthetic" if args.guidance is None else f"synthetic-guidance{args.guidance:g}"

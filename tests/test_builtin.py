@@ -16,14 +16,14 @@ from synthgap.config import GenerateConfig, GeneratorConfig
 from synthgap.data import load_spec
 from synthgap.generate import generate, read_manifest, read_png_metadata, reproduce
 from synthgap.generate.builtin import (CHECKPOINT, ClassConditionalPipeline, GeneratorTrainer, build_unet,
-                                       load_generator, resolve_generator_config, train_generator)
+                                       load_generator, lr_factor, resolve_generator_config, train_generator)
 
 CLASSES = ["bird", "cat", "frog"]
 
 
 def tiny(**kw) -> GeneratorConfig:
     return GeneratorConfig(**{"preset": "tiny", "classes": CLASSES, "steps": 8, "batch_size": 8, "checkpoint_every": 4,
-                              **kw})
+                              "cooldown": 0.0, **kw})
 
 
 def synthgap(*args, check=True):
@@ -102,7 +102,7 @@ def test_resume_continues_the_same_loss_curve(real, tmp_path):
     straight = tmp_path / "straight"
     train_generator(str(real), straight, tiny(), progress=False)
     split = tmp_path / "split"
-    train_generator(str(real), split, tiny(steps=4), progress=False)
+    train_generator(str(real), split, tiny(steps=4), progress=False)  # then extended to 8 steps: no cooldown at 4
     with pytest.raises(SynthgapError, match="--resume"):  # an existing run is never overwritten silently
         train_generator(str(real), split, tiny(), progress=False)
     train_generator(str(real), split, tiny(), resume=True, progress=False)
@@ -114,8 +114,9 @@ def test_resume_continues_the_same_loss_curve(real, tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_curve(real, tmp_path, monkeypatch):
+    cooling = dict(steps=6, warmup=0, cooldown=0.5)  # the interruption falls in the LR's cooldown
     straight = tmp_path / "straight"
-    train_generator(str(real), straight, tiny(steps=6), progress=False)
+    train_generator(str(real), straight, tiny(**cooling), progress=False)
     out = tmp_path / "interrupted"
     original = GeneratorTrainer.step
 
@@ -126,10 +127,10 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_curve(real, tmp_path
 
     monkeypatch.setattr(GeneratorTrainer, "step", interrupted)
     with pytest.raises(SynthgapError, match="interrupted at step 3.*--resume"):
-        train_generator(str(real), out, tiny(steps=6), progress=False)
+        train_generator(str(real), out, tiny(**cooling), progress=False)
     assert not (out / "model_index.json").exists()  # no half-made model
     monkeypatch.setattr(GeneratorTrainer, "step", original)
-    train_generator(str(real), out, tiny(steps=6), resume=True, progress=False)
+    train_generator(str(real), out, tiny(**cooling), resume=True, progress=False)
     a = torch.load(straight / CHECKPOINT, weights_only=False)["state"]["losses"]
     b = torch.load(out / CHECKPOINT, weights_only=False)["state"]["losses"]
     np.testing.assert_allclose(a, b, rtol=1e-6)
@@ -159,6 +160,27 @@ def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys):
     assert "100%" in bar and "1/1s" in bar and f"step={info['steps']}" in bar, bar
 
 
+def test_learning_rate_warms_up_holds_then_cools_down_to_zero_by_steps_or_budget():
+    by_steps = resolve_generator_config(tiny(steps=100, warmup=10, cooldown=0.2))
+    f = [lr_factor(by_steps, s, seconds=0.0) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == f[50] == 1.0 and f[80] == pytest.approx(1.0)
+    assert f[90] == pytest.approx(0.5) and f[99] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(f[80:], f[81:]))  # falls linearly to 0 over the last 20 steps
+    by_time = resolve_generator_config(tiny(steps=100_000, warmup=0, cooldown=0.2, time_budget=1.0))
+    assert [lr_factor(by_time, 5, s) for s in (30.0, 48.0, 54.0, 60.0)] == pytest.approx([1.0, 1.0, 0.5, 0.0])
+    constant = resolve_generator_config(tiny(steps=100, warmup=0))
+    assert {lr_factor(constant, s, 0.0) for s in range(100)} == {1.0}
+
+
+def test_training_cools_the_learning_rate_down_and_records_where(real, tmp_path):
+    out = tmp_path / "cooled"
+    cfg = tiny(steps=10, warmup=0, cooldown=0.5)
+    train_generator(str(real), out, cfg, progress=False)
+    assert json.loads((out / "training.json").read_text())["cooldown_from_step"] == 6
+    last_lr = torch.load(out / CHECKPOINT, weights_only=False)["optimizer"]["param_groups"][0]["lr"]
+    assert last_lr == pytest.approx(resolve_generator_config(cfg).lr * 0.2)  # the 10th step ran at (1 - 9/10) / 0.5
+
+
 @pytest.mark.parametrize("change, message", [
     ({"preset": "huge"}, "'preset': unknown 'huge' (known: tiny, small, base)"),
     ({"classes": []}, "'classes': give at least one class"),
@@ -166,6 +188,7 @@ def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys):
     ({"channels": [16, 18]}, "multiple of 4"),
     ({"sampler": "euler"}, "'sampler': expected one of dpm, ddim"),
     ({"label_dropout": 1.0}, "'label_dropout'"),
+    ({"cooldown": 1.5}, "'cooldown': expected a share of the run between 0 and 1"),
 ])
 def test_bad_configs_are_clear_errors(change, message):
     with pytest.raises(SynthgapError) as e:

@@ -112,7 +112,8 @@ class GeneratorConfig:
     time_budget: float = 0.0  # minutes of training (over all resumes); stop and save when reached; 0: no limit
     batch_size: int | None = None
     lr: float | None = None
-    warmup: int = 200  # linear LR warm-up steps, then constant (EMA does the averaging)
+    warmup: int = 200  # linear LR warm-up steps, then constant
+    cooldown: float = 0.2  # share of the run (steps or time budget) over which the LR falls linearly to 0; 0: none
     weight_decay: float = 0.0
     ema_decay: float = 0.999  # the EMA's ceiling; it warms up from 0 (diffusers EMAModel, power 3/4)
     label_dropout: float = 0.1  # share of labels replaced by the null class: classifier-free guidance

@@ -90,6 +90,7 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         ("lr", not cfg.lr > 0, "a positive learning rate"),
         ("time_budget", cfg.time_budget < 0, "minutes >= 0 (0: no limit)"),
         ("warmup", cfg.warmup < 0, "steps >= 0"),
+        ("cooldown", not 0 <= cfg.cooldown <= 1, "a share of the run between 0 and 1 (0: constant LR)"),
         ("ema_decay", not 0 <= cfg.ema_decay < 1, "between 0 and 1 (exclusive)"),
         ("label_dropout", not 0 <= cfg.label_dropout < 1, "between 0 and 1 (0: no classifier-free guidance)"),
         ("snr_gamma", cfg.snr_gamma < 0, ">= 0 (0: plain MSE)"),
@@ -284,7 +285,26 @@ def save_grid(grid: torch.Tensor, path: Path, scale: int = 2) -> None:
 class TrainState:
     step: int = 0
     seconds: float = 0.0  # training time over all resumes
+    cooldown_from: int | None = None  # first step of the LR cooldown
     losses: list[float] = dataclasses.field(default_factory=list)
+
+
+def lr_factor(cfg: GeneratorConfig, step: int, seconds: float) -> float:
+    """The learning rate's share at `step` (0-based): linear warm-up, constant, then a linear cooldown to 0.
+
+    The cooldown fills the last `cooldown` share of the run, whose end is `steps` or the time budget,
+    whichever comes first. Annealing the LR lets a short run settle into the minimum it was circling,
+    which constant LR + EMA alone does not. With a budget the cooldown starts when its seconds say so:
+    where depends on the machine's speed (a run by `steps` alone is bit-reproducible). Extending a
+    finished run (more steps or minutes) raises the LR again: set cooldown 0 for runs meant to grow.
+    """
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup))
+    if not cfg.cooldown:
+        return warm
+    progress = step / cfg.steps
+    if cfg.time_budget:
+        progress = max(progress, seconds / (cfg.time_budget * 60))
+    return max(0.0, min(warm, (1 - progress) / cfg.cooldown))
 
 
 class GeneratorTrainer:
@@ -304,8 +324,6 @@ class GeneratorTrainer:
         self.noise = training_scheduler(self.cfg)
         self.ema = EMAModel(self.unet.parameters(), decay=self.cfg.ema_decay, use_ema_warmup=True, power=3 / 4)
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        warm = max(1, self.cfg.warmup)
-        self.lr_sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm))
         # One generator drives every random draw of training (batches, flips, label dropout, timesteps,
         # noise): saved in the checkpoint, it makes a resumed run continue the very same loss curve.
         self.rng = torch.Generator().manual_seed(self.cfg.seed)
@@ -350,6 +368,11 @@ class GeneratorTrainer:
         return per_image.mean()
 
     def step(self, data_images: torch.Tensor, data_labels: torch.Tensor) -> float:
+        factor = lr_factor(self.cfg, self.state.step, self.state.seconds)
+        if factor < 1 and self.state.step >= self.cfg.warmup and self.state.cooldown_from is None:
+            self.state.cooldown_from = self.state.step
+        for group in self.opt.param_groups:
+            group["lr"] = self.cfg.lr * factor
         idx = torch.randint(0, len(data_labels), (self.cfg.batch_size,), generator=self.rng)
         loss = self.loss(data_images[idx], data_labels[idx])
         self.opt.zero_grad(set_to_none=True)
@@ -364,7 +387,6 @@ class GeneratorTrainer:
             self.scaler.update()
         else:
             self.opt.step()
-        self.lr_sched.step()
         self.ema.step(self.unet.parameters())
         self.state.step += 1
         value = float(loss.detach())
@@ -376,7 +398,7 @@ class GeneratorTrainer:
     def save_checkpoint(self) -> None:
         save_torch(self.out / CHECKPOINT, {
             "identity": identity(self.cfg), "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(), "lr_scheduler": self.lr_sched.state_dict(),
+            "optimizer": self.opt.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": self.rng.get_state(), "state": dataclasses.asdict(self.state),
         })
@@ -392,7 +414,6 @@ class GeneratorTrainer:
         self.unet.load_state_dict(ckpt["unet"])
         self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
-        self.lr_sched.load_state_dict(ckpt["lr_scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.rng.set_state(ckpt["rng"])
@@ -437,6 +458,7 @@ class GeneratorTrainer:
             "images_per_second": round(self.state.step * self.cfg.batch_size / max(self.state.seconds, 1e-9), 1),
             "final_loss_mean_last_100": (sum(self.state.losses[-100:]) / len(self.state.losses[-100:])
                                          if self.state.losses else None),
+            "cooldown_from_step": self.state.cooldown_from,
             "parameters": sum(p.numel() for p in self.unet.parameters()),
             "data": data_describe,
         })
@@ -491,7 +513,7 @@ class GeneratorTrainer:
         t_last, smooth = time.perf_counter(), None
 
         def show(loss):
-            shown = {"loss": f"{loss:.4f}", "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
+            shown = {"loss": f"{loss:.4f}", "lr": f"{self.opt.param_groups[0]['lr']:.1e}", "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
             bar.set_postfix({"step": self.state.step, **shown} if budget else shown, refresh=False)
 
         try:
