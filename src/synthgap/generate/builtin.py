@@ -513,7 +513,8 @@ class GeneratorTrainer:
         t_last, smooth = time.perf_counter(), None
 
         def show(loss):
-            shown = {"loss": f"{loss:.4f}", "lr": f"{self.opt.param_groups[0]['lr']:.1e}", "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
+            shown = {"loss": f"{loss:.4f}", "lr": f"{self.opt.param_groups[0]['lr']:.1e}",
+                     "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
             bar.set_postfix({"step": self.state.step, **shown} if budget else shown, refresh=False)
 
         try:

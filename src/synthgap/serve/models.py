@@ -328,8 +328,6 @@ def _array(image: Image.Image):
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-
-
 def get_models() -> Models:
     """The current app's models (as flaskr's get_db)."""
     return current_app.extensions["synthgap"]
