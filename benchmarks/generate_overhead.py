@@ -1,21 +1,31 @@
 """What synthgap's generation costs on top of the diffusion model itself.
 
-For batch sizes 1, 8 and 32, prints images/s of (a) a bare loop of pipeline calls (same model,
-prompts, per-image generators, batch size and steps) and (b) `synthgap generate` (resizing, PNG
-metadata, atomic writes, manifest), and their ratio (target >= 0.95); the bare loop makes the very
-images synthgap saves (checked). The model is the tiny offline pipeline on the CPU, so the overhead
-shows at its largest: a real model spends far longer per image in the network. Last, the cost of
-writing one file alone, the floor of any saver that writes a file per image.
+For batch sizes 1, 8 and 32, two figures against the target (>= 0.95):
 
-    .venv/bin/python benchmarks/generate_overhead.py [--images 256] [--steps 2] [--repeats 5]
+- ratio: images/s of `synthgap generate` (resizing, PNG metadata, atomic writes, manifest) over a
+  bare loop of pipeline calls (same model, prompts, per-image generators, batch size and steps),
+  run in alternating order; the median of the paired ratios and their range. This 2-core VM's speed
+  drifts by 10-20% within minutes, even between two runs of the same loop, so one pair says little.
+- worst case: synthgap's own work measured without the drift. The pipeline is replaced by a replay of
+  the images it made, so a `synthgap generate` run costs nothing but synthgap's own work; its CPU time
+  per image is set against the model's time per image. With both cores busy in the model, at worst
+  every cycle of that work delays the model by as much, which bounds the ratio from below.
+
+The bare loop makes the very images synthgap saves (checked). The model is the tiny offline
+pipeline on the CPU, so the overhead shows at its largest: a real model spends far longer per image.
+
+    .venv/bin/python benchmarks/generate_overhead.py [--seconds 2.5] [--rounds 8] [--steps 2] [--replay 4096]
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -24,58 +34,103 @@ from PIL import Image
 from synthgap.config import GenerateConfig
 from synthgap.generate import DatasetGenerator, load_pipeline, save_tiny_pipeline
 from synthgap.generate.generator import Job
-from synthgap.io import write_bytes
 
 
 def bare_loop(pipe, gen: DatasetGenerator, jobs: list[Job], batch_size: int) -> tuple[float, list]:
     """images/s of the pipeline alone, called exactly as synthgap calls it (same prompts, negative prompt,
-    per-image generators, steps, guidance); also returns the last batch's images."""
+    per-image generators, steps, guidance); also returns every image made."""
+    images = []
     t = time.perf_counter()
     for i in range(0, len(jobs), batch_size):
-        images = pipe(**gen.pipeline_kwargs(jobs[i : i + batch_size])).images
+        images += pipe(**gen.pipeline_kwargs(jobs[i : i + batch_size])).images
     return len(jobs) / (time.perf_counter() - t), images
+
+
+def synthgap_run(gen: DatasetGenerator, out: Path, n: int) -> float:
+    t = time.perf_counter()
+    gen.run(out, progress=False)
+    rate = n / (time.perf_counter() - t)
+    os.sync()  # its files' write-back happens now, not during the next measurement
+    return rate
+
+
+class Replay:
+    """Stands in for the pipeline: returns the images it made, batch after batch, at no cost."""
+
+    def __init__(self, pipe, images: list, batch_size: int):
+        self.device, self.scheduler = pipe.device, pipe.scheduler
+        self.batches = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def __call__(self, **kwargs):
+        return SimpleNamespace(images=next(self.batches))
+
+
+def own_cpu(pipe, cfg: GenerateConfig, images: list, out: Path) -> float:
+    """CPU seconds of a `synthgap generate` run whose pipeline replays `images`, less the pipeline
+    arguments (prompts, generators), which the bare loop builds too."""
+    jobs = [Job(c, i) for c in cfg.classes for i in range(cfg.per_class)]
+    fresh, cpu = DatasetGenerator(cfg, pipeline=pipe), time.process_time()
+    for i in range(0, len(jobs), cfg.batch_size):
+        fresh.pipeline_kwargs(jobs[i : i + cfg.batch_size])
+    shared = time.process_time() - cpu
+    replayed, cpu = DatasetGenerator(cfg, pipeline=Replay(pipe, images, cfg.batch_size)), time.process_time()
+    replayed.run(out, progress=False)
+    seconds = time.process_time() - cpu - shared
+    os.sync()
+    return seconds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=256, help="images per measurement (split over 2 classes)")
+    ap.add_argument("--seconds", type=float, default=2.5, help="about how long one measurement runs")
+    ap.add_argument("--rounds", type=int, default=8, help="pairs of measurements per batch size")
     ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=5, help="best of this many runs of each measurement")
+    ap.add_argument("--replay", type=int, default=4096, help="images in a replayed run (synthgap's own work)")
     args = ap.parse_args()
     logging.getLogger("synthgap").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp:
         model = save_tiny_pipeline(Path(tmp) / "tiny")
         pipe = load_pipeline(str(model))
         print(f"model: tiny offline StableDiffusionPipeline (32x32), {args.steps} steps, CPU, "
-              f"{torch.get_num_threads()} threads; {args.images} images per measurement, best of {args.repeats}")
-        print(f"{'batch':>5} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6}")
+              f"{torch.get_num_threads()} threads; {args.rounds} pairs of ~{args.seconds:g} s measurements per batch size")
+        print(f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(range)':>11}"
+              f" {'own ms CPU/img':>15} {'worst case':>10}")
         for bs in (1, 8, 32):
-            cfg = GenerateConfig(model=str(model), classes=["bird", "cat"], per_class=args.images // 2,
-                                 steps=args.steps, batch_size=bs)
+            def config(per_class: int) -> GenerateConfig:
+                return GenerateConfig(model=str(model), classes=["bird", "cat"], per_class=per_class,
+                                      steps=args.steps, batch_size=bs)
+
+            probe = [Job("bird", i) for i in range(max(8, bs))]
+            bare_loop(pipe, DatasetGenerator(config(1), pipeline=pipe), probe, bs)  # warm-up
+            rate, _ = bare_loop(pipe, DatasetGenerator(config(1), pipeline=pipe), probe, bs)
+            cfg = config(max(1, round(rate * args.seconds / (2 * bs))) * bs)  # whole batches, ~seconds in all
             gen = DatasetGenerator(cfg, pipeline=pipe)
             jobs = [Job(c, i) for c in cfg.classes for i in range(cfg.per_class)]
-            bare_loop(pipe, gen, jobs[:bs], bs)  # warm-up
-            bare, ours = 0.0, 0.0
-            for r in range(args.repeats):
-                rate, images = bare_loop(pipe, gen, jobs, bs)
-                bare = max(bare, rate)
+            bare, ours = [], []
+            for r in range(args.rounds):
                 out = Path(tmp) / f"out-{bs}-{r}"
-                t = time.perf_counter()
-                gen.run(out, progress=False)
-                ours = max(ours, len(jobs) / (time.perf_counter() - t))
-            # The same work both ways: the bare loop's last images are the files synthgap wrote.
-            saved = [np.asarray(Image.open(out / f"{j.cls}/{j.id}.png").convert("RGB")) for j in jobs[-len(images):]]
-            same = all(np.array_equal(np.asarray(im.convert("RGB")), s) for im, s in zip(images, saved))
-            print(f"{bs:>5} {bare:>11.1f} {ours:>15.1f} {ours / bare:>6.2f}   same images: {'yes' if same else 'NO'}")
-        # The floor no saver avoids: one new file per image, which on some disks costs a good share of
-        # the tiny model's few milliseconds per image in kernel CPU (taken from the model's cores).
-        data = (out / f"{jobs[0].cls}/{jobs[0].id}.png").read_bytes()
-        cpu, wall = time.process_time(), time.perf_counter()
-        for i in range(args.images):
-            write_bytes(Path(tmp) / "floor" / f"{i:05d}.png", data)
-        cpu, wall = (time.process_time() - cpu) / args.images, (time.perf_counter() - wall) / args.images
-        print(f"writing a {len(data):,}-byte PNG file alone (create, write, rename): {wall * 1e3:.2f} ms wall, "
-              f"{cpu * 1e3:.2f} ms CPU per file here; the model alone at batch {bs}: {1e3 / bare:.2f} ms per image")
+                if r % 2:  # alternate the order: neither side always runs on a warmer (or busier) machine
+                    ours.append(synthgap_run(gen, out, len(jobs)))
+                    rate, images = bare_loop(pipe, gen, jobs, bs)
+                else:
+                    rate, images = bare_loop(pipe, gen, jobs, bs)
+                    ours.append(synthgap_run(gen, out, len(jobs)))
+                bare.append(rate)
+            # The same work both ways: the bare loop's images are the files synthgap wrote.
+            same = all(np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(out / f"{j.cls}/{j.id}.png")))
+                       for j, im in zip(jobs, images))
+
+            # A replayed run long enough (like a real one) for its fixed cost (config record, resume check) to vanish.
+            replay = config(args.replay // 2)
+            own = min(own_cpu(pipe, replay, images * (args.replay // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
+                      for r in range(3)) / args.replay
+            ratios = [o / b for o, b in zip(ours, bare)]
+            model_s = 1 / max(bare)  # the fastest model time: the largest share for synthgap's work
+            print(f"{bs:>5} {len(jobs):>6} {statistics.median(bare):>11.1f} {statistics.median(ours):>15.1f} "
+                  f"{statistics.median(ratios):>6.3f} ({min(ratios):.2f}-{max(ratios):.2f}) {own * 1e3:>15.3f} "
+                  f"{model_s / (model_s + own):>10.3f}   same images: {'yes' if same else 'NO'}")
+        print(f"own ms CPU/img: synthgap's work per image over a replayed run of {args.replay:,} images (blank check, metadata,\n"
+              "PNG, hash, file, manifest line, writer thread); worst case: the ratio if all of it delayed the model")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,24 @@ def test_png_metadata_round_trip(made):
         assert meta["steps"] == 2 and meta["scheduler"] == "EulerDiscreteScheduler" and meta["size"] == 32
 
 
+def test_png_metadata_is_one_json_chunk_and_small_images_are_stored_uncompressed(tmp_path):
+    from synthgap.generate.generator import _encode_png
+
+    meta = {"prompt": "a photo of a cat", "seed": 7, "native_size": [512, 512]}
+    small, large = Image.new("RGB", (32, 32), (90, 120, 30)), Image.new("RGB", (64, 64), (90, 120, 30))
+    (tmp_path / "small.png").write_bytes(_encode_png(small, meta))
+    (tmp_path / "large.png").write_bytes(_encode_png(large, meta))
+    assert read_png_metadata(tmp_path / "small.png") == meta == read_png_metadata(tmp_path / "large.png")
+    with Image.open(tmp_path / "small.png") as im:
+        assert list(im.text) == ["synthgap"] and np.array_equal(np.asarray(im), np.asarray(small))
+    # 32x32 RGB fits one 4 KB disk block raw, so it is not deflated; a larger image is.
+    assert (tmp_path / "small.png").stat().st_size > 32 * 32 * 3
+    assert (tmp_path / "large.png").stat().st_size < 64 * 64 * 3 / 10
+    Image.new("RGB", (8, 8)).save(tmp_path / "other.png")
+    with pytest.raises(SynthgapError, match=r"other\.png: no 'synthgap' text chunk"):
+        read_png_metadata(tmp_path / "other.png")
+
+
 def test_an_image_regenerated_alone_equals_the_one_made_in_a_batch(made):
     path, diff = reproduce(made, "cat_00002")
     assert diff <= 2  # same seed and prompt, batch of 4 vs alone

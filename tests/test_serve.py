@@ -201,7 +201,8 @@ def test_generate_from_a_prompt_is_reproducible_and_judged(client, app):
     png = base64.b64decode(g["image"])
     with Image.open(io.BytesIO(png)) as im:
         assert im.format == "PNG" and im.size == (g["width"], g["height"])
-        assert im.text["synthgap:prompt"] == body["prompt"] and im.text["synthgap:seed"] == "7"
+        meta = json.loads(im.text["synthgap"])
+        assert meta["prompt"] == body["prompt"] and meta["seed"] == 7
         pixels = np.asarray(im.convert("RGB"))
     with Image.open(io.BytesIO(base64.b64decode(b.json["image"]))) as im:
         assert np.array_equal(pixels, np.asarray(im.convert("RGB")))

@@ -4,7 +4,7 @@ Layout of an output folder DIR:
 
     DIR/generation.yaml       resolved config, its hash, template hash, library versions
     DIR/manifest.jsonl        one line per finished image (path, class, prompt, seed, model, sha256, ...)
-    DIR/<class>/<id>.png      the image at the target size, PNG text metadata included
+    DIR/<class>/<id>.png      the image at the target size; its metadata as JSON in the PNG text chunk `synthgap`
     DIR/native/<class>/<id>.png   at the model's own size (with native: true)
 
 Every image is written atomically (temp file + rename) before its manifest line is appended
@@ -14,6 +14,7 @@ it again, bit for bit the same as before, because image i of class c depends onl
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -40,6 +41,7 @@ CONFIG = "generation.yaml"
 # costs more than the saving itself on small batches, and resume checks every line against its
 # file's hash anyway, so an unsynced line can only cost work, never correctness.
 SYNC_SECONDS = 10.0
+PNG_TEXT_KEY = "synthgap"  # the text chunk holding an image's generation record
 
 
 def builtin_info(model: str) -> dict | None:
@@ -139,36 +141,33 @@ def pipeline_kwargs(conditions: list[str], seeds: list[int], *, steps: int, guid
 
 
 def _is_blank(image: Image.Image, flagged: bool) -> bool:
-    return flagged or int(np.asarray(image).max()) <= 2
-
-
-def _png_metadata(meta: dict) -> PngInfo:
-    info = PngInfo()
-    for k, v in meta.items():
-        info.add_text(f"synthgap:{k}", json.dumps(v) if not isinstance(v, str) else v)
-    return info
+    """Flagged by a safety checker, or all black (an RGB image's per-band extrema, computed in C)."""
+    return flagged or max(high for _, high in image.getextrema()) <= 2
 
 
 def read_png_metadata(path: str | Path) -> dict:
-    """The generation metadata stored in a synthgap PNG's text chunks."""
+    """The generation record a synthgap PNG carries in its `synthgap` text chunk (JSON)."""
     with Image.open(path) as im:
-        text = dict(im.text)
-    out = {}
-    for k, v in text.items():
-        if k.startswith("synthgap:"):
-            key = k.removeprefix("synthgap:")
-            try:
-                out[key] = json.loads(v) if key not in ("prompt", "negative_prompt", "model", "scheduler", "revision") else v
-            except json.JSONDecodeError:
-                out[key] = v
-    return out
+        text = im.text.get(PNG_TEXT_KEY)
+    if text is None:
+        raise SynthgapError(f"{path}: no '{PNG_TEXT_KEY}' text chunk (not an image made by synthgap)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SynthgapError(f"{path}: its '{PNG_TEXT_KEY}' text chunk is not valid JSON ({e})") from None
 
 
 def _encode_png(image: Image.Image, meta: dict) -> bytes:
+    """PNG bytes of `image` with `meta` as one JSON text chunk. An image whose pixels fit in a 4 KB
+    file-system block (32x32 RGB is 3 KB) is stored without deflate: compressed or not it takes one
+    block on disk, and deflating it costs ~0.07 ms, a fifth of saving it. Lossless either way."""
     import io
 
+    info = PngInfo()
+    info.add_text(PNG_TEXT_KEY, json.dumps(meta))  # one chunk, not one per field: Pillow writes chunks in Python
     buf = io.BytesIO()
-    image.save(buf, format="PNG", pnginfo=_png_metadata(meta), compress_level=1)  # lossless either way; level 1 is fastest
+    level = 0 if image.width * image.height * len(image.getbands()) <= 4096 else 1
+    image.save(buf, format="PNG", pnginfo=info, compress_level=level)
     return buf.getvalue()
 
 
@@ -225,6 +224,8 @@ class DatasetGenerator:
                 raise SynthgapError(f"config field '{name}': expected at least {least}, got {value}")
         self._pipe = pipeline
         self._device = None
+        # Each prompt is asked for twice, for the pipeline call and then for the saved metadata.
+        self._template_prompt = functools.lru_cache(maxsize=4096)(self.templates.prompt)
 
     @property
     def pipe(self):
@@ -244,7 +245,7 @@ class DatasetGenerator:
 
     def prompt(self, job: Job) -> str:
         """The text the image was made from; a class-conditional generator's 'prompt' is the class name."""
-        return job.cls if self.builtin else self.templates.prompt(self.cfg.seed, job.cls, job.index)
+        return job.cls if self.builtin else self._template_prompt(self.cfg.seed, job.cls, job.index)
 
     def pipeline_kwargs(self, jobs: list[Job]) -> dict:
         """The arguments of the one pipeline call that makes `jobs`
@@ -261,7 +262,8 @@ class DatasetGenerator:
         """Run the pipeline once for `jobs`; return (image, blanked by a safety checker or all black)."""
         out = self.pipe(**self.pipeline_kwargs(jobs))
         flags = getattr(out, "nsfw_content_detected", None) or [False] * len(jobs)
-        return [(im.convert("RGB"), _is_blank(im, bool(f))) for im, f in zip(out.images, flags)]
+        images = [im if im.mode == "RGB" else im.convert("RGB") for im in out.images]
+        return [(im, _is_blank(im, bool(f))) for im, f in zip(images, flags)]
 
     def metadata(self, job: Job, native_size: tuple[int, int]) -> dict:
         return {

@@ -87,7 +87,7 @@ def quality_report(out: str | Path, real=None, max_distance: int = 4) -> dict:
         from synthgap.generate.fid import FEATURES, fid_lite0
 
         report["real_set"] = real.name
-        pixels = torch.stack([torch.from_numpy(np.asarray(im.resize(real.images.shape[-2:][::-1]))).permute(2, 0, 1)
+        pixels = torch.stack([torch.from_numpy(np.array(im.resize(real.images.shape[-2:][::-1]))).permute(2, 0, 1)
                               for im in images])
         report["fid_lite0"] = round(fid_lite0(pixels, real.images), 4) if min(len(pixels), len(real)) >= 2 else None
         report["fid_features"] = FEATURES
