@@ -122,8 +122,9 @@ def main() -> None:
 
             # A replayed run long enough (like a real one) for its fixed cost (config record, resume check) to vanish.
             replay = config(args.replay // 2)
-            own = min(own_cpu(pipe, replay, images * (args.replay // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
-                      for r in range(3)) / args.replay
+            n = 2 * replay.per_class
+            own = min(own_cpu(pipe, replay, images * (n // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
+                      for r in range(3)) / n
             ratios = [o / b for o, b in zip(ours, bare)]
             model_s = 1 / max(bare)  # the fastest model time: the largest share for synthgap's work
             print(f"{bs:>5} {len(jobs):>6} {statistics.median(bare):>11.1f} {statistics.median(ours):>15.1f} "
