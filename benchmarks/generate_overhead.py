@@ -101,8 +101,9 @@ def main() -> None:
                                       steps=args.steps, batch_size=bs)
 
             probe = [Job("bird", i) for i in range(max(8, bs))]
-            bare_loop(pipe, DatasetGenerator(config(1), pipeline=pipe), probe, bs)  # warm-up
-            rate, _ = bare_loop(pipe, DatasetGenerator(config(1), pipeline=pipe), probe, bs)
+            probe_gen = DatasetGenerator(config(1), pipeline=pipe)
+            bare_loop(pipe, probe_gen, probe, bs)  # warm-up
+            rate, _ = bare_loop(pipe, probe_gen, probe, bs)
             cfg = config(max(1, round(rate * args.seconds / (2 * bs))) * bs)  # whole batches, ~seconds in all
             gen = DatasetGenerator(cfg, pipeline=pipe)
             jobs = [Job(c, i) for c in cfg.classes for i in range(cfg.per_class)]
