@@ -4,12 +4,15 @@ For batch sizes 1, 8 and 32, two figures against the target (>= 0.95):
 
 - ratio: images/s of `synthgap generate` (resizing, PNG metadata, atomic writes, manifest) over a
   bare loop of pipeline calls (same model, prompts, per-image generators, batch size and steps),
-  run in alternating order; the median of the paired ratios and their range. This 2-core VM's speed
-  drifts by 10-20% within minutes, even between two runs of the same loop, so one pair says little.
-- worst case: synthgap's own work measured without the drift. The pipeline is replaced by a replay of
+  run in alternating order; the median of the paired ratios and its 95% bootstrap interval. Two runs
+  of the same loop back to back differ by ~10% (standard deviation) on this 2-core VM, at 0.5 s as at
+  2.5 s per run, so one pair says little and settling 5% takes many pairs (--rounds).
+- bounds: synthgap's own work measured without the drift. The pipeline is replaced by a replay of
   the images it made, so a `synthgap generate` run costs nothing but synthgap's own work; its CPU time
   per image is set against the model's time per image. With both cores busy in the model, at worst
-  every cycle of that work delays the model by as much, which bounds the ratio from below.
+  every cycle of that work delays the model by as much (the lower bound on the ratio); at best only
+  the main thread's share does, the writer thread running on cycles the model leaves (the upper
+  bound, which a machine with a core to spare, or a GPU running the model, would reach).
 
 The bare loop makes the very images synthgap saves (checked). The model is the tiny offline
 pipeline on the CPU, so the overhead shows at its largest: a real model spends far longer per image.
@@ -65,17 +68,19 @@ class Replay:
         return SimpleNamespace(images=next(self.batches))
 
 
-def own_cpu(pipe, cfg: GenerateConfig, images: list, out: Path) -> float:
-    """CPU seconds of a `synthgap generate` run whose pipeline replays `images`, less the pipeline
-    arguments (prompts, generators), which the bare loop builds too."""
+def own_cpu(pipe, cfg: GenerateConfig, images: list, out: Path) -> tuple[float, float]:
+    """CPU seconds of a `synthgap generate` run whose pipeline replays `images`, in all threads and in
+    the main thread (the one calling the pipeline), less the pipeline arguments (prompts, generators),
+    which the bare loop builds too."""
     jobs = [Job(c, i) for c in cfg.classes for i in range(cfg.per_class)]
-    fresh, cpu = DatasetGenerator(cfg, pipeline=pipe), time.process_time()
+    fresh, cpu = DatasetGenerator(cfg, pipeline=pipe), time.thread_time()
     for i in range(0, len(jobs), cfg.batch_size):
         fresh.pipeline_kwargs(jobs[i : i + cfg.batch_size])
-    shared = time.process_time() - cpu
-    replayed, cpu = DatasetGenerator(cfg, pipeline=Replay(pipe, images, cfg.batch_size)), time.process_time()
+    shared = time.thread_time() - cpu
+    replayed = DatasetGenerator(cfg, pipeline=Replay(pipe, images, cfg.batch_size))
+    cpu, cpu_main = time.process_time(), time.thread_time()
     replayed.run(out, progress=False)
-    seconds = time.process_time() - cpu - shared
+    seconds = (time.process_time() - cpu - shared, time.thread_time() - cpu_main - shared)
     os.sync()
     return seconds
 
@@ -83,8 +88,9 @@ def own_cpu(pipe, cfg: GenerateConfig, images: list, out: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=2.5, help="about how long one measurement runs")
-    ap.add_argument("--rounds", type=int, default=8, help="pairs of measurements per batch size")
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=8,
+                    help="pairs of measurements per batch size (40 narrow the interval to about +-1-3%%)")
+    ap.add_argument("--steps", type=int, default=2, help="diffusion steps per image")
     ap.add_argument("--replay", type=int, default=4096, help="images in a replayed run (synthgap's own work)")
     args = ap.parse_args()
     logging.getLogger("synthgap").setLevel(logging.ERROR)
@@ -93,8 +99,8 @@ def main() -> None:
         pipe = load_pipeline(str(model))
         print(f"model: tiny offline StableDiffusionPipeline (32x32), {args.steps} steps, CPU, "
               f"{torch.get_num_threads()} threads; {args.rounds} pairs of ~{args.seconds:g} s measurements per batch size")
-        print(f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(range)':>11}"
-              f" {'own ms CPU/img':>15} {'worst case':>10}")
+        print(f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(95% CI)':>11}"
+              f" {'own ms CPU/img (main)':>21} {'bounds':>13}")
         for bs in (1, 8, 32):
             def config(per_class: int) -> GenerateConfig:
                 return GenerateConfig(model=str(model), classes=["bird", "cat"], per_class=per_class,
@@ -124,15 +130,20 @@ def main() -> None:
             # A replayed run long enough (like a real one) for its fixed cost (config record, resume check) to vanish.
             replay = config(args.replay // 2)
             n = 2 * replay.per_class
-            own = min(own_cpu(pipe, replay, images * (n // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
-                      for r in range(3)) / n
+            own, own_main = min(own_cpu(pipe, replay, images * (n // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
+                            for r in range(3))
+            own, own_main = own / n, max(own_main, 0.0) / n
             ratios = [o / b for o, b in zip(ours, bare)]
+            resampled = np.median(np.random.default_rng(0).choice(ratios, (10_000, len(ratios))), axis=1)
+            low, high = np.percentile(resampled, [2.5, 97.5])
             model_s = 1 / max(bare)  # the fastest model time: the largest share for synthgap's work
             print(f"{bs:>5} {len(jobs):>6} {statistics.median(bare):>11.1f} {statistics.median(ours):>15.1f} "
-                  f"{statistics.median(ratios):>6.3f} ({min(ratios):.2f}-{max(ratios):.2f}) {own * 1e3:>15.3f} "
-                  f"{model_s / (model_s + own):>10.3f}   same images: {'yes' if same else 'NO'}")
+                  f"{statistics.median(ratios):>6.3f} ({low:.2f}-{high:.2f}) "
+                  f"{own * 1e3:>9.3f} ({own_main * 1e3:.3f}) {model_s / (model_s + own):>7.3f}-{model_s / (model_s + own_main):.3f}"
+                  f"   same images: {'yes' if same else 'NO'}")
         print(f"own ms CPU/img: synthgap's work per image over a replayed run of {args.replay:,} images (blank check, metadata,\n"
-              "PNG, hash, file, manifest line, writer thread); worst case: the ratio if all of it delayed the model")
+              "PNG, hash, file, manifest line, writer thread), in brackets the main thread's share of it;\n"
+              "bounds: the ratio if all of it delayed the model, and if only the main thread's share did")
 
 
 if __name__ == "__main__":
