@@ -96,7 +96,7 @@ def main() -> None:
     if results:
         best_name, (best, _, _) = max(results.items(), key=lambda kv: kv[1][0]["metrics"]["auc"])
         print(f"\nrobustness of the best model ({best_name}):\n" + robustness_md(best["robustness"]))
-        print(f"format-bias audit: {best['audit']['verdict']}")
+        print(f"format-bias audit: {best['format_bias']['verdict']}")
 
 
 if __name__ == "__main__":

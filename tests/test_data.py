@@ -381,9 +381,9 @@ def _count_decodes(monkeypatch) -> list:
     calls = []
     real = images_module.decode_image
 
-    def counting(path, size):
+    def counting(path, size, **kw):
         calls.append(path)
-        return real(path, size)
+        return real(path, size, **kw)
 
     monkeypatch.setattr(images_module, "decode_image", counting)
     return calls
@@ -400,7 +400,7 @@ def test_second_load_comes_from_the_cache(tmp_path, monkeypatch, isolated_cache)
     first = load_spec(str(root), "train", CLASSES, size=16)
     assert list((isolated_cache / "decoded").glob("*.pt"))
 
-    def boom(path, size):
+    def boom(path, size, **kw):
         raise AssertionError(f"decode_image called for {path} despite the cache")
 
     monkeypatch.setattr(images_module, "decode_image", boom)

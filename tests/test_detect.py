@@ -184,11 +184,12 @@ def trained(pair, tmp_path_factory):
 def test_small_cnn_learns_the_difference_and_writes_everything(trained):
     cfg, data, out, meta = trained
     assert meta["metrics"]["accuracy"] >= 0.9 and meta["metrics"]["auc"] >= 0.95
-    for f in ("model.safetensors", "detector.json", "metrics.json", "audit.json", "summary.md", "confusion.png",
+    for f in ("model.safetensors", "detector.json", "metrics.json", "format_bias.json", "audit/audit.json", "audit/audit.html", "summary.md", "confusion.png",
               "roc_calibration.png", "report.html", "config.yaml", "environment.json"):
         assert (out / f).stat().st_size > 0, f
     html = (out / "report.html").read_text()
     assert "Robustness" in html and "Format-bias audit" in html and "data:image/png;base64" in html
+    assert "Data audit" in html and meta["data_audit"]["dedupe"] == "drop" and meta["data_audit"]["images"] > 0
     names = [r["test set"] for r in meta["robustness"]]
     assert names == ["clean", "jpeg q95", "jpeg q75", "jpeg q50", "downscale x0.5", "blur sigma 1"]
 
@@ -313,12 +314,12 @@ def test_audit_catches_a_planted_format_shortcut_and_normalize_format_removes_it
     real, fake = make_pair(tmp_path / "d", n=20, synthetic_format="PNG")  # real = JPEG, synthetic = PNG
     cfg = tiny_cfg(scratch=dataclasses.replace(tiny_cfg().scratch, epochs=1))
     meta = run_detector(data_of((real, fake), cfg), cfg, tmp_path / "raw", progress=False)
-    audit = json.loads((tmp_path / "raw" / "audit.json").read_text())
+    audit = json.loads((tmp_path / "raw" / "format_bias.json").read_text())
     assert audit["biased"] is True and "format" in audit["leaking_features"]
-    assert meta["audit"]["verdict"].startswith("WARNING")
+    assert meta["format_bias"]["verdict"].startswith("WARNING")
     cfg = dataclasses.replace(cfg, normalize_format=True)
     meta = run_detector(data_of((real, fake), cfg), cfg, tmp_path / "normalized", progress=False)
-    audit = json.loads((tmp_path / "normalized" / "audit.json").read_text())
+    audit = json.loads((tmp_path / "normalized" / "format_bias.json").read_text())
     assert audit["biased"] is False and "format" not in audit["leaking_features"]
     assert meta["preprocessing"]["normalize_format"] == cfg.normalize_quality
 
@@ -375,7 +376,7 @@ def test_cli_train_detect_and_compare(pair, tmp_path):
               "--set", "input_size=32", "--set", "val_fraction=0.25"]
     out = tmp_path / "bundle"
     proc = synthgap("detector", "train", *common, "--backbone", "airnet", "--out", str(out))
-    assert "test accuracy" in proc.stdout and "bias audit" in proc.stdout
+    assert "test accuracy" in proc.stdout and "format-bias audit" in proc.stdout
     # detect: files and folders, a table or JSON lines; a broken file is reported, not fatal.
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     files = sorted((fake / "test" / "cat").glob("*.jpg"))[:3] + sorted((real / "test" / "cat").glob("*.jpg"))[:3]
@@ -396,19 +397,21 @@ def test_cli_train_detect_and_compare(pair, tmp_path):
 
 def test_cifake_layout_loads_through_data(tmp_path):
     root = tmp_path / "cifake"
-    for split in ("train", "test"):
-        make_image_folder(root / split / "REAL", ["x"], 6, size=16, splits=(), seed=1)
-        make_image_folder(root / split / "FAKE", ["x"], 5, size=16, splits=(), seed=2)
-    data = load_detector_data(data=str(root), classes=CLASSES, size=16, val_fraction=0.2)
+    for k, split in enumerate(("train", "test")):  # other seeds per split: the same ones would be twins, dropped
+        make_image_folder(root / split / "REAL", ["x"], 6, size=16, splits=(), seed=1 + 10 * k)
+        make_image_folder(root / split / "FAKE", ["x"], 5, size=16, splits=(), seed=2 + 10 * k)
+    # The drawn images differ only in noise and where a small shape sits: some are near twins by the audit's
+    # measure. This test is about the layout, so nothing is dropped.
+    data = load_detector_data(data=str(root), classes=CLASSES, size=16, val_fraction=0.2, dedupe="warn")
     assert len(data.train) + len(data.val) == 11 and len(data.test) == 11
     assert data.test.class_counts() == {"real": 6, "synthetic": 5}
     assert all("REAL" in f for f, y in zip(data.test.files, data.test.labels) if y == 0)
     # Class folders inside each split's REAL/FAKE: every image of the split is taken, none held out.
     nested = tmp_path / "nested"
-    for split in ("train", "test"):
-        make_image_folder(nested / split / "REAL", CLASSES, 4, size=16, splits=(), seed=1)
-        make_image_folder(nested / split / "FAKE", CLASSES, 3, size=16, splits=(), seed=2)
-    data = load_detector_data(data=str(nested), classes=CLASSES, size=16, val_fraction=0.2)
+    for k, split in enumerate(("train", "test")):
+        make_image_folder(nested / split / "REAL", CLASSES, 4, size=16, splits=(), seed=1 + 10 * k)
+        make_image_folder(nested / split / "FAKE", CLASSES, 3, size=16, splits=(), seed=2 + 10 * k)
+    data = load_detector_data(data=str(nested), classes=CLASSES, size=16, val_fraction=0.2, dedupe="warn")
     assert data.test.class_counts() == {"real": 12, "synthetic": 9}
     assert len(data.train) + len(data.val) == 21
 

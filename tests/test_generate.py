@@ -249,8 +249,10 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
     assert "report:" in proc.stdout
 
 
-def test_quality_report_finds_planted_near_duplicates(made, tmp_path):
+def test_quality_report_finds_planted_twins_and_memorised_images(made, tmp_path):
     import shutil
+
+    import torch
 
     from synthgap.data import ImageSet
     from synthgap.generate.quality import quality_report
@@ -262,11 +264,17 @@ def test_quality_report_finds_planted_near_duplicates(made, tmp_path):
     shutil.copy(copy / rows[0]["path"], copy / rows[1]["path"])
     rows[1]["sha256"] = sha256_file(copy / rows[1]["path"])
     (copy / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    import torch
 
-    pixels = torch.from_numpy(np.array(Image.open(copy / rows[2]["path"]).convert("RGB"))).permute(2, 0, 1)
-    real = ImageSet(pixels[None].clone(), torch.tensor([0]), ["bird", "cat"], "real-test")
-    q = quality_report(copy, real)
-    assert {(p["a"], p["b"]) for p in q["near_duplicates_within"]} >= {(rows[0]["id"], rows[1]["id"])}
-    assert [p["synthetic"] for p in q["near_duplicates_vs_real"] if p["distance"] == 0] == [rows[2]["id"]]
+    def pixels(row):
+        return torch.from_numpy(np.array(Image.open(copy / row["path"]).convert("RGB"))).permute(2, 0, 1)[None].clone()
+
+    # Image 2 is also a real test image; image 3 a real training image (the generator memorised it).
+    real = ImageSet(pixels(rows[2]), torch.tensor([0]), ["bird", "cat"], "real[test]")
+    real_train = ImageSet(pixels(rows[3]), torch.tensor([0]), ["bird", "cat"], "real[train]")
+    q = quality_report(copy, real, real_train)
+    assert [(t["id"], t["other"], t["match"]) for t in q["twins_within"]] == [(rows[0]["id"], rows[1]["id"], "exact")]
+    assert [(t["id"], t["real_index"], t["match"]) for t in q["twins_vs_real_test"]] == [(rows[2]["id"], 0, "exact")]
+    assert [(t["id"], t["match"]) for t in q["twins_vs_real_train"]] == [(rows[3]["id"], "exact")]
+    assert q["audit"]["counts"]["exact"] == {"within_set": 1, "real_synthetic": 1, "memorisation": 1}
     assert json.loads((copy / "quality.json").read_text())["images"] == len(rows)
+    assert (copy / "audit" / "audit.html").is_file()

@@ -79,14 +79,18 @@ def data_cifar10(root: str | None, no_download: bool) -> None:
 @click.option("--classes", default=None, help="Comma-separated class names (default: bird,cat,deer,dog,frog,horse).")
 @click.option("--size", default=32, show_default=True, help="Image size the data is resized to.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
+@click.option("--dedupe", type=click.Choice(["drop", "warn", "off"]), default="drop", show_default=True,
+              help="The data audit first: drop test images with a twin in the training split and second copies inside "
+                   "it (warn: only report them; off: no audit).")
 @root_option
 @config_option
 @set_option
-def train(spec, out, classes, size, resume, root, config_file, overrides) -> None:
+def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides) -> None:
     """Train one classifier on a dataset's train split and evaluate it on its test split.
 
     The config file holds training fields (model, epochs, lr, augment, ...) at the top level.
     """
+    from synthgap.audit import AuditPart, apply_dedupe, audit_record
     from synthgap.config import TrainConfig, dump_yaml, load_config
     from synthgap.data import load_spec, parse_classes
     from synthgap.io import environment, save_torch, write_json, write_text
@@ -95,12 +99,15 @@ def train(spec, out, classes, size, resume, root, config_file, overrides) -> Non
 
     cfg = load_config(TrainConfig, config_file, overrides)
     names = parse_classes(classes)
-    train_set = load_spec(spec, "train", names, size, root)
-    test_set = load_spec(spec, "test", names, size, root)
+    parts = [AuditPart(spec, split, "real", load_spec(spec, split, names, size, root)) for split in ("train", "test")]
+    (train_set, test_set), audited = apply_dedupe(parts, dedupe)
     out = Path(out)
     write_text(out / "config.yaml", dump_yaml(cfg))
     env = environment()
     env["data"] = {"train": train_set.describe(), "test": test_set.describe()}
+    env["audit"] = audit_record(audited, dedupe)
+    if audited:
+        audited.write(out / "audit")
     write_json(out / "environment.json", env)
     result = fit(train_set, cfg, out_dir=out, resume=resume)
     metrics = evaluate(result.model, test_set, tta=cfg.tta, device=result.device)
@@ -153,7 +160,7 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 @click.option("--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group].")
 @click.option("--quality-against", "quality_against", default=None, metavar="SPEC",
               help="After generating, write OUT/quality.json: FID-Lite0 against SPEC's test split (e.g. cifar10) and "
-                   "perceptual-hash near-duplicates within the set and against it.")
+                   "the data audit's twins within the set, with SPEC's test split and with its training split (memorisation).")
 @click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
               help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
 @config_option
@@ -186,12 +193,13 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
         from synthgap.data import load_spec, parse_classes
         from synthgap.generate.quality import quality_report
 
-        real = load_spec(quality_against, "test", parse_classes(cfg.classes), cfg.size)
-        q = quality_report(written, real)
-        click.echo(f"quality: FID-Lite0 {q['fid_lite0']:.2f} against {real.name}; "
-                   f"{len(q['near_duplicates_within'])} near-duplicate pairs within the set, "
-                   f"{len(q['near_duplicates_vs_real'])} against {real.name}, "
-                   f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'})")
+        real, real_train = (load_spec(quality_against, split, parse_classes(cfg.classes), cfg.size) for split in ("test", "train"))
+        q = quality_report(written, real, real_train)
+        click.echo(f"quality: FID-Lite0 {q['fid_lite0']:.2f} against {real.name}; twin pairs: "
+                   f"{len(q['twins_within'])} within the set, {len(q['twins_vs_real_test'])} with {real.name}, "
+                   f"{len(q['twins_vs_real_train'])} with {real_train.name} (memorised); "
+                   f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'}, "
+                   f"pairs side by side: {written / 'audit' / 'audit.html'})")
 
 
 @cli.group()
@@ -274,6 +282,58 @@ def pipeline(config_file, overrides) -> None:
 
 
 @cli.command()
+@click.argument("specs", nargs=-1, metavar="SPEC...")
+@click.option("--synthetic", "synthetic_specs", multiple=True, metavar="SPEC",
+              help="A set to audit as synthetic (repeatable); a `synthgap generate` folder is taken as synthetic by itself.")
+@click.option("--against", "against_specs", multiple=True, metavar="SPEC",
+              help="A reference set (repeatable): only its pairs with the SPECs count, e.g. the real set a generator "
+                   "was trained on, or a detector's training data.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Write audit.json and audit.html here.")
+@click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
+@click.option("--size", default=32, show_default=True, help="Size the images are decoded to for the near-twin search "
+              "(exact twins are always compared at their native size).")
+@click.option("--radius", default=10, show_default=True, help="Hamming radius (of 64 bits) of the perceptual hash for a candidate pair.")
+@click.option("--min-correlation", default=0.96, show_default=True, help="Pixel correlation (at the best small shift) "
+              "that confirms a candidate as a near twin.")
+@root_option
+def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min_correlation, root) -> None:
+    """Find duplicate images within and across data sets before any number is reported.
+
+    \b
+    For every pair of twins it says where it lies: within a training or a test split, between the
+    train and test splits of one set (leakage), between a synthetic image and a real training image
+    (memorisation), and whether their labels agree. Exact twins have the same pixels at their native
+    size (a JPEG and a PNG of the same pixels, or files that differ only in metadata); near twins have
+    perceptual hashes within --radius bits and a pixel correlation of at least --min-correlation.
+    SPEC: 'cifar10', an image folder (train/<class>/* and test/<class>/*, or <class>/*), a folder of
+    images, a REAL/FAKE root (CIFAKE style) or a .jsonl manifest.
+    Example:
+      synthgap audit cifar10 --synthetic DATA/cifake-sd14-fake --out runs/audit
+    """
+    from synthgap.audit import AuditSettings, load_parts, summary_lines
+    from synthgap.audit import audit as run_audit
+    from synthgap.data import parse_classes
+
+    if not specs and not synthetic_specs:
+        raise SynthgapError("give at least one data set to audit (SPEC or --synthetic SPEC)")
+    settings = AuditSettings(radius=radius, min_correlation=min_correlation)
+    settings.check()
+    names = parse_classes(classes)
+    parts = []
+    for spec, synthetic, reference in ([(s, False, False) for s in specs] + [(s, True, False) for s in synthetic_specs]
+                                       + [(s, False, True) for s in against_specs]):
+        parts += load_parts(spec, classes=names, size=size, root=root, synthetic=synthetic, reference=reference)
+    result = run_audit(parts, settings)
+    for line in summary_lines(result.summary()):
+        click.echo(line)
+    if out:
+        page = result.write(out)
+        click.echo(f"report: {page} (pairs with paths: {Path(out) / 'audit.json'})")
+    else:
+        click.echo("(--out DIR writes audit.json with every pair and audit.html with the pairs side by side)")
+
+
+@cli.command()
 @click.argument("out", type=click.Path(exists=True, file_okay=False))
 def report(out) -> None:
     """Rebuild summary.md, the plots and report.html of a transfer output folder."""
@@ -327,9 +387,13 @@ def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, nor
     data = load_detector_data(real=real, synthetic=synthetic, data=data_root_dir, classes=cfg.classes,
                               size=cfg.image_size, root=root, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
                               test_size=cfg.test_size, seed=cfg.seed,
-                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None)
+                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None, dedupe=cfg.dedupe)
     click.echo(f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
                f"({data.specs['real']} vs {data.specs['synthetic']})")
+    if data.audit:
+        from synthgap.audit import summary_lines
+
+        click.echo("\n".join(summary_lines(data.audit.summary())))
     return cfg, data
 
 
@@ -338,7 +402,7 @@ def _echo_result(meta: dict, out) -> None:
     click.echo(f"test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}, "
                f"F1 {m['f1_synthetic']:.4f} at threshold {meta['threshold']:.3f} ({meta['training']['seconds']:.0f} s)")
     click.echo("robustness: " + ", ".join(f"{r['test set']} {100 * r['accuracy']:.1f}%" for r in meta["robustness"]))
-    click.echo(f"bias audit: {meta['audit']['verdict']}")
+    click.echo(f"format-bias audit: {meta['format_bias']['verdict']}")
     click.echo(f"bundle and report in {out} (use it: synthgap detect IMAGE --model {out})")
 
 
@@ -355,7 +419,8 @@ def detector_train(real, synthetic, data_root_dir, out, backbone, no_pretrained,
     """Train a detector: frozen backbone + shared head, then fine-tune the top blocks.
 
     \b
-    Writes to --out: the bundle (model.safetensors, detector.json), metrics.json, audit.json,
+    Writes to --out: the bundle (model.safetensors, detector.json), metrics.json, format_bias.json,
+    audit/ (the data audit: audit.json, audit.html),
     summary.md, confusion.png, roc_calibration.png, report.html, config.yaml, environment.json.
     Example:
       synthgap detector train --real DATA/cifar10-jpeg \\
@@ -471,9 +536,10 @@ def serve(**flags) -> None:
     run(cfg)
 
 
-def main() -> None:
+def main(args: list[str] | None = None) -> None:
+    """The console entry point; `args` (default: sys.argv[1:]) lets tests run it in-process."""
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=args, prog_name="synthgap", standalone_mode=False)
     except SynthgapError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

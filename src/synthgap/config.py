@@ -65,6 +65,9 @@ class TransferConfig:
     extra_synthetic: list[float] = field(default_factory=lambda: [1.0])  # all real + k x synthetic
     train_size: int | None = None  # fixed training-set size of the fraction arms; None: the smaller set
     test_size: int | None = None  # cap per test domain (stratified); None: the whole test split
+    # The data audit before training (synthgap.audit): drop removes test images with a twin in a training
+    # split and second copies inside a training split; warn only reports them; off skips the audit.
+    dedupe: str = "drop"
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -193,6 +196,7 @@ class DetectorConfig:
     test_size: int | None = None
     normalize_format: bool = False  # re-encode both sides identically (JPEG) before anything else
     normalize_quality: int = 90
+    dedupe: str = "drop"  # drop | warn | off: the data audit before training, as in TransferConfig
     seed: int = 0
     head: TrainConfig = field(default_factory=_head_stage)
     finetune: TrainConfig = field(default_factory=_finetune_stage)

@@ -25,7 +25,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # The one resampler for real and synthetic images alike: PIL's bicubic filter antialiases on
 # downscaling. Changing it invalidates the cache (it is part of the key).
 RESAMPLE = Image.Resampling.BICUBIC
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the native pixel hash of every image is cached with it
 MAX_PIXELS = 64_000_000  # larger is a decompression bomb or a mistake, not a training image
 MIN_SIDE = 8
 MAX_ASPECT = 8.0
@@ -63,25 +63,42 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(path: str | os.PathLike, size: int) -> tuple[np.ndarray | None, str | None]:
-    """Return (HWC uint8 array, None) or (None, reason) for a file that cannot be used."""
+def pixel_hash(rgb: np.ndarray) -> int:
+    """64-bit hash of an H x W x 3 uint8 array and its shape: equal for equal pixels, whatever the file
+    format or metadata they came in (a JPEG decoded and saved as PNG hashes the same)."""
+    h = hashlib.blake2b(np.ascontiguousarray(rgb).tobytes(), digest_size=8, person=b"synthgap")
+    h.update(repr(rgb.shape).encode())
+    return int.from_bytes(h.digest(), "little")
+
+
+def decode_image(path: str | os.PathLike, size: int, with_hash: bool = False):
+    """Return (HWC uint8 array, None) or (None, reason) for a file that cannot be used.
+
+    with_hash: return (array, pixel_hash of the image at its native size, None) instead, the hash
+    taken after orientation and RGB conversion and before resizing (what the audit calls exact).
+    """
+    arr, native, why = _decode(path, size)
+    return (arr, native, why) if with_hash else (arr, why)
+
+
+def _decode(path, size: int) -> tuple[np.ndarray | None, int | None, str | None]:
     try:
         if os.path.getsize(path) == 0:
-            return None, "empty file (0 bytes)"
+            return None, None, "empty file (0 bytes)"
         with Image.open(path) as im:
             w, h = im.size
             if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
-                return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
+                return None, None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
             im.load()
-            im = ImageOps.exif_transpose(im)
-            im = resize_square(to_rgb(im), size)
-            return np.asarray(im, dtype=np.uint8).copy(), None
+            im = to_rgb(ImageOps.exif_transpose(im))
+            native = pixel_hash(np.asarray(im, dtype=np.uint8))
+            return np.asarray(resize_square(im, size), dtype=np.uint8).copy(), native, None
     except UnidentifiedImageError:
-        return None, "not an image PIL can read"
+        return None, None, "not an image PIL can read"
     except Image.DecompressionBombError as e:
-        return None, f"decompression bomb: {e}"
+        return None, None, f"decompression bomb: {e}"
     except (OSError, ValueError, SyntaxError) as e:
-        return None, f"corrupt or truncated: {e}"
+        return None, None, f"corrupt or truncated: {e}"
 
 
 @dataclass
@@ -89,6 +106,7 @@ class Decoded:
     images: torch.Tensor  # N x 3 x H x W, uint8
     kept: list[int]  # indices into the input file list
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    pixel_hashes: np.ndarray | None = None  # uint64 per kept image: pixel_hash at its native size
 
 
 def cache_dir() -> Path:
@@ -112,7 +130,8 @@ def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progres
     if use_cache and cache_file.exists():
         try:
             d = torch.load(cache_file, weights_only=True)
-            out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]])
+            out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]],
+                          d["pixel_hashes"].numpy().view(np.uint64))
             _warn_skipped(out.skipped)
             return out
         except Exception:  # a stale or foreign cache file is rebuilt, never trusted
@@ -121,28 +140,31 @@ def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progres
     from tqdm.auto import tqdm
 
     arrays: list[np.ndarray] = []
+    hashes: list[int] = []
     kept: list[int] = []
     skipped: list[tuple[str, str]] = []
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda p: decode_image(p, size), paths, chunksize=64)
-        for i, (arr, reason) in enumerate(
+        results = pool.map(lambda p: decode_image(p, size, with_hash=True), paths, chunksize=64)
+        for i, (arr, native, reason) in enumerate(
             tqdm(results, total=len(paths), desc="decoding", unit="img", disable=not progress or len(paths) < 2000)
         ):
             if arr is None:
                 skipped.append((str(paths[i]), reason))
             else:
                 arrays.append(arr)
+                hashes.append(native)
                 kept.append(i)
     images = (
         torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         if arrays
         else torch.empty(0, 3, size, size, dtype=torch.uint8)
     )
-    out = Decoded(images, kept, skipped)
+    out = Decoded(images, kept, skipped, np.array(hashes, dtype=np.uint64))
     _warn_skipped(skipped)
     if use_cache:
-        save_torch(cache_file, {"images": images, "kept": kept, "skipped": [list(s) for s in skipped]})
+        save_torch(cache_file, {"images": images, "kept": kept, "skipped": [list(s) for s in skipped],
+                                "pixel_hashes": torch.from_numpy(out.pixel_hashes.view(np.int64))})
     return out
 
 

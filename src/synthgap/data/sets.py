@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
-from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, resize_square
+from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, pixel_hash, resize_square
 from synthgap.io import user_cache
 
 SPLITS = ("train", "test")
@@ -34,6 +34,8 @@ class ImageSet:
     domain: str = "real"  # "real" | "synthetic" | "mixed"
     skipped: list[tuple[str, str]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)  # source file per image, when it came from files
+    # uint64 per image: the hash of its pixels at their native size (data.images.pixel_hash); None: not known
+    pixel_hashes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -41,12 +43,20 @@ class ImageSet:
     def subset(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> "ImageSet":
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         files = [self.files[i] for i in index.tolist()] if self.files else []
-        return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain, files=files)
+        hashes = self.pixel_hashes[index.numpy()] if self.pixel_hashes is not None else None
+        return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain, files=files,
+                        pixel_hashes=hashes)
+
+    def native_hashes(self) -> np.ndarray:
+        """pixel_hashes, or for images that did not come from files at another size, the hash of the tensors."""
+        if self.pixel_hashes is not None:
+            return self.pixel_hashes
+        return np.array([pixel_hash(x.permute(1, 2, 0).numpy()) for x in self.images], dtype=np.uint64)
 
     def sha256(self) -> str:
         """Content hash of pixels, labels and class names: the same data hashes the same anywhere."""
         h = hashlib.sha256(json.dumps(self.classes).encode())
-        h.update(self.images.numpy().tobytes())
+        h.update(memoryview(np.ascontiguousarray(self.images.numpy())))  # the bytes themselves, not a copy of them
         h.update(self.labels.numpy().astype(np.int64).tobytes())
         return h.hexdigest()
 
@@ -74,6 +84,7 @@ def concat(sets: list[ImageSet], name: str, domain: str) -> ImageSet:
         torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), classes, name, domain,
         [x for s in sets for x in s.skipped],
         [f for s in sets for f in s.files] if all(s.files for s in sets) else [],
+        np.concatenate([s.pixel_hashes for s in sets]) if all(s.pixel_hashes is not None for s in sets) else None,
     )
 
 
@@ -115,7 +126,8 @@ def _list_images(folder: Path) -> list[str]:
 def _from_files(files: list[str], labels: list[int], classes: list[str], size: int, name: str, domain: str) -> ImageSet:
     decoded = decode_files(files, size)
     y = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
-    out = ImageSet(decoded.images, y, classes, name, domain, decoded.skipped, [files[i] for i in decoded.kept])
+    out = ImageSet(decoded.images, y, classes, name, domain, decoded.skipped, [files[i] for i in decoded.kept],
+                   decoded.pixel_hashes)
     _require_every_class(out, name)
     return out
 
@@ -285,13 +297,15 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
     wanted = [CIFAR10_CLASSES.index(c) for c in classes]
     mask = np.isin(targets, wanted)
     data = ds.data[mask]
+    hashes = np.array([pixel_hash(a) for a in data], dtype=np.uint64)  # native 32 x 32
     if size != 32:
         from PIL import Image
 
         data = np.stack([np.asarray(resize_square(Image.fromarray(a), size)) for a in data])
     remap = {w: k for k, w in enumerate(wanted)}
     labels = torch.tensor([remap[t] for t in targets[mask]], dtype=torch.long)
-    return ImageSet(torch.from_numpy(data).permute(0, 3, 1, 2).contiguous(), labels, classes, f"cifar10[{split}]", "real")
+    return ImageSet(torch.from_numpy(data).permute(0, 3, 1, 2).contiguous(), labels, classes, f"cifar10[{split}]", "real",
+                    pixel_hashes=hashes)
 
 
 # ---------------------------------------------------------------- specs

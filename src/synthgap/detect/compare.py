@@ -11,7 +11,8 @@ from synthgap.detect.data import DetectorData
 from synthgap.detect.report import md_table
 from synthgap.detect.train import check_detector_config, run_detector
 from synthgap.io import write_json, write_text
-from synthgap.report.html import _img, _md_to_html_table, page_head
+from synthgap.audit import audit_record
+from synthgap.report.html import _img, _md_to_html_table, audit_section, page_head
 from synthgap.report.plots import plot_bars
 
 COLUMNS = ["backbone", "accuracy", "auc", "f1_synthetic", "average_precision", "jpeg q50 accuracy", "train_seconds"]
@@ -44,10 +45,14 @@ def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[s
     write_json(out / "comparison.json", rows)
     write_text(out / "comparison.md", "# Backbone comparison\n\nTest split, in %, same head, data and budget.\n\n" + table)
     plot_bars(rows, "backbone", ["accuracy", "auc", "f1_synthetic"], out / "comparison.png", title="real vs synthetic: test")
+    audit = audit_record(data.audit, cfg.dedupe)
+    if data.audit:
+        data.audit.write(out / "audit")
     links = "".join(f'<li><a href="{html.escape(r["backbone"])}/report.html">{html.escape(r["backbone"])}</a></li>' for r in rows)
     write_text(out / "report.html", page_head("synthgap backbone comparison") + f"""
 <h1>Backbone comparison</h1><p>Test split, in %, same head, data and training budget; threshold chosen on validation.</p>
 {_md_to_html_table(table)}<figure style="max-width:700px">{_img(out / 'comparison.png')}</figure>
-<h2>Per backbone</h2><ul>{links}</ul></body></html>
+<h2>Per backbone</h2><ul>{links}</ul>
+{audit_section(audit, out / 'audit' / 'audit.html')}</body></html>
 """)
     return rows

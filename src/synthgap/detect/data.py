@@ -35,7 +35,7 @@ def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 def _as_side(s: ImageSet, label: int, domain: str) -> ImageSet:
     return ImageSet(s.images, torch.full((len(s),), label, dtype=torch.long), list(CLASSES), s.name, domain,
-                    s.skipped, s.files)
+                    s.skipped, s.files, s.pixel_hashes)
 
 
 def load_side(spec: str, split: str, label: int, *, classes: list[str], size: int, root=None,
@@ -111,18 +111,24 @@ class DetectorData:
     val: ImageSet
     test: ImageSet
     specs: dict
+    audit: object | None = None  # the synthgap.audit.Audit of the sides' splits (None: dedupe off)
 
 
 def load_detector_data(*, real: str | None = None, synthetic: str | None = None, data: str | None = None,
                        classes: list[str], size: int = 32, root=None, val_fraction: float = 0.1,
                        train_size: int | None = None, test_size: int | None = None, seed: int = 0,
-                       normalize_format: int | None = None) -> DetectorData:
+                       normalize_format: int | None = None, dedupe: str = "drop", progress: bool = True) -> DetectorData:
     """Train / validation / test sets. The validation split (stratified, seeded) comes out of
     train and is where the threshold is chosen; test is never looked at before the end.
 
+    dedupe: the data audit of both sides' whole splits first (synthgap.audit.apply_dedupe); the caps
+    and the validation split are drawn from what it leaves.
     normalize_format: re-encode every image (both sides) as JPEG at this quality, so neither
     side keeps a format of its own.
     """
+    from synthgap.audit import AuditPart, apply_dedupe, check_dedupe
+
+    check_dedupe(dedupe)
     if data:
         if real or synthetic:
             raise SynthgapError("give either --data (one root with real and fake folders) or --real and --synthetic")
@@ -131,18 +137,20 @@ def load_detector_data(*, real: str | None = None, synthetic: str | None = None,
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")
     if not 0 < val_fraction < 1:
         raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
-    parts = {}
+    parts = []
     for split in ("train", "test"):
-        sides = []
         for label, spec in enumerate((real, synthetic)):
             folder, given = _resolve(spec, split)
-            sides.append(load_side(folder, split, label, classes=classes, size=size, root=root, split_given=given))
-        parts[split] = concat(sides, f"detector[{split}]", "mixed")
-    train = _cap(parts["train"], train_size, seed)
-    test = _cap(parts["test"], test_size, seed)
+            side = load_side(folder, split, label, classes=classes, size=size, root=root, split_given=given)
+            parts.append(AuditPart(spec.replace("::", "/"), split, CLASSES[label], side))
+    sets, audit = apply_dedupe(parts, dedupe, progress=progress)
+    joined = {split: concat([s for p, s in zip(parts, sets) if p.split == split], f"detector[{split}]", "mixed")
+              for split in ("train", "test")}
+    train = _cap(joined["train"], train_size, seed)
+    test = _cap(joined["test"], test_size, seed)
     keep, held = holdout_split(train.labels, val_fraction, seed)
     train, val = train.subset(keep, "detector[train]"), train.subset(held, "detector[val]")
     if normalize_format:
         for s in (train, val, test):
             s.images = jpeg(s.images, int(normalize_format))
-    return DetectorData(train, val, test, {"real": real, "synthetic": synthetic})
+    return DetectorData(train, val, test, {"real": real, "synthetic": synthetic}, audit)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.io import write_text
-from synthgap.report.html import _img, _md_to_html_table, page_head
-from synthgap.report.plots import plot_bars, plot_confusion, plot_roc_calibration
+from synthgap.report.html import _img, _md_to_html_table, audit_lead, audit_markdown, audit_section, page_head
+from synthgap.report.plots import plot_confusion, plot_roc_calibration
 
 
 def md_table(rows: list[dict], columns: list[str], percent: tuple[str, ...] = ()) -> str:
@@ -45,7 +45,8 @@ def write_detector_report(out: str | Path) -> Path:
         raise SynthgapError(f"{out}: no metrics.json / detector.json (is this a `synthgap detector train` folder?)")
     metrics = json.loads((out / "metrics.json").read_text())
     meta = json.loads((out / "detector.json").read_text())
-    audit = json.loads((out / "audit.json").read_text()) if (out / "audit.json").exists() else {}
+    audit = json.loads((out / "format_bias.json").read_text()) if (out / "format_bias.json").exists() else {}
+    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
     test = metrics["test"]
     name = meta["architecture"]["backbone"]
     plot_confusion(test, out / "confusion.png", title=f"{name} test")
@@ -53,9 +54,11 @@ def write_detector_report(out: str | Path) -> Path:
     rob = robustness_md(metrics["robustness"])
     headline = (f"Test accuracy **{100 * test['accuracy']:.2f}%**, AUC **{test['auc']:.4f}**, average precision "
                 f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
-                f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%).")
+                f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%)."
+                + audit_lead(env.get("audit")))
     write_text(out / "summary.md", f"# Detector: {name}\n\n{headline}\n\n## Robustness (test set)\n\n{rob}\n"
-                                   f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n")
+                                   f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n"
+                                   + audit_markdown(env.get("audit")))
     stages = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['best_epoch']}</td><td>{v['seconds']:.0f}</td>"
                      f"<td>{v['images_per_second']:.0f}</td><td>{100 * (v['best_val_accuracy'] or 0):.2f}</td></tr>"
                      for k, v in metrics["history"].items())
@@ -66,6 +69,7 @@ def write_detector_report(out: str | Path) -> Path:
 <figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
 <h2>Robustness</h2><p>The test set re-encoded or degraded, same threshold.</p>
 {_md_to_html_table(rob)}
+{audit_section(env.get("audit"), out / "audit" / "audit.html")}
 <h2>Format-bias audit</h2>{_audit_html(audit)}
 <h2>Training</h2>
 <table><thead><tr><th>stage</th><th>best epoch</th><th>seconds</th><th>img/s</th><th>best val acc %</th></tr></thead>

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from synthgap import SynthgapError
+from synthgap.audit import audit_record
 from synthgap.config import DetectorConfig, config_hash, dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.detect.backbones import BACKBONES
@@ -26,6 +27,7 @@ from synthgap.train.loop import fit, select_device, set_threads
 
 def check_detector_config(cfg: DetectorConfig) -> None:
     """Every field a run will use, checked before any image is decoded."""
+    from synthgap.audit import check_dedupe
     from synthgap.train.loop import check_config
 
     for name, stage in (("head", cfg.head), ("finetune", cfg.finetune), ("scratch", cfg.scratch)):
@@ -45,6 +47,7 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         raise SynthgapError(f"config field 'finetune_blocks': expected 0 or more, got {cfg.finetune_blocks}")
     if cfg.image_size < 8:
         raise SynthgapError(f"config field 'image_size': expected at least 8, got {cfg.image_size}")
+    check_dedupe(cfg.dedupe)
     if not 1 <= cfg.normalize_quality <= 100:
         raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
 
@@ -175,7 +178,7 @@ def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = 
     }
 
 
-def audit(data: DetectorData, cfg: DetectorConfig) -> dict:
+def format_bias(data: DetectorData, cfg: DetectorConfig) -> dict:
     """The format-bias audit of the training files (or of their re-encoded bytes, when normalised)."""
     from synthgap.detect.audit import audit_files, audit_format_bias, metadata_of_bytes
 
@@ -201,6 +204,19 @@ def audit(data: DetectorData, cfg: DetectorConfig) -> dict:
     return result
 
 
+def data_environment(data: DetectorData, cfg: DetectorConfig, out: Path) -> dict:
+    """environment.json of a detector folder (versions, config hash, data hashes, the data audit's counts),
+    and the audit's pairs in out/audit/."""
+    env = environment()
+    env.update({"config_hash": config_hash(cfg), "data": {k: s.describe() for k, s in
+                (("train", data.train), ("val", data.val), ("test", data.test))}, "specs": data.specs,
+                "audit": audit_record(data.audit, cfg.dedupe)})
+    if data.audit:
+        data.audit.write(out / "audit")
+    write_json(out / "environment.json", env)
+    return env
+
+
 def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, resume: bool = False,
                  progress: bool = True) -> dict:
     """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`."""
@@ -214,12 +230,9 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
         raise SynthgapError(f"{out}: holds a run with another config; use a new --out or drop --resume")
     write_text(out / "config.yaml", dump_yaml(cfg))
     (out / "detector.json").unlink(missing_ok=True)  # a bundle is complete only once its new detector.json is written
-    env = environment()
-    env.update({"config_hash": config_hash(cfg), "data": {k: s.describe() for k, s in
-                (("train", data.train), ("val", data.val), ("test", data.test))}, "specs": data.specs})
-    write_json(out / "environment.json", env)
-    bias = audit(data, cfg)
-    write_json(out / "audit.json", bias)
+    env = data_environment(data, cfg, out)
+    bias = format_bias(data, cfg)
+    write_json(out / "format_bias.json", bias)
     t0 = time.perf_counter()
     model, history = train_detector(data, cfg, out, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - t0
@@ -228,7 +241,8 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     test = result["test"]
     meta.update({
         "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},
-        "robustness": result["robustness"], "audit": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
+        "robustness": result["robustness"], "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
+        "data_audit": env["audit"],
         "training": {"seconds": round(train_seconds, 1), "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")}
                                                                       for k, v in history.items()}},
         "config": to_dict(cfg), "config_hash": config_hash(cfg), "data": env["data"], "specs": data.specs,

@@ -15,7 +15,7 @@ from synthgap.config import DetectorConfig, config_hash, dump_yaml
 from synthgap.detect.backbones import BACKBONES
 from synthgap.detect.data import DetectorData
 from synthgap.detect.model import build_detector
-from synthgap.detect.train import check_detector_config, extract_features, from_scratch, train_detector
+from synthgap.detect.train import check_detector_config, data_environment, extract_features, from_scratch, train_detector
 from synthgap.io import atomic_path, write_json, write_text
 from synthgap.train.loop import select_device
 
@@ -81,6 +81,7 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
                             "use a new --out to start another")
     study.set_user_attr("key", key)
     write_text(out / "config.yaml", dump_yaml(cfg))
+    env = data_environment(data, cfg, out)
 
     features = None
     if not from_scratch(cfg) and cfg.cache_features:  # the frozen backbone's features are the same in every trial
@@ -115,7 +116,7 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     _write_trials(study, out)
     summary = {"best_value": best.value, "best_params": best.params, "best_trial": best.number,
                "trials": {s.name: len(study.get_trials(states=(s,))) for s in TrialState},
-               "sampler": sampler, "metric": "validation accuracy (best epoch)"}
+               "sampler": sampler, "metric": "validation accuracy (best epoch)", "data_audit": env["audit"]}
     write_json(out / "tune.json", summary)
     return summary
 

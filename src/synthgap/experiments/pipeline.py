@@ -16,7 +16,8 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True) -> Path:
     """Run (or resume) every stage; return the path of the transfer report.
 
     Beside the generated set, OUT/synthetic/quality.json gets FID-Lite0 against the real test
-    split, near-duplicates, and the CAS (synthetic->real accuracy of the transfer study).
+    split, the audit's twins (within the set, with the real test and training splits), and the CAS
+    (synthetic->real accuracy of the transfer study), which is itself audited (dedupe).
     """
     from synthgap import SynthgapError
     from synthgap.data import load_spec, prepare_cifar10
@@ -43,8 +44,11 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True) -> Path:
     log.info("stage: generate %d images per class with %s", cfg.generate.per_class, model)
     gen_cfg = dataclasses.replace(cfg.generate, model=model, classes=list(cfg.classes), size=cfg.image_size)
     synthetic = generate(gen_cfg, out / "synthetic", progress=progress, ray_workers=0 if cfg.ray else None)
-    real_test = load_spec(cfg.real, "test", list(cfg.classes), cfg.image_size, cfg.root)
-    quality = quality_report(synthetic, real_test)
+    real_test, real_train = (load_spec(cfg.real, split, list(cfg.classes), cfg.image_size, cfg.root) for split in ("test", "train"))
+    quality = quality_report(synthetic, real_test, real_train)
+    if quality.get("twins_vs_real_train"):
+        log.warning("audit: %d generated images have a twin in the real training split (memorised; %s)",
+                    len({t["id"] for t in quality["twins_vs_real_train"]}), synthetic / "audit" / "audit.html")
     log.info("FID-Lite0 of the generated set against %s: %.2f", real_test.name, quality["fid_lite0"] or float("nan"))
     log.info("stage: transfer study and report")
     tr_cfg = dataclasses.replace(cfg.transfer, classes=list(cfg.classes), image_size=cfg.image_size)

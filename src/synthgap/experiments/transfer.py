@@ -21,8 +21,9 @@ import torch
 import yaml
 
 from synthgap import SynthgapError
+from synthgap.audit import DEDUPE_MODES, audit_record
 from synthgap.config import TransferConfig, config_hash, dump_yaml
-from synthgap.data.sets import HOLDOUT_SEED, ImageSet, concat, load_spec, parse_classes
+from synthgap.data.sets import HOLDOUT_SEED, SPLITS, ImageSet, concat, load_spec, parse_classes
 from synthgap.io import environment, save_torch, write_json, write_text
 from synthgap.train.evaluate import evaluate
 from synthgap.train.loop import CHECKPOINT, MODEL, check_config, fit
@@ -89,6 +90,7 @@ def check_transfer_config(cfg: TransferConfig) -> None:
         ("fractions", not cfg.fractions and not cfg.extra_synthetic, "at least one training set"),
         ("test_size", cfg.test_size is not None and cfg.test_size < 1, "a positive number or null"),
         ("train_size", cfg.train_size is not None and cfg.train_size < 2, "at least 2 or null"),
+        ("dedupe", cfg.dedupe not in DEDUPE_MODES, " or ".join(DEDUPE_MODES)),
     ]
     for name, bad, want in problems:
         if bad:
@@ -101,15 +103,20 @@ def _cap(s: ImageSet, n: int | None) -> ImageSet:
     return s.subset(stratified_sample(s.labels, n, np.random.default_rng(HOLDOUT_SEED)), s.name)
 
 
-def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None) -> dict[str, dict[str, ImageSet]]:
+def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None, *, progress: bool = True):
+    """{domain: {split: ImageSet}} after the audit (cfg.dedupe) and the test cap, and the audit (None when off).
+
+    The audit sees the whole splits; the test cap is drawn from what `dedupe: drop` leaves."""
+    from synthgap.audit import AuditPart, apply_dedupe
+
     classes = parse_classes(cfg.classes)
-    data = {}
-    for domain, spec in (("real", real), ("synthetic", synthetic)):
-        data[domain] = {
-            "train": load_spec(spec, "train", classes, cfg.image_size, root, domain),
-            "test": _cap(load_spec(spec, "test", classes, cfg.image_size, root, domain), cfg.test_size),
-        }
-    return data
+    parts = [AuditPart(spec, split, domain, load_spec(spec, split, classes, cfg.image_size, root, domain))
+             for domain, spec in (("real", real), ("synthetic", synthetic)) for split in SPLITS]
+    sets, audit = apply_dedupe(parts, cfg.dedupe, progress=progress)
+    data: dict[str, dict[str, ImageSet]] = {d: {} for d in DOMAINS}
+    for part, s in zip(parts, sets):
+        data[part.domain][part.split] = _cap(s, cfg.test_size) if part.split == "test" else s
+    return data, audit
 
 
 def _check_existing(out: Path, cfg: TransferConfig) -> None:
@@ -148,7 +155,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     check_transfer_config(cfg)
     out = Path(out_dir)
     _check_existing(out, cfg)
-    data = load_transfer_data(real, synthetic, cfg, root)
+    data, audit = load_transfer_data(real, synthetic, cfg, root, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
     size, sets = plan_training_sets(cfg, len(data["real"]["train"]), len(data["synthetic"]["train"]))
@@ -161,7 +168,10 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
         for d in DOMAINS for split, s in data[d].items()
     }
     env["budget_images_per_run"] = budget
+    env["audit"] = audit_record(audit, cfg.dedupe)
     _check_same_data(out, env["data"])
+    if audit:
+        audit.write(out / "audit")
     write_json(out / "environment.json", env)
 
     records: list[dict] = []

@@ -1,6 +1,6 @@
 """Quality figures of a generated set: a per-class sample grid, FID-Lite0 against a real test set,
-blanked images, and perceptual-hash near-duplicates inside the set and against the real set (a
-generator that copies its training data shows up here)."""
+blanked images, and the data audit's twins inside the set, against the real test split and against the
+real training split (a generator that copies its training data shows up there)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,31 +10,6 @@ from PIL import Image
 
 from synthgap.generate.generator import read_manifest
 from synthgap.io import write_json
-
-
-def phashes(images) -> np.ndarray:
-    """64-bit perceptual hashes (imagehash.phash) of PIL images, as uint64."""
-    import imagehash
-
-    return np.array([int(str(imagehash.phash(im)), 16) for im in images], dtype=np.uint64)
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    return np.unpackbits(x.view(np.uint8).reshape(*x.shape, 8), axis=-1).sum(-1)
-
-
-def near_pairs(a: np.ndarray, b: np.ndarray | None, max_distance: int, chunk: int = 512) -> list[tuple[int, int, int]]:
-    """(i, j, hamming distance) with distance <= max_distance; within `a` when b is None (i < j)."""
-    other = a if b is None else b
-    out = []
-    for s in range(0, len(a), chunk):
-        d = _popcount(a[s : s + chunk, None] ^ other[None, :])
-        for i, j in zip(*np.nonzero(d <= max_distance)):
-            i = int(i) + s
-            if b is None and j <= i:
-                continue
-            out.append((i, int(j), int(d[i - s, j])))
-    return out
 
 
 def class_grid_of_set(out: Path, rows: list[dict], images: list[Image.Image], per_class: int = 10) -> Path | None:
@@ -59,38 +34,64 @@ def class_grid_of_set(out: Path, rows: list[dict], images: list[Image.Image], pe
     return out / "grid.png"
 
 
-def quality_report(out: str | Path, real=None, max_distance: int = 4) -> dict:
-    """Write DIR/quality.json (and DIR/grid.png): FID-Lite0 against `real`, blanked-and-regenerated images,
-    near-duplicates within the set and against `real`.
+def quality_report(out: str | Path, real=None, real_train=None) -> dict:
+    """Write DIR/quality.json (and DIR/grid.png, DIR/audit/): FID-Lite0 against `real`, blanked-and-regenerated
+    images, and the data audit's twins within the set, against `real` and against `real_train`.
 
-    real: an ImageSet (e.g. the real test split), compared at the same size.
+    real: an ImageSet (e.g. the real test split), compared at the same size; real_train: the real training
+    split, where a twin means the generator reproduced an image it was trained on (memorisation).
     """
     import torch
+
+    from synthgap.audit import AuditPart, audit
+    from synthgap.data.images import decode_files
+    from synthgap.data.sets import ImageSet
 
     out = Path(out)
     rows = read_manifest(out)[0]
     images = [Image.open(out / r["path"]).convert("RGB") for r in rows]
     class_grid_of_set(out, rows, images)
-    hashes = phashes(images)
-    within = near_pairs(hashes, None, max_distance)
     report = {
         "images": len(rows),
-        "hash": "imagehash.phash (64 bit)",
-        "max_hamming_distance": max_distance,
         "blanked_and_regenerated": [{"id": r["id"], "blanked_seeds": r["blanked_seeds"], "seed": r["seed"]}
                                     for r in rows if r.get("blanked_seeds")],
-        "near_duplicates_within": [{"a": rows[i]["id"], "b": rows[j]["id"], "distance": d} for i, j, d in within],
     }
+    if not rows:
+        write_json(out / "quality.json", report)
+        return report
+    size = real.images.shape[-1] if real is not None else images[0].size[0]
+    decoded = decode_files([str(out / r["path"]) for r in rows], size, progress=False)
+    classes = list(dict.fromkeys(r["label"] for r in rows))
+    ids = [rows[i]["id"] for i in decoded.kept]
+    generated = ImageSet(decoded.images, torch.tensor([classes.index(rows[i]["label"]) for i in decoded.kept]), classes,
+                         str(out), "synthetic", decoded.skipped, [str(out / rows[i]["path"]) for i in decoded.kept],
+                         decoded.pixel_hashes)
+    parts = [AuditPart(str(out), "all", "synthetic", generated)]
+    for split, s in (("test", real), ("train", real_train)):
+        if s is not None:
+            parts.append(AuditPart(s.name.split("[")[0], split, "real", s, reference=True))
+    result = audit(parts, progress=False)
+    result.write(out / "audit")
+
+    twins: dict[str, list[dict]] = {"all": [], "test": [], "train": []}
+    for k in range(len(result)):  # the generated side first: part 0
+        i, q, j = ((int(result.a_index[k]), int(result.b_part[k]), int(result.b_index[k])) if result.a_part[k] == 0 else
+                   (int(result.b_index[k]), int(result.a_part[k]), int(result.a_index[k])))
+        record = {"id": ids[i], "match": "exact" if result.exact[k] else "near", "hamming": int(result.hamming[k]),
+                  "correlation": round(float(result.correlation[k]), 4)}
+        other = {"other": ids[j]} if q == 0 else {"real_index": j, "real_path": result.path(q, j)}
+        twins[parts[q].split].append({**record, **other})
+    report["audit"] = {k: v for k, v in result.summary().items() if k in ("pairs", "counts", "label_conflicts")}
+    report["twins_within"] = twins["all"]
     if real is not None:
-        real_hashes = phashes(Image.fromarray(x.permute(1, 2, 0).numpy()) for x in real.images)
-        vs = near_pairs(hashes, real_hashes, max_distance)
         from synthgap.generate.fid import FEATURES, fid_lite0
 
         report["real_set"] = real.name
-        pixels = torch.stack([torch.from_numpy(np.array(im.resize(real.images.shape[-2:][::-1]))).permute(2, 0, 1)
-                              for im in images])
-        report["fid_lite0"] = round(fid_lite0(pixels, real.images), 4) if min(len(pixels), len(real)) >= 2 else None
+        report["fid_lite0"] = round(fid_lite0(generated.images, real.images), 4) if min(len(generated), len(real)) >= 2 else None
         report["fid_features"] = FEATURES
-        report["near_duplicates_vs_real"] = [{"synthetic": rows[i]["id"], "real_index": j, "distance": d} for i, j, d in vs]
+        report["twins_vs_real_test"] = twins["test"]
+    if real_train is not None:
+        report["real_train_set"] = real_train.name
+        report["twins_vs_real_train"] = twins["train"]  # memorisation
     write_json(out / "quality.json", report)
     return report

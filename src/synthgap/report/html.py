@@ -6,7 +6,6 @@ import html
 import json
 from pathlib import Path
 
-import yaml
 
 from synthgap import SynthgapError
 from synthgap.io import write_text
@@ -43,6 +42,43 @@ def page_head(title: str) -> str:
             f"<style>{STYLE}</style></head><body>\n")
 
 
+def audit_lead(summary: dict | None) -> str:
+    """One sentence for a report's lead: on what test images its numbers hold."""
+    if not summary:
+        return ""
+    if summary.get("audited") is False:
+        return " <b>The data was not audited</b> (dedupe: off): test images may have twins in the training data."
+    leaked = sum((summary.get("test_images_with_training_twin") or {}).values())
+    if not leaked:
+        return " The audit found no test image with a twin in the training data."
+    verb = "removed first" if summary.get("dedupe") == "drop" else "kept (dedupe: warn), so the test figures are inflated"
+    return f" {leaked:,} test images with a twin in the training data were {verb}; see the data audit below."
+
+
+def audit_section(summary: dict | None, page: Path) -> str:
+    """The data audit's counts in a report (environment.json's "audit"), linking to its page of pairs."""
+    from synthgap.audit import counts_html
+
+    if not summary:
+        return ""
+    if summary.get("audited") is False:
+        return ("<h2>Data audit</h2><p class=warn>Not audited (<code>dedupe: off</code>): duplicates and test images "
+                "with training twins were neither looked for nor removed.</p>")
+    link = f' <a href="{html.escape(page.parent.name)}/{html.escape(page.name)}">The pairs, side by side.</a>' if page.exists() else ""
+    return (f"<h2>Data audit</h2><p>Exact twins (the same pixels) and near twins in the data this run used, before "
+            f"training (<code>dedupe: {html.escape(str(summary.get('dedupe')))}</code>).{link}</p>" + counts_html(summary))
+
+
+def audit_markdown(summary: dict | None) -> str:
+    from synthgap.audit import summary_lines
+
+    if not summary:
+        return ""
+    if summary.get("audited") is False:
+        return "\n## Data audit\n\nNot audited (dedupe: off).\n"
+    return f"\n## Data audit (dedupe: {summary.get('dedupe')})\n\n```\n" + "\n".join(summary_lines(summary)) + "\n```\n"
+
+
 def write_report(out_dir: str | Path) -> Path:
     """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
     out = Path(out_dir)
@@ -52,10 +88,11 @@ def write_report(out_dir: str | Path) -> Path:
     records = json.loads(summary.read_text())
     rows = aggregate(records)
     md = markdown_table(rows)
-    write_text(out / "summary.md", "# Transfer study\n\nTest accuracy and macro-F1 in %, mean ± std over seeds.\n\n" + md)
+    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    write_text(out / "summary.md", "# Transfer study\n\nTest accuracy and macro-F1 in %, mean ± std over seeds.\n\n" + md
+               + audit_markdown(env.get("audit")))
     plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
 
-    env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
     cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
     gap = ""
     by = {r["training_set"]: r for r in rows}
@@ -63,7 +100,7 @@ def write_report(out_dir: str | Path) -> Path:
         rr, sr = by["real"]["accuracy_real_mean"], by["synthetic"]["accuracy_real_mean"]
         gap = (f"<p class=lead>Trained on synthetic images, the classifier reaches <b>{100 * sr:.1f}%</b> on real test "
                f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number of real ones: a gap of "
-               f"<b>{100 * (rr - sr):.1f} points</b>.</p>")
+               f"<b>{100 * (rr - sr):.1f} points</b>.{audit_lead(env.get('audit'))}</p>")
     confusions = []
     for run in sorted((out / "runs").glob("*/seed*")):
         for png in sorted(run.glob("confusion_*.png")):
@@ -74,6 +111,7 @@ def write_report(out_dir: str | Path) -> Path:
         for k, v in env.get("data", {}).items()
     )
     versions = ", ".join(f"{k} {env[k]}" for k in ("synthgap", "python", "torch", "torchvision", "numpy") if k in env)
+    audit = audit_section(env.get("audit"), out / "audit" / "audit.html")
     page = page_head("synthgap transfer report") + f"""
 <h1>Synthetic vs real: transfer study</h1>
 {gap}
@@ -85,6 +123,7 @@ budget ({env.get('budget_images_per_run', '?')} images processed) and preprocess
 <h2>Data</h2>
 <table><thead><tr><th>set</th><th>spec</th><th>images</th><th>skipped files</th><th>sha256</th></tr></thead>
 <tbody>{data_rows}</tbody></table>
+{audit}
 <h2>Confusion matrices</h2>
 {''.join(confusions)}
 <h2>Reproduce</h2>

@@ -308,7 +308,8 @@ class Models:
                 "name": self.detector_name, "path": str(Path(self.cfg.detector).resolve()),
                 "architecture": meta.get("architecture"), "image_size": self.detector.image_size,
                 "threshold": self.detector.threshold, "unsure_band": self.cfg.unsure_band,
-                "metrics": meta.get("metrics", {}), "audit": meta.get("audit"), "robustness": meta.get("robustness"),
+                "metrics": meta.get("metrics", {}), "format_bias": meta.get("format_bias"),
+                "data_audit": _audit_counts(meta.get("data_audit")), "robustness": meta.get("robustness"),
                 "specs": meta.get("specs"), "versions": meta.get("versions"), "created": meta.get("created"),
                 "recent_batch_sizes": self._detect.batch_sizes[-10:],
             }
@@ -320,6 +321,16 @@ class Models:
                                 "max_steps": self.cfg.max_steps, "classes": g.classes,
                                 "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue}}
         return out
+
+
+def _audit_counts(summary: dict | None) -> dict | None:
+    """The data audit of a bundle's training data, without the parts' names (they can be server paths)."""
+    if not summary:
+        return None
+    keep = ("dedupe", "audited", "images", "pairs", "counts", "label_conflicts")
+    return {**{k: summary[k] for k in keep if k in summary},
+            "test_images_with_training_twin": sum((summary.get("test_images_with_training_twin") or {}).values()),
+            "removed": sum(r["removed"] for r in (summary.get("removed") or {}).values())}
 
 
 def _array(image: Image.Image):
