@@ -204,7 +204,8 @@ def test_detector_data_is_deduplicated_before_the_caps_and_the_validation_split(
     real, synth = leaky
     data = load_detector_data(real=real, synthetic=synth, classes=CLASSES, size=32, val_fraction=0.2, progress=False)
     assert len(data.test) == 6 + 8 and len(data.train) + len(data.val) == 10 + 12
-    assert data.audit.summary()["test_images_with_training_twin"] == {f"{real}[test]": 2, f"{synth}[test]": 0}
+    assert data.audit.summary()["test_images_with_training_twin"] == {"real[test]": 2, "synth[test]": 0}  # by source
+    assert data.sources["real"]["real"]["test"] == 6 and data.sources["synthetic"]["synth"]["test"] == 8
 
 
 TINY = {"classes": CLASSES, "image_size": 16, "seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [],

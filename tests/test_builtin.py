@@ -14,7 +14,7 @@ from conftest import make_image_folder
 from synthgap import SynthgapError
 from synthgap.config import GenerateConfig, GeneratorConfig
 from synthgap.data import load_spec
-from synthgap.generate import generate, read_manifest, read_png_metadata, reproduce
+from synthgap.generate import generate, read_manifest, read_metadata, reproduce
 from synthgap.generate.builtin import (CHECKPOINT, ClassConditionalPipeline, GeneratorTrainer, build_unet,
                                        load_generator, lr_factor, resolve_generator_config, train_generator)
 
@@ -41,7 +41,7 @@ def real(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(real, tmp_path_factory):
     out = tmp_path_factory.mktemp("gen") / "generator"
-    train_generator(str(real), out, tiny(sample_every=4), progress=False)
+    train_generator(str(real), out, tiny(sample_every=4, snapshots=[4]), progress=False)
     return out
 
 
@@ -63,6 +63,17 @@ def test_training_writes_a_diffusers_pipeline_grids_and_figures(trained):
     record = yaml.safe_load((trained / "training.yaml").read_text())
     assert record["config"]["channels"] == [8, 16] and record["data"]["class_counts"] == {c: 12 for c in CLASSES}
     assert "diffusers" in record["environment"]
+
+
+def test_a_snapshot_is_the_model_as_it_was_at_that_step(trained):
+    from synthgap.generate.builtin import builtin_info, load_generator
+
+    snap = trained / "snapshots" / "step_000004"
+    assert builtin_info(snap) and not list(snap.rglob("*.tmp"))
+    early, final = load_generator(snap, "cpu"), load_generator(trained, "cpu")
+    a, b = early.unet.state_dict(), final.unet.state_dict()
+    assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
+    assert early(["bird"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images.shape[-1] == 16
 
 
 def test_the_saved_model_holds_the_ema_weights_and_loads_with_from_pretrained(trained):
@@ -217,7 +228,7 @@ def test_generate_with_the_builtin_model_same_layout_manifest_and_resume(trained
     assert all((out / r["path"]).is_file() for r in rows)
     with Image.open(out / rows[0]["path"]) as im:
         assert im.size == (32, 32)  # saved at the target size, whatever the model's
-    meta = read_png_metadata(out / rows[0]["path"])
+    meta = read_metadata(out / rows[0]["path"])
     assert meta["prompt"] == rows[0]["label"] and meta["steps"] == 20 and meta["guidance_scale"] == 4.0
     assert meta["scheduler"] == "DPMSolverMultistepScheduler"
     ident = yaml.safe_load((out / "generation.yaml").read_text())["identity"]

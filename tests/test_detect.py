@@ -383,7 +383,11 @@ def test_cli_train_detect_and_compare(pair, tmp_path):
     proc = synthgap("detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json")
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 7 and rows[-1]["p_synthetic"] is None and "error" in rows[-1]
-    assert [r["verdict"] for r in rows[:6]] == ["synthetic"] * 3 + ["real"] * 3
+    t = rows[0]["threshold"]
+    assert [r["p_synthetic"] >= t for r in rows[:6]] == [True] * 3 + [False] * 3
+    # The planted grid moves under a 1-pixel shift: a verdict may be "unsure", never the wrong side.
+    assert {r["verdict"] for r in rows[:3]} <= {"synthetic", "unsure"} and {r["verdict"] for r in rows[3:6]} <= {"real", "unsure"}
+    assert all(r["rule"] in ("threshold", "unstable") and r["domain"]["inside"] for r in rows[:6])
     table = synthgap("detect", str(fake / "test"), "--model", str(out)).stdout.splitlines()
     assert len(table) == len(list((fake / "test").rglob("*.jpg")))
     # compare: the same head, data and budget for each backbone.
@@ -438,3 +442,47 @@ def test_detect_rejects_a_folder_that_is_not_a_bundle(tmp_path):
     (tmp_path / "im.png").write_bytes(b"x")
     proc = synthgap("detect", str(tmp_path / "im.png"), "--model", str(tmp_path), check=False)
     assert proc.returncode == 2 and "not a detector bundle" in proc.stderr
+
+
+# ---------------------------------------------------------------- the training domain and trustworthy verdicts
+
+
+def test_the_bundle_records_its_training_domain_and_sources(trained):
+    _, _, _, meta = trained
+    domain = meta["domain"]
+    assert domain["width"] == domain["height"] == [32, 32] and domain["formats"] == ["JPEG"]
+    assert domain["jpeg_quality"][0] <= 90 <= domain["jpeg_quality"][1]  # the files' q90, widened by the JPEG augmentation
+    assert domain["sources"] == {"real": ["real"], "synthetic": ["fake"]}
+    assert meta["sources"]["synthetic"]["fake"]["test"] == 3 * 24 // 5 or meta["sources"]["synthetic"]["fake"]["test"] > 0
+
+
+def test_a_photo_sized_image_is_outside_a_32px_detector_and_a_training_like_one_is_not(trained, tmp_path):
+    _, _, out, _ = trained
+    bundle = load_bundle(out)
+    big = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (2000, 3000, 3), dtype=np.uint8)).save(big, quality=90)
+    small = tmp_path / "thumb.jpg"
+    Image.open(big).resize((32, 32)).save(small, quality=90)
+    png = tmp_path / "thumb.png"
+    Image.open(small).save(png)
+    far, near, other_format = bundle.assess_files([str(big), str(small), str(png)])
+    assert far["verdict"] == "outside the training domain" and far["rule"] == "outside_domain" and not far["reliable"]
+    assert far["domain"]["why"] == ["size 3000x2000 px, trained on 32x32 px"] and 0 <= far["p_synthetic"] <= 1
+    assert near["domain"] == {"inside": True, "why": []} and near["verdict"] != "outside the training domain"
+    assert other_format["rule"] == "outside_domain" and "format PNG" in other_format["why"]
+
+
+def test_verdict_rules_outside_unstable_near_threshold_and_stable():
+    from synthgap.detect.domain import verdicts
+
+    domain = {"width": [32, 32], "height": [32, 32], "formats": ["JPEG"], "jpeg_quality": [70, 80]}
+    meta = {"format": "JPEG", "width": 32, "height": 32, "jpeg_quality": 75}
+    p = torch.tensor([0.9, 0.9, 0.55, 0.2, 0.9])
+    # perturbation-major: jpeg q90, downscale, shift for each of the 5 images
+    pp = torch.tensor([[0.9, 0.3, 0.56, 0.2, 0.92], [0.88, 0.91, 0.54, 0.21, 0.9], [0.91, 0.9, 0.55, 0.19, 0.9]])
+    metas = [meta, meta, meta, meta, {**meta, "jpeg_quality": 30}]
+    rec = verdicts(p, pp.flatten(), 0.5, metas, domain, band=0.1)
+    assert [r["rule"] for r in rec] == ["threshold", "unstable", "near_threshold", "threshold", "outside_domain"]
+    assert [r["verdict"] for r in rec] == ["synthetic", "unsure", "unsure", "real", "outside the training domain"]
+    assert rec[1]["p_range"] == [0.3, 0.91] and "jpeg q90" in rec[1]["why"] and not rec[1]["reliable"]
+    assert "JPEG quality 30" in rec[4]["why"] and rec[0]["reliable"] and rec[3]["reliable"]

@@ -16,7 +16,7 @@ from PIL import Image
 from synthgap import SynthgapError
 from synthgap.config import GenerateConfig
 from synthgap.generate import (DatasetGenerator, Templates, generate, image_seed, load_pipeline, read_manifest,
-                               read_png_metadata, reproduce, save_tiny_pipeline)
+                               read_metadata, reproduce, save_tiny_pipeline)
 from synthgap.io import sha256_file
 
 
@@ -81,7 +81,7 @@ def test_generate_writes_images_manifest_and_config(made):
 
 def test_png_metadata_round_trip(made):
     for r in read_manifest(made)[0]:
-        meta = read_png_metadata(made / r["path"])
+        meta = read_metadata(made / r["path"])
         assert meta["prompt"] == r["prompt"] and meta["seed"] == r["seed"]
         assert meta["steps"] == 2 and meta["scheduler"] == "EulerDiscreteScheduler" and meta["size"] == 32
 
@@ -93,15 +93,28 @@ def test_png_metadata_is_one_json_chunk_and_small_images_are_stored_uncompressed
     small, large = Image.new("RGB", (32, 32), (90, 120, 30)), Image.new("RGB", (64, 64), (90, 120, 30))
     (tmp_path / "small.png").write_bytes(_encode_png(small, meta))
     (tmp_path / "large.png").write_bytes(_encode_png(large, meta))
-    assert read_png_metadata(tmp_path / "small.png") == meta == read_png_metadata(tmp_path / "large.png")
+    assert read_metadata(tmp_path / "small.png") == meta == read_metadata(tmp_path / "large.png")
     with Image.open(tmp_path / "small.png") as im:
         assert list(im.text) == ["synthgap"] and np.array_equal(np.asarray(im), np.asarray(small))
     # 32x32 RGB fits one 4 KB disk block raw, so it is not deflated; a larger image is.
     assert (tmp_path / "small.png").stat().st_size > 32 * 32 * 3
     assert (tmp_path / "large.png").stat().st_size < 64 * 64 * 3 / 10
     Image.new("RGB", (8, 8)).save(tmp_path / "other.png")
-    with pytest.raises(SynthgapError, match=r"other\.png: no 'synthgap' text chunk"):
-        read_png_metadata(tmp_path / "other.png")
+    with pytest.raises(SynthgapError, match=r"other\.png: no 'synthgap' record"):
+        read_metadata(tmp_path / "other.png")
+
+
+def test_a_jpeg_set_is_stored_like_the_real_one_and_still_carries_its_record(tiny_model, tmp_path):
+    out = generate(cfg_for(tiny_model, image_format="jpeg", jpeg_quality=75, per_class=2), tmp_path / "jpeg", progress=False)
+    rows = read_manifest(out)[0]
+    assert len(rows) == 4 and all(r["path"].endswith(".jpg") for r in rows)
+    from synthgap.detect.audit import file_metadata
+
+    first = out / rows[0]["path"]
+    assert file_metadata(first)["format"] == "JPEG" and file_metadata(first)["jpeg_quality"] == 75
+    assert read_metadata(first)["seed"] == rows[0]["seed"]
+    path, diff = reproduce(out, rows[1]["id"])
+    assert diff == 0 and path.suffix == ".jpg"
 
 
 def test_an_image_regenerated_alone_equals_the_one_made_in_a_batch(made):

@@ -348,15 +348,19 @@ def report(out) -> None:
 def detector_data_options(f):
     """The data and model options shared by `detector train`, `tune` and `compare`."""
     opts = [
-        click.option("--real", default=None, help="Real images: 'cifar10', an image folder (searched recursively; "
-                     "train/ and test/ honoured) or a .jsonl manifest."),
-        click.option("--synthetic", default=None, help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder)."),
+        click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images: 'cifar10', an image folder "
+                     "(searched recursively; train/ and test/ honoured) or a .jsonl manifest. Repeat it for several sources."),
+        click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC",
+                     help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder). Repeat it for several "
+                     "generators; a folder with a sub-folder per generator, or a manifest whose lines name several "
+                     "`generator`s, is one source each. Training draws each side's sources in equal shares."),
         click.option("--data", "data_root_dir", default=None, type=click.Path(exists=True, file_okay=False),
                      help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
                      "at its top or inside train/ and test/."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
         click.option("--backbone", default=None, help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
-                     "resnet50, resnet18, vgg16, or airnet (small CNN from scratch)."),
+                     "resnet50, resnet18, vgg16, airnet (small CNN from scratch) or npr (neighbouring-pixel residuals "
+                     "into a small ResNet, from scratch)."),
         click.option("--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."),
         click.option("--normalize-format", is_flag=True, help="Re-encode both sides identically (JPEG) before training, "
                      "so the detector cannot learn file format."),
@@ -389,7 +393,7 @@ def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, nor
                               test_size=cfg.test_size, seed=cfg.seed,
                               normalize_format=cfg.normalize_quality if cfg.normalize_format else None, dedupe=cfg.dedupe)
     click.echo(f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
-               f"({data.specs['real']} vs {data.specs['synthetic']})")
+               f"({', '.join(data.specs['real'])} vs {', '.join(data.specs['synthetic'])})")
     if data.audit:
         from synthgap.audit import summary_lines
 
@@ -476,13 +480,98 @@ def detector_compare(real, synthetic, data_root_dir, out, backbone, no_pretraine
     click.echo(f"comparison in {Path(out) / 'comparison.md'} and {Path(out) / 'report.html'}")
 
 
+@detector.command("evaluate")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images (repeatable), as for `detector train`.")
+@click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC", help="Synthetic images (repeatable), as for `detector train`.")
+@click.option("--data", "data_root_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--split", type=click.Choice(["all", "test", "train"]), default="all", show_default=True,
+              help="Which split of the data to evaluate on; `all` takes every image (twins of the bundle's training "
+                   "images are dropped first, see --dedupe).")
+@click.option("--dedupe", type=click.Choice(["drop", "warn", "off"]), default="drop", show_default=True,
+              help="Audit the data against the bundle's training data (when it can be loaded here) and drop the twins.")
+@root_option
+def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe, root) -> None:
+    """Evaluate a trained detector on other labelled data, without retraining.
+
+    \b
+    The same figures as `detector train` (accuracy at the bundle's own threshold, never re-tuned here;
+    AUC, average precision, per source, robustness), how many images lie outside the bundle's training
+    domain, and the data audited against the bundle's training data. Writes evaluation.json,
+    summary.md, report.html, environment.json and audit/ to --out.
+    Example:
+      synthgap detector evaluate runs/detector --real DATA/cifar10-jpeg --synthetic runs/builtin-set --out runs/eval
+    """
+    from synthgap.detect.generalise import evaluate_bundle
+
+    r = evaluate_bundle(bundle, out, real=real, synthetic=synthetic, data=data_root_dir, split=split, dedupe=dedupe,
+                        root=root)
+    t = r["test"]
+    click.echo(f"accuracy {100 * t['accuracy']:.2f}% at the bundle's threshold {r['threshold']:.3f}, AUC {t['auc']:.4f}, "
+               f"AP {t['average_precision']:.4f} on {t['n']:,} images")
+    for row in r["per_source"]:
+        click.echo(f"  {row['source']:>24} ({row['side']}): accuracy {100 * row['accuracy']:.1f}%"
+                   + (f", AUC {row['auc']:.4f}" if "auc" in row else "") + f" ({row['n']:,} images)")
+    if r["domain"].get("outside"):
+        click.echo(f"{r['domain']['outside']:,} of {r['domain']['checked']:,} images lie outside the bundle's training "
+                   f"domain ({r['domain']['reasons']}): its answers on them are not to be trusted")
+    click.echo(f"report: {Path(out) / 'report.html'}")
+
+
+@detector.command("cross")
+@detector_data_options
+@click.option("--backbones", default="efficientnet_lite0,npr,airnet", show_default=True,
+              help="Comma-separated detector families, each trained for every cell of the matrix.")
+def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
+                   config_file, overrides, backbones) -> None:
+    """The generalisation matrix: how detectors do on generators they never saw.
+
+    \b
+    For each backbone: one detector per synthetic source, one per left-out source (trained on all the
+    others) and one on all of them, with the same real data, config and budget; each is tested on the
+    real test images against every source's test images. Writes cross.json, cross.md, a heatmap of
+    accuracy and of AUC per backbone, report.html, and each detector's bundle under OUT/<backbone>/.
+    A re-run reads finished detectors back. Example:
+      synthgap detector cross --real DATA/cifar10-jpeg --synthetic sd14=DATA/cifake-sd14-fake \\
+          --synthetic builtin=runs/builtin-set --out runs/cross
+    """
+    from synthgap.config import DetectorConfig, load_config
+    from synthgap.data import parse_classes
+    from synthgap.detect.data import load_sources
+    from synthgap.detect.generalise import cross_matrix
+
+    flags = {"pretrained": False if no_pretrained else None, "normalize_format": True if normalize_format else None}
+    cfg = load_config(DetectorConfig, config_file, overrides, presets=[DETECTOR_QUICK] if quick else [], flags=flags)
+    cfg.classes = parse_classes(cfg.classes)
+    names = [b.strip() for b in backbones.split(",") if b.strip()]
+    loaded = load_sources(real, synthetic, data=data_root_dir, classes=cfg.classes, size=cfg.image_size, root=root,
+                          dedupe=cfg.dedupe)
+    result = cross_matrix(loaded, cfg, names, out)
+    for row in result["summary"]:
+        loo = row["unseen_leave_one_out_auc"]
+        click.echo(f"{row['backbone']:>20}: unseen sources: AUC {100 * (loo if loo is not None else row['unseen_single_source_auc']):.1f}%, "
+                   f"accuracy {100 * (row['unseen_leave_one_out_accuracy'] or row['unseen_single_source_accuracy']):.1f}% "
+                   f"({'leave-one-out' if loo is not None else 'single-source'}); trained on all: AUC "
+                   f"{100 * row['all_sources_auc']:.1f}%")
+    click.echo(f"matrix: {Path(out) / 'cross.md'}; report: {Path(out) / 'report.html'}")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--model", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
               help="A detector bundle folder (made by `synthgap detector train`).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
 def detect(paths, bundle, as_json) -> None:
-    """Probability that each image is AI-generated. PATHS: image files or folders (searched recursively)."""
+    """Probability that each image is AI-generated, and whether that answer can be trusted.
+
+    PATHS: image files or folders (searched recursively). Per image: P(AI-generated), its range under
+    mild changes (JPEG q90, a 0.75 downscale, a 1-pixel shift), and a verdict: "synthetic" or "real"
+    by the bundle's threshold; "unsure" when the verdict flips under those changes; "outside the
+    training domain" (P unreliable) for an image unlike the bundle's training images in pixel size,
+    format or JPEG quality. --json says which rule decided and why.
+    """
     import json
 
     from synthgap.data.images import IMAGE_EXTENSIONS
@@ -494,16 +583,17 @@ def detect(paths, bundle, as_json) -> None:
     if not files:
         raise SynthgapError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
     b = load_bundle(bundle)
-    probs, reasons = b.predict_files(files)
-    t = b.threshold
-    for f, p, why in zip(files, probs, reasons):
-        verdict = None if p is None else ("synthetic" if p >= t else "real")
+    records = b.assess_files(files)
+    for f, rec in zip(files, records):
         if as_json:
-            click.echo(json.dumps({"path": f, "p_synthetic": None if p is None else round(p, 6), "verdict": verdict,
-                                   "threshold": t, **({"error": why} if p is None else {})}))
+            click.echo(json.dumps({"path": f, **rec}))
+        elif "error" in rec:
+            click.echo(f"{f}\terror: {rec['error']}")
         else:
-            click.echo(f"{f}\t{'error: ' + why if p is None else f'{p:.4f}'}\t{verdict or ''}")
-    if all(p is None for p in probs):
+            lo, hi = rec["p_range"]
+            click.echo(f"{f}\t{rec['p_synthetic']:.4f} ({lo:.2f}-{hi:.2f})\t{rec['verdict']}"
+                       + ("" if rec["reliable"] else f"\t{rec['why']}"))
+    if all("error" in r for r in records):
         raise SynthgapError("no file could be read as an image")
 
 

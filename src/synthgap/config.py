@@ -79,6 +79,8 @@ class GenerateConfig:
     per_class: int = 100
     seed: int = 0
     size: int = 32  # saved image size (square), the shared antialiased resampler
+    image_format: str = "png"  # png (lossless) | jpeg: e.g. to store a set like the real one it is compared with
+    jpeg_quality: int = 75  # with image_format: jpeg (CIFAR-10's and CIFAKE's copies in ../shared are q75)
     native: bool = False  # also keep the image at the size the model made it
     resolution: int | None = None  # generation height/width; None: the model's default
     steps: int | None = None  # None: by model family (templates.yaml 'families')
@@ -129,6 +131,7 @@ class GeneratorConfig:
     guidance_scale: float = 4.0  # default classifier-free guidance of the saved model (1: none); 4 had the best CAS (benchmark)
     sample_every: int | None = None  # steps between per-class sample grids (0: never)
     checkpoint_every: int | None = None  # steps between checkpoints
+    snapshots: list[int] = field(default_factory=list)  # steps at which the model is also saved whole, in GEN_DIR/snapshots/step_N
     grid_per_class: int = 8
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16); the CPU trains in fp32
     device: str = "auto"
@@ -138,7 +141,7 @@ class GeneratorConfig:
 
 # Fields that do not change what a training step computes: a run may resume with other values.
 GENERATOR_RUNTIME_FIELDS = ("steps", "time_budget", "sampler", "sample_steps", "guidance_scale", "sample_every",
-                            "checkpoint_every", "grid_per_class", "device", "threads")
+                            "checkpoint_every", "snapshots", "grid_per_class", "device", "threads")
 
 
 @dataclass

@@ -36,6 +36,7 @@ class ImageSet:
     files: list[str] = field(default_factory=list)  # source file per image, when it came from files
     # uint64 per image: the hash of its pixels at their native size (data.images.pixel_hash); None: not known
     pixel_hashes: np.ndarray | None = None
+    sources: list[str] = field(default_factory=list)  # the source (e.g. generator) of each image, when tracked
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -44,8 +45,9 @@ class ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         files = [self.files[i] for i in index.tolist()] if self.files else []
         hashes = self.pixel_hashes[index.numpy()] if self.pixel_hashes is not None else None
+        sources = [self.sources[i] for i in index.tolist()] if self.sources else []
         return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain, files=files,
-                        pixel_hashes=hashes)
+                        pixel_hashes=hashes, sources=sources)
 
     def native_hashes(self) -> np.ndarray:
         """pixel_hashes, or for images that did not come from files at another size, the hash of the tensors."""
@@ -85,6 +87,7 @@ def concat(sets: list[ImageSet], name: str, domain: str) -> ImageSet:
         [x for s in sets for x in s.skipped],
         [f for s in sets for f in s.files] if all(s.files for s in sets) else [],
         np.concatenate([s.pixel_hashes for s in sets]) if all(s.pixel_hashes is not None for s in sets) else None,
+        [x for s in sets for x in s.sources] if all(s.sources for s in sets) else [],
     )
 
 
@@ -176,8 +179,11 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
-def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size: int = 32, domain: str | None = None) -> ImageSet:
-    """JSONL, one image per line: path (relative to the manifest), label, split, source, ..."""
+def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size: int = 32, domain: str | None = None,
+                  generator: str | None = None) -> ImageSet:
+    """JSONL, one image per line: path (relative to the manifest), label, split, source, generator, ...
+
+    generator: only the lines whose `generator` field is this (one source of a manifest that mixes several)."""
     path = Path(path)
     rows = []
     with open(path, encoding="utf-8") as f:
@@ -192,6 +198,8 @@ def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size:
                 if key not in row:
                     raise SynthgapError(f"{path}:{n}: missing field '{key}' (each line needs 'path' and 'label')")
             rows.append(row)
+    if generator is not None:
+        rows = [r for r in rows if r.get("generator") == generator]
     unknown = sorted({r["label"] for r in rows} - set(classes))
     rows = [r for r in rows if r["label"] in classes]
     has_split = any("split" in r for r in rows)
@@ -312,7 +320,7 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
 
 
 def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: str | os.PathLike | None = None,
-              domain: str | None = None) -> ImageSet:
+              domain: str | None = None, generator: str | None = None) -> ImageSet:
     """Load one split ('train' or 'test') of the source a spec names.
 
     domain: 'real' or 'synthetic'; None takes a manifest's `source` field, else 'real'.
@@ -327,7 +335,7 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
     if path.is_file():
         if path.suffix != ".jsonl":
             raise SynthgapError(f"{spec}: a file spec must be a .jsonl manifest")
-        return load_manifest(path, classes, split, size, domain)
+        return load_manifest(path, classes, split, size, domain, generator)
     domain = domain or "real"
     if _is_split_folder(path):
         s = load_class_folders(path / split, classes, size, domain)

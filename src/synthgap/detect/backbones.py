@@ -35,6 +35,9 @@ BACKBONES = {
     "vgg16": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision VGG-16, ImageNet weights (download)"),
     "resnet18": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-18, ImageNet weights (download)"),
     "airnet": BackboneInfo(32, CIFAR_MEAN, CIFAR_STD, False, "synthgap's small CNN for 32x32 images, trained from scratch"),
+    "npr": BackboneInfo(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False,
+                        "NPR (Tan et al., CVPR 2024): the residual of the image and its nearest-neighbour 2x down-up copy, "
+                        "into a small ResNet (torchvision BasicBlocks), trained from scratch at the image's own pixels"),
 }
 
 
@@ -67,6 +70,37 @@ class Backbone(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.pool(x).flatten(1)
+
+
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """x minus its nearest-neighbour 2x down-then-up copy: what is left is how each pixel differs from the
+    top-left pixel of its 2 x 2 cell, where the upsampling layers of generators leave their trace (NPR's
+    "neighbouring pixel relationships"). Zero for an image that is itself a nearest-neighbour 2x upsampling."""
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    x = x[..., :h, :w]  # odd sides: the last row/column has no 2 x 2 cell
+    return x - x[..., ::2, ::2].repeat_interleave(2, -2).repeat_interleave(2, -1)
+
+
+class NPRStem(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(npr_residual(x) * (2 / 3))  # NPR's scale of the residual
+
+
+def _npr(widths: tuple[int, int, int] = (32, 64, 128)) -> Backbone:
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+        down = None if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        return nn.Sequential(BasicBlock(c_in, c_out, stride, down), BasicBlock(c_out, c_out))
+
+    a, b, c = widths
+    return Backbone([NPRStem(a), stage(a, a, 1), stage(a, b, 2), stage(b, c, 2)], c)
 
 
 def _torchvision(name: str, pretrained: bool) -> nn.Module:
@@ -127,6 +161,8 @@ def build_backbone(name: str, pretrained: bool = True) -> Backbone:
                 stages.append(nn.Sequential(*current))
                 current = []
         return Backbone(stages, 512)
+    if name == "npr":
+        return _npr()
     from synthgap.models import AirNet
 
     net = AirNet(2)

@@ -1,8 +1,11 @@
-"""Real-vs-synthetic data: two sources (any spec the core loads, or plain image folders), or one
-root in the CIFAKE / DeepGuardDB style (`[train|test]/REAL|FAKE`), labelled real = 0, synthetic = 1."""
+"""Real-vs-synthetic data, labelled real = 0, synthetic = 1: each side one or more *sources* (any spec
+the core loads, or plain image folders; a root with a folder per generator, or a manifest whose lines
+name several generators, is one source each), or one root in the CIFAKE / DeepGuardDB style
+(`[train|test]/REAL|FAKE`). Training draws each side's sources in equal shares, so a large source
+does not drown a small one."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,20 +36,66 @@ def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
-def _as_side(s: ImageSet, label: int, domain: str) -> ImageSet:
+def _as_side(s: ImageSet, label: int, domain: str, source: str | None = None) -> ImageSet:
     return ImageSet(s.images, torch.full((len(s),), label, dtype=torch.long), list(CLASSES), s.name, domain,
-                    s.skipped, s.files, s.pixel_hashes)
+                    s.skipped, s.files, s.pixel_hashes, [source] * len(s) if source else s.sources)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One origin of images on one side: a generator, or a real data set."""
+
+    name: str
+    spec: str
+    generator: str | None = None  # only this `generator` of a manifest that mixes several
+
+
+def _looks_like_a_set(folder: Path) -> bool:
+    return any(p.is_dir() for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Source]:
+    """`NAME=SPEC` or `SPEC` (named after its folder or file) per entry. A folder whose sub-folders are
+    data sets of their own (no images at its top, no train/test split, no REAL/FAKE) is a root with a
+    folder per generator: one source each. A manifest whose lines name several `generator`s: one each."""
+    import json
+
+    if specs is None:
+        return []
+    out: list[Source] = []
+    for entry in [specs] if isinstance(specs, str) else specs:
+        name, spec = entry.split("=", 1) if "=" in entry and not Path(entry).exists() else (None, entry)
+        path = Path(spec).expanduser()
+        label = name or (path.stem if path.is_file() else path.name) or spec
+        if path.is_file() and path.suffix == ".jsonl":
+            generators = sorted({json.loads(line).get("generator") or "" for line in path.read_text(encoding="utf-8").splitlines()
+                                 if line.strip().startswith("{")} - {""})
+            if len(generators) > 1:
+                out += [Source(f"{label}:{g}", spec, g) for g in generators]
+                continue
+        elif path.is_dir() and not _is_split_folder(path) and not (_child(path, REAL_NAMES) and _child(path, SYNTHETIC_NAMES)):
+            subs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+            if subs and not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()) \
+                    and all(_looks_like_a_set(p) for p in subs):
+                out += [Source(f"{label}/{p.name}" if name else p.name, str(p)) for p in subs]
+                continue
+        out.append(Source(label, spec))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise SynthgapError(f"source names repeat: {names}; name them with NAME=SPEC")
+    return out
 
 
 def load_side(spec: str, split: str, label: int, *, classes: list[str], size: int, root=None,
-              split_given: bool = False) -> ImageSet:
+              split_given: bool = False, source: str | None = None, generator: str | None = None) -> ImageSet:
     """One side (real or synthetic) of one split. `spec`: 'cifar10', a manifest, a class-folder
     set (only `classes` are taken), or any folder of images (searched recursively).
-    split_given: `spec` is already that split's folder (no hold-out of its own)."""
+    split_given: `spec` is already that split's folder (no hold-out of its own).
+    source: the name every image is tagged with (ImageSet.sources); generator: see Source."""
     domain = CLASSES[label]
     path = Path(spec).expanduser()
     if spec.lower() == "cifar10" or path.is_file():
-        return _as_side(load_spec(spec, split, classes, size, root, domain), label, domain)
+        return _as_side(load_spec(spec, split, classes, size, root, domain, generator), label, domain, source)
     if not path.is_dir():
         raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")
     base = path / split if _is_split_folder(path) else path
@@ -54,8 +103,8 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
         if split_given:  # already this split's folder: take it whole
             s = load_class_folders(base, classes, size, domain)
             s.name = f"{base}"
-            return _as_side(s, label, domain)
-        return _as_side(load_spec(spec, split, classes, size, root, domain), label, domain)
+            return _as_side(s, label, domain, source)
+        return _as_side(load_spec(spec, split, classes, size, root, domain), label, domain, source)
     files = _images_under(base)
     if not files:
         raise SynthgapError(f"{base}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in it or below it")
@@ -64,7 +113,7 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
         s = _held_out_part(s, split, f"{path}[{split}, held out {HOLDOUT_FRACTION:g}]")
     else:
         s.name = f"{path}[{split}]"
-    return _as_side(s, label, domain)
+    return _as_side(s, label, domain, source)
 
 
 def two_class_root(data: str | Path) -> tuple[str, str]:
@@ -93,16 +142,42 @@ def _resolve(spec: str, split: str) -> tuple[str, bool]:
     return spec, False
 
 
-def _cap(s: ImageSet, per_side: int | None, seed: int) -> ImageSet:
-    """At most `per_side` images of each label, drawn with a fixed seed."""
-    if not per_side:
-        return s
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in range(len(CLASSES)):
-        idx = np.flatnonzero(s.labels.numpy() == label)
-        keep.append(np.sort(rng.choice(idx, min(per_side, len(idx)), replace=False)))
-    return s.subset(np.concatenate(keep))
+def equal_shares(s: ImageSet, n: int | None, rng: np.random.Generator, *, repeat: bool) -> np.ndarray:
+    """Indices into `s` that draw each label's sources in equal shares: per label, n images (None: as many
+    as it has) in equal quotas per source. A source with fewer images than its quota is repeated
+    (repeat=True: the standard oversampling of a small class) or taken whole (repeat=False)."""
+    labels = s.labels.numpy()
+    sources = np.asarray(s.sources) if s.sources else np.zeros(len(s), dtype=object)
+    picks = []
+    for label in np.unique(labels):
+        in_label = np.flatnonzero(labels == label)
+        names = sorted(set(sources[in_label].tolist()))
+        total = len(in_label) if n is None else n
+        quotas = [total // len(names) + (k < total % len(names)) for k in range(len(names))]
+        for name, quota in zip(names, quotas):
+            pool = in_label[sources[in_label] == name]
+            if quota <= len(pool):
+                picks.append(rng.choice(pool, quota, replace=False))
+            elif repeat:
+                picks.append(np.r_[pool, rng.choice(pool, quota - len(pool), replace=True)])
+            else:
+                picks.append(pool)
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def source_counts(sets: dict[str, ImageSet]) -> dict:
+    """{side: {source: {split: distinct images, split_drawn: with repeats, split_sha256: of the distinct images}}}."""
+    out: dict[str, dict] = {}
+    for split, part in sets.items():
+        sources = np.asarray(part.sources)
+        for src in sorted(set(part.sources)):
+            members = np.flatnonzero(sources == src)
+            distinct = np.unique(part.native_hashes()[members], return_index=True)[1]
+            side = CLASSES[int(part.labels[members[0]])]
+            row = out.setdefault(side, {}).setdefault(src, {})
+            row[split], row[f"{split}_drawn"] = len(distinct), len(members)
+            row[f"{split}_sha256"] = part.subset(members[np.sort(distinct)]).sha256()
+    return out
 
 
 @dataclass
@@ -110,22 +185,25 @@ class DetectorData:
     train: ImageSet
     val: ImageSet
     test: ImageSet
-    specs: dict
+    specs: dict  # {"real": [entries], "synthetic": [entries]}, as given (parse_sources reads them back)
     audit: object | None = None  # the synthgap.audit.Audit of the sides' splits (None: dedupe off)
+    sources: dict = field(default_factory=dict)  # source_counts of train, val and test
 
 
-def load_detector_data(*, real: str | None = None, synthetic: str | None = None, data: str | None = None,
-                       classes: list[str], size: int = 32, root=None, val_fraction: float = 0.1,
-                       train_size: int | None = None, test_size: int | None = None, seed: int = 0,
-                       normalize_format: int | None = None, dedupe: str = "drop", progress: bool = True) -> DetectorData:
-    """Train / validation / test sets. The validation split (stratified, seeded) comes out of
-    train and is where the threshold is chosen; test is never looked at before the end.
+@dataclass
+class LoadedSources:
+    """Every source's audited train and test splits, loaded once: detectors are assembled from them."""
 
-    dedupe: the data audit of both sides' whole splits first (synthgap.audit.apply_dedupe); the caps
-    and the validation split are drawn from what it leaves.
-    normalize_format: re-encode every image (both sides) as JPEG at this quality, so neither
-    side keeps a format of its own.
-    """
+    sets: dict[tuple[str, str], ImageSet]  # (source name, split) -> images, labelled by side
+    sides: list[list[Source]]  # [real sources, synthetic sources]
+    specs: dict
+    audit: object | None
+
+
+def load_sources(real, synthetic, *, data: str | None = None, classes: list[str], size: int = 32, root=None,
+                 dedupe: str = "drop", split: str | None = None, progress: bool = True) -> LoadedSources:
+    """Load the train and test splits (or only `split`) of every source of both sides, then audit them all
+    together (synthgap.audit.apply_dedupe with `dedupe`)."""
     from synthgap.audit import AuditPart, apply_dedupe, check_dedupe
 
     check_dedupe(dedupe)
@@ -133,24 +211,66 @@ def load_detector_data(*, real: str | None = None, synthetic: str | None = None,
         if real or synthetic:
             raise SynthgapError("give either --data (one root with real and fake folders) or --real and --synthetic")
         real, synthetic = two_class_root(data)
-    if not real or not synthetic:
+    sides = [parse_sources(real), parse_sources(synthetic)]
+    if not sides[0] or not sides[1]:
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")
+    if len({s.name for side in sides for s in side}) < sum(map(len, sides)):
+        raise SynthgapError(f"a source is named on both sides: {[s.name for s in sides[0]]} and {[s.name for s in sides[1]]}")
+    parts = []
+    for part_split in ((split,) if split else ("train", "test")):
+        for label, sources in enumerate(sides):
+            for src in sources:
+                folder, given = _resolve(src.spec, part_split)
+                side = load_side(folder, part_split, label, classes=classes, size=size, root=root, split_given=given,
+                                 source=src.name, generator=src.generator)
+                parts.append(AuditPart(src.name, part_split, CLASSES[label], side))
+    sets, audit = apply_dedupe(parts, dedupe, progress=progress)
+    entries = [[x] if isinstance(x, str) else list(x) for x in (real, synthetic)]
+    return LoadedSources({(p.set, p.split): s for p, s in zip(parts, sets)}, sides,
+                         {"real": entries[0], "synthetic": entries[1]}, audit)
+
+
+def assemble(loaded: LoadedSources, *, synthetic: list[str] | None = None, val_fraction: float = 0.1,
+             train_size: int | None = None, test_size: int | None = None, seed: int = 0,
+             normalize_format: int | None = None) -> DetectorData:
+    """Train / validation / test sets of the real sources and the `synthetic` ones (default: all).
+
+    train_size caps each side before the validation split, test_size each side of test; within a side the
+    sources come in equal shares (training repeats the images of a source too small for its share)."""
     if not 0 < val_fraction < 1:
         raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
-    parts = []
-    for split in ("train", "test"):
-        for label, spec in enumerate((real, synthetic)):
-            folder, given = _resolve(spec, split)
-            side = load_side(folder, split, label, classes=classes, size=size, root=root, split_given=given)
-            parts.append(AuditPart(spec.replace("::", "/"), split, CLASSES[label], side))
-    sets, audit = apply_dedupe(parts, dedupe, progress=progress)
-    joined = {split: concat([s for p, s in zip(parts, sets) if p.split == split], f"detector[{split}]", "mixed")
-              for split in ("train", "test")}
-    train = _cap(joined["train"], train_size, seed)
-    test = _cap(joined["test"], test_size, seed)
-    keep, held = holdout_split(train.labels, val_fraction, seed)
-    train, val = train.subset(keep, "detector[train]"), train.subset(held, "detector[val]")
+    names = [s.name for s in loaded.sides[0]] + (synthetic or [s.name for s in loaded.sides[1]])
+    joined = {split: concat([loaded.sets[n, split] for n in names], f"detector[{split}]", "mixed") for split in ("train", "test")}
+    rng = np.random.default_rng(seed)
+    pool = joined["train"].subset(equal_shares(joined["train"], train_size, rng, repeat=False))
+    strata = pool.labels * len(names) + torch.tensor([names.index(x) for x in pool.sources], dtype=torch.long)
+    keep, held = holdout_split(strata, val_fraction, seed)
+    train, val = pool.subset(keep, "detector[train]"), pool.subset(held, "detector[val]")
+    train = train.subset(equal_shares(train, None, rng, repeat=True), "detector[train]")
+    test = joined["test"].subset(equal_shares(joined["test"], test_size, rng, repeat=False), "detector[test]")
     if normalize_format:
         for s in (train, val, test):
             s.images = jpeg(s.images, int(normalize_format))
-    return DetectorData(train, val, test, {"real": real, "synthetic": synthetic}, audit)
+    return DetectorData(train, val, test, loaded.specs, loaded.audit,
+                        source_counts({"train": train, "val": val, "test": test}))
+
+
+def load_detector_data(*, real=None, synthetic=None, data: str | None = None, classes: list[str], size: int = 32,
+                       root=None, val_fraction: float = 0.1, train_size: int | None = None, test_size: int | None = None,
+                       seed: int = 0, normalize_format: int | None = None, dedupe: str = "drop",
+                       progress: bool = True) -> DetectorData:
+    """Train / validation / test sets. The validation split (stratified by side and source, seeded)
+    comes out of train and is where the threshold is chosen; test is never looked at before the end.
+
+    real, synthetic: one spec or several (see parse_sources: NAME=SPEC, a folder per generator, ...).
+    dedupe: the data audit of every source's whole splits first (synthgap.audit.apply_dedupe); the caps,
+    the validation split and the equal shares per source are drawn from what it leaves (see assemble).
+    normalize_format: re-encode every image (both sides) as JPEG at this quality, so neither
+    side keeps a format of its own.
+    """
+    if not 0 < val_fraction < 1:  # before minutes of decoding
+        raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
+    loaded = load_sources(real, synthetic, data=data, classes=classes, size=size, root=root, dedupe=dedupe,
+                          progress=progress)
+    return assemble(loaded, val_fraction=val_fraction, train_size=train_size, test_size=test_size, seed=seed,
+                    normalize_format=normalize_format)

@@ -100,22 +100,37 @@ class DetectorBundle:
         return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False),
                              device=device)[:, 1]
 
-    def predict_files(self, paths: list[str]) -> tuple[list[float | None], list[str | None]]:
-        """P(synthetic) per file, None with a reason for a file that is not a readable image."""
-        from synthgap.data.images import decode_image
+    @property
+    def domain(self) -> dict | None:
+        return self.meta.get("domain")
 
-        arrays, where, reasons = [], [], []
+    def assess(self, images: torch.Tensor, metas: list[dict | None], band: float = 0.0, predict=None) -> list[dict]:
+        """The verdict records of detect.domain.verdicts for uint8 images (N x 3 x image_size x image_size) whose
+        file metadata are `metas`: P(synthetic), its range under mild perturbations, the domain check, the rule."""
+        from synthgap.detect.domain import perturbed, verdicts
+
+        predict = predict or self.predict
+        return verdicts(predict(images), predict(perturbed(images)), self.threshold, metas, self.domain, band)
+
+    def assess_files(self, paths: list[str]) -> list[dict]:
+        """assess() per file; a file that is not a readable image gets {"error": reason}."""
+        from synthgap.data.images import decode_image
+        from synthgap.detect.audit import file_metadata
+
+        arrays, metas, where = [], [], []
+        out: list[dict] = [{} for _ in paths]
         for i, p in enumerate(paths):
             arr, reason = decode_image(p, self.image_size)
-            reasons.append(reason)
-            if arr is not None:
-                arrays.append(torch.from_numpy(arr).permute(2, 0, 1))
-                where.append(i)
-        probs: list[float | None] = [None] * len(paths)
+            if arr is None:
+                out[i] = {"p_synthetic": None, "verdict": None, "error": reason}
+                continue
+            arrays.append(torch.from_numpy(arr).permute(2, 0, 1))
+            metas.append(file_metadata(p))
+            where.append(i)
         if arrays:
-            for i, p in zip(where, self.predict(torch.stack(arrays)).tolist()):
-                probs[i] = p
-        return probs, reasons
+            for i, rec in zip(where, self.assess(torch.stack(arrays), metas)):
+                out[i] = rec
+        return out
 
     def save(self, folder: str | os.PathLike) -> Path:
         from safetensors.torch import save_file

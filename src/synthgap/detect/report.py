@@ -80,3 +80,87 @@ def write_detector_report(out: str | Path) -> Path:
 """
     write_text(out / "report.html", page)
     return out / "report.html"
+
+
+def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict) -> Path:
+    """report.html and summary.md of `synthgap detector evaluate`."""
+    out = Path(out)
+    test = result["test"]
+    name = meta["architecture"]["backbone"]
+    plot_confusion(test, out / "confusion.png", title=f"{name} on new data")
+    plot_roc_calibration(result["curves"], test, out / "roc_calibration.png", title=f"{name} on new data")
+    dom = result["domain"]
+    outside = (f" {dom['outside']:,} of {dom['checked']:,} images ({100 * dom['outside_fraction']:.1f}%) lie outside "
+               f"the bundle's training domain ({', '.join(f'{k}: {v}' for k, v in dom['reasons'].items()) or '-'}): its "
+               "answers on them are not to be trusted." if dom.get("outside") else "")
+    headline = (f"Accuracy **{100 * test['accuracy']:.2f}%** at the bundle's own threshold {result['threshold']:.3f} "
+                f"(not re-tuned on this data), AUC **{test['auc']:.4f}**, average precision {test['average_precision']:.4f}, "
+                f"on {test['n']:,} images.{outside}" + audit_lead(env.get("audit")))
+    sources = md_table(result["per_source"], ["source", "side", "n", "accuracy", "auc"], percent=("accuracy", "auc"))
+    rob = robustness_md(result["robustness"])
+    write_text(out / "summary.md", f"# Detector {name} on new data\n\n{headline}\n\n## Per source\n\n{sources}\n"
+                                   f"## Robustness\n\n{rob}\n" + audit_markdown(env.get("audit")))
+    trained = meta.get("sources") or {}
+    trained_on = "; ".join(f"{side}: {', '.join(v)}" for side, v in trained.items()) or "not recorded"
+    page = page_head(f"synthgap detector evaluation: {name}") + f"""
+<h1>{html.escape(name)} detector on new data</h1>
+<p class=lead>{html.escape(headline).replace('**', '')}</p>
+<p>Trained on {html.escape(trained_on)}. Audited against its training data: {html.escape(str(result['audit_against_training_data']))}.</p>
+<figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
+<h2>Per source</h2><p>Accuracy of each source's images at the bundle's threshold; a synthetic source's AUC is against all the real images.</p>
+{_md_to_html_table(sources)}
+<h2>Robustness</h2>{_md_to_html_table(rob)}
+{audit_section(env.get("audit"), out / "audit" / "audit.html")}
+</body></html>
+"""
+    write_text(out / "report.html", page)
+    return out / "report.html"
+
+
+def write_cross_report(out: str | Path, result: dict) -> Path:
+    """cross.md, a heatmap of accuracy and of AUC per backbone, and report.html of `synthgap detector cross`."""
+    import numpy as np
+
+    from synthgap.report.plots import plot_matrix
+
+    out = Path(out)
+    sources, rows = result["sources"], result["rows"]
+    figures, tables = [], []
+    for backbone in dict.fromkeys(r["backbone"] for r in rows):
+        mine = [r for r in rows if r["backbone"] == backbone]
+        detectors = list(dict.fromkeys(r["detector"] for r in mine))
+        for metric in ("accuracy", "auc"):
+            values = np.full((len(detectors), len(sources)), np.nan)
+            seen = np.zeros_like(values, dtype=bool)
+            for r in mine:
+                i, j = detectors.index(r["detector"]), sources.index(r["test_source"])
+                values[i, j], seen[i, j] = r[metric], r["seen"]
+            png = out / f"{backbone}_{metric}.png"
+            plot_matrix(values, detectors, sources, png, title=f"{backbone}: {metric} (%); outlined = trained on it",
+                        marked=seen)
+            figures.append(f"<figure>{_img(png)}</figure>")
+            tables.append(f"### {backbone}: {metric} (%)\n\n" + md_table(
+                [{"detector": d, **{s: values[i, j] for j, s in enumerate(sources)}} for i, d in enumerate(detectors)],
+                ["detector", *sources], percent=tuple(sources)))
+    summary = md_table(result["summary"], ["backbone", "unseen_leave_one_out_accuracy", "unseen_leave_one_out_auc",
+                                           "unseen_single_source_accuracy", "unseen_single_source_auc",
+                                           "all_sources_accuracy", "all_sources_auc"],
+                       percent=("unseen_leave_one_out_accuracy", "unseen_leave_one_out_auc", "unseen_single_source_accuracy",
+                                "unseen_single_source_auc", "all_sources_accuracy", "all_sources_auc"))
+    sizes = result["sizes"]
+    about = (f"Real: {', '.join(result['real'])} ({sizes['test_real']:,} test images). Each detector: the same config and "
+             f"budget, {sizes['train_per_side'] or 'all'} training images per side (its synthetic sources in equal shares), "
+             "its threshold chosen on its own validation split. Each cell: the detector on the real test images and one "
+             "source's test images, in %.")
+    write_text(out / "cross.md", "# Generalisation matrix\n\n" + about + "\n\n## Unseen sources (the headline)\n\n"
+               + summary + "\n" + "\n".join(tables))
+    page = page_head("synthgap generalisation matrix") + f"""
+<h1>How far the detectors carry: the generalisation matrix</h1>
+<p class=lead>{html.escape(about)}</p>
+<h2>Unseen sources</h2><p>Mean over the sources a detector never saw: each leave-one-out detector on its left-out
+source, each single-source detector on the others.</p>{_md_to_html_table(summary)}
+<h2>Matrices</h2>{''.join(figures)}
+</body></html>
+"""
+    write_text(out / "report.html", page)
+    return out / "report.html"

@@ -19,6 +19,7 @@ from synthgap.config import DetectorConfig, config_hash, dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.detect.backbones import BACKBONES
 from synthgap.detect.data import DetectorData
+from synthgap.detect.domain import training_domain
 from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, robustness_table
 from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
 from synthgap.io import environment, write_json, write_text
@@ -242,7 +243,8 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     meta.update({
         "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},
         "robustness": result["robustness"], "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
-        "data_audit": env["audit"],
+        "data_audit": env["audit"], "sources": data.sources,
+        "domain": training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed),
         "training": {"seconds": round(train_seconds, 1), "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")}
                                                                       for k, v in history.items()}},
         "config": to_dict(cfg), "config_hash": config_hash(cfg), "data": env["data"], "specs": data.specs,

@@ -102,6 +102,7 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         ("sample_every", cfg.sample_every < 0, ">= 0 (0: never)"),
         ("checkpoint_every", cfg.checkpoint_every < 1, "at least 1"),
         ("grid_per_class", cfg.grid_per_class < 1, "at least 1"),
+        ("snapshots", any(k < 1 for k in cfg.snapshots), "a list of steps >= 1"),
     ]
     for name, bad, want in problems:
         if bad:
@@ -431,18 +432,21 @@ class GeneratorTrainer:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def export(self) -> Path:
-        """save_pretrained the EMA pipeline into GEN_DIR; model_index.json, the mark of a complete model, comes last."""
-        staging = self.out / ".export.tmp"
+    def export(self, folder: Path | None = None) -> Path:
+        """save_pretrained the EMA pipeline into `folder` (default GEN_DIR); model_index.json, the mark of a
+        complete model, comes last."""
+        folder = folder or self.out
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = folder / ".export.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         self.pipeline().save_pretrained(staging)
-        (self.out / "model_index.json").unlink(missing_ok=True)
+        (folder / "model_index.json").unlink(missing_ok=True)
         for part in ("unet", "scheduler"):
-            shutil.rmtree(self.out / part, ignore_errors=True)
-            (staging / part).rename(self.out / part)
-        (staging / "model_index.json").rename(self.out / "model_index.json")
+            shutil.rmtree(folder / part, ignore_errors=True)
+            (staging / part).rename(folder / part)
+        (staging / "model_index.json").rename(folder / "model_index.json")
         shutil.rmtree(staging, ignore_errors=True)
-        return self.out
+        return folder
 
     def write_figures(self, data_describe: dict) -> None:
         from synthgap.report.plots import plot_loss_curve
@@ -535,6 +539,9 @@ class GeneratorTrainer:
                     class_grid(self.pipeline(), cfg.grid_per_class, cfg.seed,
                                out / "samples" / f"step_{self.state.step:06d}.png")
                     t_last = time.perf_counter()  # grids are not training time
+                if self.state.step in cfg.snapshots:  # the model as it was then, e.g. a "short run" to compare with
+                    self.export(out / "snapshots" / f"step_{self.state.step:06d}")
+                    t_last = time.perf_counter()
                 if self.state.step % cfg.checkpoint_every == 0:
                     self.save_checkpoint()
                     t_last = time.perf_counter()

@@ -5,6 +5,7 @@ Layout of an output folder DIR:
     DIR/generation.yaml       resolved config, its hash, template hash, library versions
     DIR/manifest.jsonl        one line per finished image (path, class, prompt, seed, model, sha256, ...)
     DIR/<class>/<id>.png      the image at the target size; its metadata as JSON in the PNG text chunk `synthgap`
+                              (or <id>.jpg with image_format: jpeg, the JSON in the JPEG's comment segment)
     DIR/native/<class>/<id>.png   at the model's own size (with native: true)
 
 Every image is written atomically (temp file + rename) before its manifest line is appended
@@ -71,6 +72,8 @@ def identity(cfg: GenerateConfig, templates: Templates) -> dict:
     from synthgap.io import sha256_file
 
     d = {k: v for k, v in to_dict(cfg).items() if k not in GENERATE_RUNTIME_FIELDS}
+    if d["image_format"] == "png":  # the default: folders made before the field existed keep their identity
+        del d["image_format"], d["jpeg_quality"]
     d["templates_sha256"] = templates.sha256()
     if builtin_info(cfg.model):  # a generator retrained in the same folder is another model
         d["model_sha256"] = sha256_file(Path(cfg.model) / "unet" / "diffusion_pytorch_model.safetensors")
@@ -145,16 +148,18 @@ def _is_blank(image: Image.Image, flagged: bool) -> bool:
     return flagged or max(high for _, high in image.getextrema()) <= 2
 
 
-def read_png_metadata(path: str | Path) -> dict:
-    """The generation record a synthgap PNG carries in its `synthgap` text chunk (JSON)."""
+def read_metadata(path: str | Path) -> dict:
+    """The generation record a synthgap image carries as JSON: a PNG's `synthgap` text chunk, or a JPEG's comment."""
     with Image.open(path) as im:
-        text = im.text.get(PNG_TEXT_KEY)
-    if text is None:
-        raise SynthgapError(f"{path}: no '{PNG_TEXT_KEY}' text chunk (not an image made by synthgap)")
+        text = im.text.get(PNG_TEXT_KEY) if im.format == "PNG" else im.info.get("comment")
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if not text:
+        raise SynthgapError(f"{path}: no '{PNG_TEXT_KEY}' record (not an image made by synthgap)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise SynthgapError(f"{path}: its '{PNG_TEXT_KEY}' text chunk is not valid JSON ({e})") from None
+        raise SynthgapError(f"{path}: its '{PNG_TEXT_KEY}' record is not valid JSON ({e})") from None
 
 
 def _encode_png(image: Image.Image, meta: dict) -> bytes:
@@ -168,6 +173,17 @@ def _encode_png(image: Image.Image, meta: dict) -> bytes:
     buf = io.BytesIO()
     level = 0 if image.width * image.height * len(image.getbands()) <= 4096 else 1
     image.save(buf, format="PNG", pnginfo=info, compress_level=level)
+    return buf.getvalue()
+
+
+def encode_image(image: Image.Image, meta: dict, image_format: str = "png", quality: int = 75) -> bytes:
+    """The saved file: a PNG (_encode_png), or a JPEG at `quality` with `meta` as JSON in its comment segment."""
+    if image_format == "png":
+        return _encode_png(image, meta)
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality, comment=json.dumps(meta).encode())
     return buf.getvalue()
 
 
@@ -222,6 +238,9 @@ class DatasetGenerator:
                                    ("steps", self.cfg.steps, 1), ("size", self.cfg.size, 8), ("max_retries", self.cfg.max_retries, 0)):
             if value < least:
                 raise SynthgapError(f"config field '{name}': expected at least {least}, got {value}")
+        if self.cfg.image_format not in ("png", "jpeg") or not 1 <= self.cfg.jpeg_quality <= 100:
+            raise SynthgapError(f"config fields 'image_format', 'jpeg_quality': expected png or jpeg and 1..100, "
+                                f"got {self.cfg.image_format!r}, {self.cfg.jpeg_quality}")
         self._pipe = pipeline
         self._device = None
         # Each prompt is asked for twice, for the pipeline call and then for the saved metadata.
@@ -324,11 +343,12 @@ class DatasetGenerator:
         """Write one image (target size, optional native) atomically; return its manifest row."""
         meta = self.metadata(job, image.size)
         small = resize_square(image, self.cfg.size)
-        data = _encode_png(small, meta)
-        rel = f"{job.cls}/{job.id}.png"
+        fmt, quality = self.cfg.image_format, self.cfg.jpeg_quality
+        data = encode_image(small, meta, fmt, quality)
+        rel = f"{job.cls}/{job.id}.{'jpg' if fmt == 'jpeg' else 'png'}"
         write_bytes(out / rel, data)
         if self.cfg.native:
-            write_bytes(out / "native" / rel, _encode_png(image, meta))
+            write_bytes(out / "native" / rel, encode_image(image, meta, fmt, quality))
         return {
             "id": job.id, "path": rel, "label": job.cls, "source": "synthetic",
             "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
@@ -433,10 +453,10 @@ def reproduce(out: str | Path, image_id_: str, pipeline=None) -> tuple[Path, flo
     job = Job(row["label"], int(row["id"].rsplit("_", 1)[1]), int(row.get("attempt", 0)))
     (image, _), = gen.render([job])
     small = resize_square(image, gen.cfg.size)
-    target = out / "reproduced" / f"{job.id}.png"
-    write_bytes(target, _encode_png(small, gen.metadata(job, image.size)))
-    with Image.open(out / row["path"]) as stored:
-        diff = np.abs(np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(small, dtype=np.int16)).max()
+    target = out / "reproduced" / Path(row["path"]).name
+    write_bytes(target, encode_image(small, gen.metadata(job, image.size), gen.cfg.image_format, gen.cfg.jpeg_quality))
+    with Image.open(out / row["path"]) as stored, Image.open(target) as again:  # both as stored (JPEG: same encoder)
+        diff = np.abs(np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(again.convert("RGB"), dtype=np.int16)).max()
     return target, float(diff)
 
 

@@ -135,3 +135,24 @@ def plot_loss_curve(losses: list[float], path: str | Path, title: str = "trainin
         ax.legend(loc="upper right")
     ax.set(xlabel="step", ylabel="loss", title=title)
     _save(fig, path)
+
+
+def plot_matrix(values: np.ndarray, rows: list[str], cols: list[str], path: str | Path, title: str = "",
+                marked: np.ndarray | None = None, fmt: str = "{:.0f}", scale: float = 100, vmin: float = 0.5) -> None:
+    """A heatmap of values (rows x cols, in [vmin, 1]) with the number in each cell; `marked` cells (e.g. a
+    source the detector was trained on) are outlined."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.15 * len(cols), 1.0 + 0.5 * len(rows)))
+    im = ax.imshow(values, cmap="RdYlGn", vmin=vmin, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, fmt.format(scale * values[i, j]), ha="center", va="center", fontsize=8)
+            if marked is not None and marked[i, j]:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, color="black"))
+    ax.set_xlabel("tested on (real test images + this source's)")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    if title:
+        ax.set_title(title)
+    _save(fig, path)

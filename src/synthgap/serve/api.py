@@ -28,8 +28,9 @@ def _judge_upload(kind: str):
     upload = read_upload(request, models.cfg.max_pixels)
     models.require(kind, upload.model)
     models.keep_upload(upload.data, upload.format)
-    judge = models.classify if kind == "classifier" else models.detect
-    return jsonify(judge(upload.image))
+    if kind == "classifier":
+        return jsonify(models.classify(upload.image))
+    return jsonify(models.detect(upload.image, upload.data))
 
 
 @bp.post("/api/classify")

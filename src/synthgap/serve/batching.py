@@ -35,6 +35,15 @@ class MicroBatcher:
         self._queue.put((image, done))
         return done.result()
 
+    def many(self, images: torch.Tensor) -> torch.Tensor:
+        """Output rows for several images (N x 3 x S x S), queued together so they can share a model call."""
+        self._start()
+        futures = []
+        for image in images:
+            futures.append(Future())
+            self._queue.put((image, futures[-1]))
+        return torch.stack([torch.as_tensor(f.result()) for f in futures])
+
     def _start(self) -> None:
         # Started on first use, not at construction: gunicorn forks workers after the app may have
         # been built, and threads do not survive a fork.

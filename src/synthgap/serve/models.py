@@ -166,13 +166,6 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
 # ------------------------------------------------------------------ all of them
 
 
-def verdict(p: float, threshold: float, band: float) -> str:
-    """'synthetic' or 'real' by the bundle's threshold; 'unsure' within `band` of it."""
-    if abs(p - threshold) < band:
-        return "unsure"
-    return "synthetic" if p >= threshold else "real"
-
-
 def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
     """An image as a data: URI (the UI shows uploads and results without writing files)."""
     if max_side and max(image.size) > max_side:
@@ -237,21 +230,27 @@ class Models:
         return {"model": self.classifier.name, "label": ranked[0][0],
                 "probabilities": [{"class": c, "probability": round(p, 6)} for c, p in ranked]}
 
-    def detect(self, image: Image.Image) -> dict:
+    def detect(self, image: Image.Image, data: bytes | None = None) -> dict:
+        """P(AI-generated) and the verdict record of detect.domain.verdicts; `data`: the file's bytes, whose
+        format, size and JPEG quality decide whether the image lies inside the detector's training domain."""
         from synthgap.data.images import resize_square
+        from synthgap.detect.audit import metadata_of_bytes
 
         assert self.detector and self._detect
         x = torch.from_numpy(_array(resize_square(image, self.detector.image_size))).permute(2, 0, 1)
-        p = float(self._detect(x))
+        try:
+            meta = metadata_of_bytes(data) if data is not None else None
+        except SynthgapError:
+            meta = None
         t, band = self.detector.threshold, self.cfg.unsure_band
-        return {"model": self.detector_name, "p_synthetic": round(p, 6), "threshold": t,
-                "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)],
-                "verdict": verdict(p, t, band)}
+        rec = self.detector.assess(x[None], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
+        return {"model": self.detector_name, **rec,
+                "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)]}
 
-    def check(self, image: Image.Image) -> dict:
+    def check(self, image: Image.Image, data: bytes | None = None) -> dict:
         """What the loaded classifier and detector say about one image (the UI's Check page)."""
         return {"classifier": self.classify(image) if self.classifier else None,
-                "detector": self.detect(image) if self.detector else None}
+                "detector": self.detect(image, data) if self.detector else None}
 
     # -------------------------------------------------------------- generation
 
@@ -284,7 +283,7 @@ class Models:
             saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"
             write_bytes(self.output / saved, png)
         return {**meta, "class": req.cls, "width": image.width, "height": image.height, "seconds": round(seconds, 3),
-                "image": base64.b64encode(png).decode(), "saved": saved, **self.check(image)}
+                "image": base64.b64encode(png).decode(), "saved": saved, **self.check(image, png)}
 
     def keep_upload(self, data: bytes, fmt: str) -> str | None:
         """Keep an uploaded file in OUTPUT/uploads under its hash, if configured; never under a client's name."""

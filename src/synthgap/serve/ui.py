@@ -40,7 +40,7 @@ def check():
                 models.require("detector")
             upload = read_upload(request, models.cfg.max_pixels)
             models.keep_upload(upload.data, upload.format)
-            result, preview = models.check(upload.image), png_data_uri(upload.image, max_side=256)
+            result, preview = models.check(upload.image, upload.data), png_data_uri(upload.image, max_side=256)
         except HTTPException as e:
             error, status = e.description, e.code
     return render_template("check.html", names=models.names(), result=result, preview=preview, error=error), status
