@@ -35,7 +35,7 @@ def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[s
             and meta["data"].get("test", {}).get("sha256") == data.test.sha256()
         done = same_data and (sub / "config.yaml").read_text() == dump_yaml(bcfg)
         if not done:
-            meta = run_detector(data, bcfg, sub, progress=progress)
+            meta = run_detector(data, bcfg, sub, progress=progress, audit_page=False)
         m = meta["metrics"]
         jpeg50 = next((r["accuracy"] for r in meta["robustness"] if r["test set"] == "jpeg q50"), None)
         rows.append({"backbone": name, "accuracy": m["accuracy"], "auc": m["auc"], "f1_synthetic": m["f1_synthetic"],

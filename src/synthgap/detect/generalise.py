@@ -92,6 +92,8 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
     per_source = []
     for n in names:
         m = sources == n
+        if not m.any():  # every image of it was a twin of the training data
+            continue
         row = {"source": n, "side": "real" if y[m][0] == 0 else "synthetic", "n": int(m.sum()),
                "accuracy": float(((p[m] >= t) == y[m]).mean())}
         if row["side"] == "synthetic":  # AUC of this source against every real image
@@ -143,6 +145,7 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
     """Train every detector of detector_sets for each backbone (resumable: a finished one with the same
     config and data is read back), test each on every synthetic source's test split (against all real test
     images, at the detector's own threshold); write cross.json, cross.md, heatmaps and report.html."""
+    from synthgap.audit import audit_record
     from synthgap.detect.report import write_cross_report
     from synthgap.detect.train import check_detector_config, run_detector
 
@@ -167,7 +170,7 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
             data = assemble(loaded, synthetic=chosen, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
                             test_size=cfg.test_size, seed=cfg.seed)
             folder = out / backbone / name.replace(" ", "-")
-            meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress)
+            meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress, audit_page=False)
             bundle = load_bundle(folder)
             p_real = bundle.predict(real_test.images).numpy()  # each test part predicted once
             for target, test in tests.items():
@@ -183,6 +186,9 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
               "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "sizes": {
                   "train_per_side": cfg.train_size, "test_real": len(real_test),
                   "test_per_source": {s: len(t) for s, t in tests.items()}}}
+    if loaded.audit:
+        loaded.audit.write(out / "audit")  # once for the matrix: every detector's data comes from these sets
+    result["audit"] = audit_record(loaded.audit, cfg.dedupe)
     write_json(out / "cross.json", result)
     write_cross_report(out, result)
     return result

@@ -160,6 +160,7 @@ def write_cross_report(out: str | Path, result: dict) -> Path:
 <h2>Unseen sources</h2><p>Mean over the sources a detector never saw: each leave-one-out detector on its left-out
 source, each single-source detector on the others.</p>{_md_to_html_table(summary)}
 <h2>Matrices</h2>{''.join(figures)}
+{audit_section(result.get("audit"), out / "audit" / "audit.html")}
 </body></html>
 """
     write_text(out / "report.html", page)

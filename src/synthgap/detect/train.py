@@ -205,21 +205,21 @@ def format_bias(data: DetectorData, cfg: DetectorConfig) -> dict:
     return result
 
 
-def data_environment(data: DetectorData, cfg: DetectorConfig, out: Path) -> dict:
+def data_environment(data: DetectorData, cfg: DetectorConfig, out: Path, audit_page: bool = True) -> dict:
     """environment.json of a detector folder (versions, config hash, data hashes, the data audit's counts),
-    and the audit's pairs in out/audit/."""
+    and (audit_page) the audit's pairs in out/audit/."""
     env = environment()
     env.update({"config_hash": config_hash(cfg), "data": {k: s.describe() for k, s in
                 (("train", data.train), ("val", data.val), ("test", data.test))}, "specs": data.specs,
                 "audit": audit_record(data.audit, cfg.dedupe)})
-    if data.audit:
+    if data.audit and audit_page:
         data.audit.write(out / "audit")
     write_json(out / "environment.json", env)
     return env
 
 
 def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, resume: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, audit_page: bool = True) -> dict:
     """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`."""
     from synthgap.detect.report import write_detector_report
 
@@ -231,7 +231,7 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
         raise SynthgapError(f"{out}: holds a run with another config; use a new --out or drop --resume")
     write_text(out / "config.yaml", dump_yaml(cfg))
     (out / "detector.json").unlink(missing_ok=True)  # a bundle is complete only once its new detector.json is written
-    env = data_environment(data, cfg, out)
+    env = data_environment(data, cfg, out, audit_page)
     bias = format_bias(data, cfg)
     write_json(out / "format_bias.json", bias)
     t0 = time.perf_counter()
