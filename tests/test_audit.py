@@ -296,3 +296,23 @@ def test_synthgap_train_audits_its_data_first(leaky, tmp_path, capsys):
     env = json.loads((out / "environment.json").read_text())
     assert env["audit"]["removed"][f"{real}[test]"]["removed"] == 2 and env["data"]["test"]["n"] == 6
     assert "test accuracy" in stdout and (out / "audit" / "audit.html").is_file()
+
+
+def test_load_parts_takes_every_kind_of_spec(tmp_path):
+    """A CIFAKE-style REAL/FAKE root gives one set per domain; a manifest its own source; a generated folder is synthetic."""
+    root = tmp_path / "cifake"
+    for k, split in enumerate(("train", "test")):
+        write_set(root / split, {"REAL": {"x": distinct(3, 300 + 10 * k)}, "FAKE": {"x": distinct(3, 400 + 10 * k)}})
+    parts = load_parts(str(root), classes=CLASSES, size=32)
+    assert [(p.name.split("/")[-1], p.domain, len(p.data)) for p in parts] == [
+        ("REAL[train]", "real", 3), ("REAL[test]", "real", 3), ("FAKE[train]", "synthetic", 3), ("FAKE[test]", "synthetic", 3)]
+    manifest = tmp_path / "set.jsonl"
+    files = write_set(tmp_path / "m", {"all": {"bird": distinct(4, 500), "cat": distinct(4, 510)}})
+    manifest.write_text("".join(json.dumps({"path": str(p), "label": p.parent.name, "source": "synthetic",
+                                            "split": "train" if i % 2 else "test"}) + "\n"
+                                for i, p in enumerate(sorted((files / "all").rglob("*.png")))))
+    assert {p.domain for p in load_parts(str(manifest), classes=CLASSES, size=32)} == {"synthetic"}
+    generated = write_set(tmp_path / "gen", {"": {"bird": distinct(5, 600), "cat": distinct(5, 610)}})
+    (generated / "manifest.jsonl").write_text("")
+    parts = load_parts(str(generated), classes=CLASSES, size=32)
+    assert {p.domain for p in parts} == {"synthetic"} and sum(len(p.data) for p in parts) == 10

@@ -720,3 +720,23 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
             assert "%" in page.inner_text(".p-ai")
         finally:
             browser.close()
+
+
+def test_an_image_outside_the_detectors_training_domain_gets_no_verdict(tmp_path):
+    """A bundle trained on 32 x 32 JPEGs: a larger photo is 'outside the training domain' on the API and the Check page."""
+    import json as _json
+
+    bundle = make_detector_bundle(tmp_path / "det")
+    meta = _json.loads((bundle / "detector.json").read_text())
+    meta["domain"] = {"width": [32, 32], "height": [32, 32], "formats": ["JPEG"], "jpeg_quality": [40, 95]}
+    (bundle / "detector.json").write_text(_json.dumps(meta))
+    client = create_app(ServeConfig(detector=str(bundle), max_pixels=MAX_PIXELS)).test_client()
+    photo, thumb = png_bytes(200, fmt="JPEG"), png_bytes(32, fmt="JPEG")
+    far = post_file(client, "/api/detect", photo, filename="photo.jpg").json
+    assert far["verdict"] == "outside the training domain" and far["rule"] == "outside_domain" and not far["reliable"]
+    assert far["domain"]["why"] == ["size 200x200 px, trained on 32x32 px"]
+    schema_validator("Detection").validate(far)
+    near = post_file(client, "/api/detect", thumb, filename="thumb.jpg").json
+    assert near["domain"]["inside"] and near["verdict"] in ("real", "synthetic", "unsure")
+    page = post_file(client, "/check", photo, filename="photo.jpg").get_data(as_text=True)
+    assert "Outside what this detector was trained on" in page and "size 200x200 px" in page

@@ -38,11 +38,17 @@ def test_plan_fixed_size_fractions_and_extra_synthetic():
     assert by["real+2xsynthetic"].n_synthetic == 300  # capped at what exists
 
 
-def test_plan_refuses_a_train_size_larger_than_the_data():
+def test_plan_lowers_a_train_size_larger_than_the_data_and_says_so(caplog):
     from synthgap import SynthgapError
 
+    with caplog.at_level("WARNING", logger="synthgap"):
+        size, sets = plan_training_sets(TransferConfig(train_size=500), n_real=200, n_synthetic=300)
+    assert size == 200 and "using 200" in caplog.text
+    assert max(s.n_real for s in sets if s.train_domain != "real+1xsynthetic") == 200
+    size, _ = plan_training_sets(TransferConfig(train_size=500, fractions=[0.5]), n_real=100, n_synthetic=300)
+    assert size == 200  # half of it real: 100
     with pytest.raises(SynthgapError, match="train_size"):
-        plan_training_sets(TransferConfig(train_size=500), n_real=200, n_synthetic=300)
+        plan_training_sets(TransferConfig(train_size=500), n_real=1, n_synthetic=300)
 
 
 @pytest.fixture(scope="module")

@@ -376,28 +376,39 @@ DETECTOR_QUICK = {"train_size": 2000, "test_size": 1000, "head": {"epochs": 6}, 
                   "scratch": {"epochs": 6}}
 
 
-def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
-                    config_file, overrides):
+def _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides):
+    """The detector config of the shared options, checked before minutes of decoding."""
     from synthgap.config import DetectorConfig, load_config
     from synthgap.data import parse_classes
-    from synthgap.detect.data import load_detector_data
     from synthgap.detect.train import check_detector_config
 
     flags = {"backbone": backbone, "pretrained": False if no_pretrained else None,
              "normalize_format": True if normalize_format else None}
     cfg = load_config(DetectorConfig, config_file, overrides, presets=[DETECTOR_QUICK] if quick else [], flags=flags)
     cfg.classes = parse_classes(cfg.classes)
-    check_detector_config(cfg)  # before minutes of decoding
+    check_detector_config(cfg)
+    return cfg
+
+
+def _echo_audit(audit) -> None:
+    if audit:
+        from synthgap.audit import summary_lines
+
+        click.echo("\n".join(summary_lines(audit.summary())))
+
+
+def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
+                    config_file, overrides):
+    from synthgap.detect.data import load_detector_data
+
+    cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
     data = load_detector_data(real=real, synthetic=synthetic, data=data_root_dir, classes=cfg.classes,
                               size=cfg.image_size, root=root, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
                               test_size=cfg.test_size, seed=cfg.seed,
                               normalize_format=cfg.normalize_quality if cfg.normalize_format else None, dedupe=cfg.dedupe)
     click.echo(f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
                f"({', '.join(data.specs['real'])} vs {', '.join(data.specs['synthetic'])})")
-    if data.audit:
-        from synthgap.audit import summary_lines
-
-        click.echo("\n".join(summary_lines(data.audit.summary())))
+    _echo_audit(data.audit)
     return cfg, data
 
 
@@ -537,17 +548,14 @@ def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained,
       synthgap detector cross --real DATA/cifar10-jpeg --synthetic sd14=DATA/cifake-sd14-fake \\
           --synthetic builtin=runs/builtin-set --out runs/cross
     """
-    from synthgap.config import DetectorConfig, load_config
-    from synthgap.data import parse_classes
     from synthgap.detect.data import load_sources
     from synthgap.detect.generalise import cross_matrix
 
-    flags = {"pretrained": False if no_pretrained else None, "normalize_format": True if normalize_format else None}
-    cfg = load_config(DetectorConfig, config_file, overrides, presets=[DETECTOR_QUICK] if quick else [], flags=flags)
-    cfg.classes = parse_classes(cfg.classes)
+    cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
     names = [b.strip() for b in backbones.split(",") if b.strip()]
     loaded = load_sources(real, synthetic, data=data_root_dir, classes=cfg.classes, size=cfg.image_size, root=root,
                           dedupe=cfg.dedupe)
+    _echo_audit(loaded.audit)
     result = cross_matrix(loaded, cfg, names, out)
     for row in result["summary"]:
         loo = row["unseen_leave_one_out_auc"]

@@ -68,8 +68,13 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
         path = Path(spec).expanduser()
         label = name or (path.stem if path.is_file() else path.name) or spec
         if path.is_file() and path.suffix == ".jsonl":
-            generators = sorted({json.loads(line).get("generator") or "" for line in path.read_text(encoding="utf-8").splitlines()
-                                 if line.strip().startswith("{")} - {""})
+            generators = set()
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    generators.add(json.loads(line).get("generator") or "")
+                except (json.JSONDecodeError, AttributeError):  # load_manifest names the bad line later
+                    pass
+            generators = sorted(generators - {""})
             if len(generators) > 1:
                 out += [Source(f"{label}:{g}", spec, g) for g in generators]
                 continue

@@ -60,16 +60,27 @@ def stratified_sample(labels: torch.Tensor, n: int, rng: np.random.Generator) ->
 
 
 def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tuple[int, list[TrainingSet]]:
+    """The training sets of the study. A `train_size` larger than the data allows (e.g. after the audit
+    removed duplicates) is lowered to the largest that every fraction can draw, with a warning."""
+    def fits(size: int) -> bool:
+        return all(size - round(size * f) <= n_real and round(size * f) <= n_synthetic for f in cfg.fractions)
+
     size = cfg.train_size or min(n_real, n_synthetic)
+    if not fits(size):
+        wanted, lo, hi = size, 0, size  # fits() only turns false as the size grows: bisect for the largest
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        size = lo
+        if size < 2:
+            raise SynthgapError(f"config field 'train_size': the fractions {cfg.fractions} need real and synthetic "
+                                f"training images; there are {n_real} real and {n_synthetic} synthetic")
+        log.warning("config field 'train_size': %d is more than the data allows at every fraction (%d real and %d "
+                    "synthetic training images); using %d", wanted, n_real, n_synthetic, size)
     sets = []
     for f in cfg.fractions:
         n_s = int(round(size * f))
         domain = "real" if n_s == 0 else "synthetic" if n_s == size else "mixed"
-        if size - n_s > n_real or n_s > n_synthetic:
-            raise SynthgapError(
-                f"config field 'train_size': {size} at synthetic fraction {f} needs {size - n_s} real and {n_s} "
-                f"synthetic training images; there are {n_real} and {n_synthetic}"
-            )
         sets.append(TrainingSet(domain if domain != "mixed" else f"mix{round(f * 100):d}", domain, size - n_s, n_s))
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
