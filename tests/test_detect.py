@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,7 +94,7 @@ def synthgap(*args, check=True):
 # ---------------------------------------------------------------- backbones and the head
 
 
-@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("name", sorted(n for n in BACKBONES if not BACKBONES[n].hub_id))
 def test_every_backbone_builds_with_the_shared_head(name):
     model = build_detector(name, pretrained=False, input_size=32)
     head = [m for m in model.head if isinstance(m, torch.nn.Linear)]
@@ -103,6 +104,53 @@ def test_every_backbone_builds_with_the_shared_head(name):
     with torch.no_grad():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 1) and torch.isfinite(out).all()
+
+
+HUB_BACKBONES = sorted(n for n in BACKBONES if BACKBONES[n].hub_id)
+
+
+def _tiny_hub_model(name: str, folder: Path):
+    """A randomly initialised, tiny model of a hub backbone's family, saved as `from_pretrained` reads it."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
+    m = (CLIPVisionModel(CLIPVisionConfig(intermediate_size=64, **small)) if name.startswith("clip")
+         else Dinov2Model(Dinov2Config(mlp_ratio=2, **small)))
+    m.save_pretrained(str(folder))
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", HUB_BACKBONES)
+def test_a_hub_backbone_loads_a_saved_model_and_its_blocks_give_the_models_own_feature(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hf = _tiny_hub_model(name, tmp_path / name)
+    model = build_detector(name, model_id=str(tmp_path / name), input_size=32).eval()
+    assert len(model.backbone.blocks) == 4  # embeddings, 2 layers, final norm: "top N blocks" are layers
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.backbone(x), hf(pixel_values=x).pooler_output, atol=1e-5)
+        bigger = model.backbone(torch.rand(1, 3, 64, 64))  # other sizes: interpolated position embeddings
+    assert bigger.shape == (1, 32)
+    assert model.backbone.hub["model_id"] == str(tmp_path / name)
+    with pytest.raises(SynthgapError, match="backbone_model"):
+        build_detector(name, model_id=str(tmp_path / "no-such-model"), input_size=32)
+
+
+@pytest.mark.parametrize("name", HUB_BACKBONES)
+def test_a_hub_backbone_trains_with_the_shared_head_and_its_bundle_needs_no_hub(name, pair, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _tiny_hub_model(name, tmp_path / name)
+    cfg = tiny_cfg(backbone=name, backbone_model=str(tmp_path / name), input_size=32, finetune_blocks=1)
+    data = data_of(pair, cfg)
+    meta = run_detector(data, cfg, tmp_path / "out", progress=False)
+    assert list(meta["training"]["stages"]) == ["head", "finetune"]  # cached features, then the top layer
+    assert meta["architecture"]["hub"]["model_id"] == str(tmp_path / name)
+    shutil.rmtree(tmp_path / name)  # the bundle rebuilds the network from its own record
+    bundle = load_bundle(tmp_path / "out")
+    p = bundle.predict(data.test.images)
+    accuracy = ((p >= bundle.threshold).long() == data.test.labels).float().mean().item()
+    assert accuracy == pytest.approx(meta["metrics"]["accuracy"])
 
 
 def test_efficientnet_lite0_loads_the_packaged_weights_and_recognises_a_photo():

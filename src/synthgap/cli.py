@@ -74,7 +74,7 @@ def data_cifar10(root: str | None, no_download: bool) -> None:
 
 
 @cli.command()
-@click.option("--data", "spec", required=True, help="Training data: 'cifar10', an image folder or a .jsonl manifest.")
+@click.option("--data", "spec", required=True, help="Training data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--classes", default=None, help="Comma-separated class names (default: bird,cat,deer,dog,frog,horse).")
 @click.option("--size", default=32, show_default=True, help="Image size the data is resized to.")
@@ -121,7 +121,7 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
 
 
 @cli.command()
-@click.option("--real", required=True, help="Real data: 'cifar10', an image folder or a .jsonl manifest.")
+@click.option("--real", required=True, help="Real data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.")
 @click.option("--synthetic", required=True, help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-run to resume).")
 @click.option("--quick", is_flag=True, help="Small preset: 2 seeds, 3 fractions, 3,000 training images, about 4 minutes on 2 cores.")
@@ -214,7 +214,8 @@ def generator() -> None:
 
 @generator.command("train")
 @click.option("--real", required=True, metavar="SPEC",
-              help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*) or a manifest.")
+              help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*), a manifest "
+                   "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see the README's data specs).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures.")
 @click.option("--preset", default=None, help="tiny (tests, seconds) | small (CPU, under an hour) | base (GPU) [default: small].")
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
@@ -306,7 +307,9 @@ def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min
     size (a JPEG and a PNG of the same pixels, or files that differ only in metadata); near twins have
     perceptual hashes within --radius bits and a pixel correlation of at least --min-correlation.
     SPEC: 'cifar10', an image folder (train/<class>/* and test/<class>/*, or <class>/*), a folder of
-    images, a REAL/FAKE root (CIFAKE style) or a .jsonl manifest.
+    images, a REAL/FAKE root (CIFAKE style), a .jsonl manifest, or a Hugging Face data set
+    (hf:OWNER/NAME or hf:PATH saved with save_to_disk; options after ?: image=COL, label=COL,
+    map=VALUE:CLASS,..., real=VALUE / synthetic=VALUE).
     Example:
       synthgap audit cifar10 --synthetic DATA/cifake-sd14-fake --out runs/audit
     """
@@ -349,18 +352,21 @@ def detector_data_options(f):
     """The data and model options shared by `detector train`, `tune` and `compare`."""
     opts = [
         click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images: 'cifar10', an image folder "
-                     "(searched recursively; train/ and test/ honoured) or a .jsonl manifest. Repeat it for several sources."),
+                     "(searched recursively; train/ and test/ honoured), a .jsonl manifest or an hf: data set (hf:OWNER/NAME or "
+                     "hf:PATH, options after ?: image=, label=, map=). Repeat it for several sources."),
         click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC",
                      help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder). Repeat it for several "
                      "generators; a folder with a sub-folder per generator, or a manifest whose lines name several "
                      "`generator`s, is one source each. Training draws each side's sources in equal shares."),
-        click.option("--data", "data_root_dir", default=None, type=click.Path(exists=True, file_okay=False),
+        click.option("--data", "data_root_dir", default=None, metavar="ROOT",
                      help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
-                     "at its top or inside train/ and test/."),
+                     "at its top or inside train/ and test/; or an hf: data set whose labels name both sides "
+                     "(hf:NAME?label=COLUMN&real=VALUE&synthetic=VALUE)."),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
         click.option("--backbone", default=None, help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
-                     "resnet50, resnet18, vgg16, airnet (small CNN from scratch) or npr (neighbouring-pixel residuals "
-                     "into a small ResNet, from scratch)."),
+                     "resnet50, resnet18, vgg16, airnet (small CNN from scratch), npr (neighbouring-pixel residuals "
+                     "into a small ResNet, from scratch), or from the Hugging Face hub clip_vit_l14 (UnivFD-style) and "
+                     "dinov2_base (set backbone_model=ID|FOLDER to use another model)."),
         click.option("--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."),
         click.option("--normalize-format", is_flag=True, help="Re-encode both sides identically (JPEG) before training, "
                      "so the detector cannot learn file format."),
@@ -495,8 +501,9 @@ def detector_compare(real, synthetic, data_root_dir, out, backbone, no_pretraine
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images (repeatable), as for `detector train`.")
 @click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC", help="Synthetic images (repeatable), as for `detector train`.")
-@click.option("--data", "data_root_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders.")
+@click.option("--data", "data_root_dir", default=None, metavar="ROOT",
+              help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders, or an hf: data set (see "
+              "`detector train --help`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--split", type=click.Choice(["all", "test", "train"]), default="all", show_default=True,
               help="Which split of the data to evaluate on; `all` takes every image (twins of the bundle's training "

@@ -187,6 +187,8 @@ class DetectorConfig:
 
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
+    backbone_model: str | None = None  # hub backbones (clip_vit_l14, dinov2_base): another model id or a local folder
+    backbone_revision: str | None = None  # ... and its hub revision (a commit or tag), recorded in the bundle
     input_size: int | None = None  # backbone input resolution; None: the backbone's CPU default
     head_width: int = 128
     dropout: float = 0.3

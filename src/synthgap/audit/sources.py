@@ -11,6 +11,8 @@ from synthgap.data.sets import SPLITS, load_spec
 def _domain(spec: str, synthetic: bool) -> str | None:
     if synthetic:
         return "synthetic"
+    if spec.startswith("hf:"):
+        return "real"
     path = Path(spec).expanduser()
     if path.is_file():
         return None  # a manifest's own `source` field decides
@@ -24,8 +26,19 @@ def load_parts(spec: str, *, classes: list[str], size: int, root=None, synthetic
     """The train and test parts of one spec: 'cifar10', a manifest, a class-folder set (with or without
     train/ and test/; without, the fixed 20% hold-out), a folder of images (searched recursively), or a
     root with REAL/ and FAKE/ folders (CIFAKE style: two sets, one per domain, labelled real/synthetic)."""
+    from synthgap.data.hub import is_hub_spec, parse_hub_spec
     from synthgap.detect.data import REAL_NAMES, SYNTHETIC_NAMES, _child, _resolve, load_side, two_class_root
+    from synthgap.detect.model import CLASSES
 
+    if is_hub_spec(spec):  # labels mapped onto real / synthetic: a set per side, as a CIFAKE-style root
+        sides = [k for k, side in enumerate(CLASSES) if side in parse_hub_spec(spec).targets]
+        if not sides:
+            domain = _domain(spec, synthetic)
+            return [AuditPart(spec, split, domain, load_spec(spec, split, classes, size, root, domain), reference)
+                    for split in SPLITS]
+        return [AuditPart(f"{spec.partition('?')[0]}/{CLASSES[k]}", split, CLASSES[k],
+                          load_side(spec, split, k, classes=classes, size=size, root=root), reference)
+                for split in SPLITS for k in sides]
     path = Path(spec).expanduser()
     if spec.lower() != "cifar10" and not path.exists():
         raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")

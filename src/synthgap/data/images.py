@@ -6,6 +6,7 @@ a hash of its file list (paths, sizes, modification times) and the target size.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -71,8 +72,8 @@ def pixel_hash(rgb: np.ndarray) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
-def decode_image(path: str | os.PathLike, size: int, with_hash: bool = False):
-    """Return (HWC uint8 array, None) or (None, reason) for a file that cannot be used.
+def decode_image(path: str | os.PathLike | bytes, size: int, with_hash: bool = False):
+    """Return (HWC uint8 array, None) or (None, reason) for a file (or its bytes) that cannot be used.
 
     with_hash: return (array, pixel_hash of the image at its native size, None) instead, the hash
     taken after orientation and RGB conversion and before resizing (what the audit calls exact).
@@ -83,9 +84,9 @@ def decode_image(path: str | os.PathLike, size: int, with_hash: bool = False):
 
 def _decode(path, size: int) -> tuple[np.ndarray | None, int | None, str | None]:
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             return None, None, "empty file (0 bytes)"
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             w, h = im.size
             if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
                 return None, None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
@@ -125,18 +126,37 @@ def file_list_key(paths: list[str], size: int) -> str:
 
 def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progress: bool = True) -> Decoded:
     """Decode `paths` to a uint8 tensor; bad files are skipped with one warning line each."""
-    key = file_list_key(paths, size)
-    cache_file = cache_dir() / "decoded" / f"{key}.pt"
-    if use_cache and cache_file.exists():
-        try:
-            d = torch.load(cache_file, weights_only=True)
-            out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]],
-                          d["pixel_hashes"].numpy().view(np.uint64))
-            _warn_skipped(out.skipped)
-            return out
-        except Exception:  # a stale or foreign cache file is rebuilt, never trusted
-            log.warning("cache file %s unreadable; decoding again", cache_file)
+    cache_file = cache_dir() / "decoded" / f"{file_list_key(paths, size)}.pt"
+    if use_cache and (out := read_decoded(cache_file)) is not None:
+        return out
+    out = decode_many(paths, [str(p) for p in paths], size, progress=progress)
+    if use_cache:
+        write_decoded(cache_file, out)
+    return out
 
+
+def read_decoded(cache_file: Path) -> Decoded | None:
+    """A cached decode (its skipped files warned about again), or None when absent or unreadable."""
+    if not cache_file.exists():
+        return None
+    try:
+        d = torch.load(cache_file, weights_only=True)
+        out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]], d["pixel_hashes"].numpy().view(np.uint64))
+    except Exception:  # a stale or foreign cache file is rebuilt, never trusted
+        log.warning("cache file %s unreadable; decoding again", cache_file)
+        return None
+    _warn_skipped(out.skipped)
+    return out
+
+
+def write_decoded(cache_file: Path, out: Decoded) -> None:
+    save_torch(cache_file, {"images": out.images, "kept": out.kept, "skipped": [list(s) for s in out.skipped],
+                            "pixel_hashes": torch.from_numpy(out.pixel_hashes.view(np.int64))})
+
+
+def decode_many(items: list, names: list[str], size: int, *, progress: bool = True) -> Decoded:
+    """Decode paths or encoded bytes (`names`: what a skipped one is called in the warning) with the
+    shared decoder, on threads (PIL releases the GIL)."""
     from tqdm.auto import tqdm
 
     arrays: list[np.ndarray] = []
@@ -145,12 +165,12 @@ def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progres
     skipped: list[tuple[str, str]] = []
     workers = max(1, min(8, os.cpu_count() or 1))
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda p: decode_image(p, size, with_hash=True), paths, chunksize=64)
+        results = pool.map(lambda p: decode_image(p, size, with_hash=True), items, chunksize=64)
         for i, (arr, native, reason) in enumerate(
-            tqdm(results, total=len(paths), desc="decoding", unit="img", disable=not progress or len(paths) < 2000)
+            tqdm(results, total=len(items), desc="decoding", unit="img", disable=not progress or len(items) < 2000)
         ):
             if arr is None:
-                skipped.append((str(paths[i]), reason))
+                skipped.append((names[i], reason))
             else:
                 arrays.append(arr)
                 hashes.append(native)
@@ -160,12 +180,8 @@ def decode_files(paths: list[str], size: int, *, use_cache: bool = True, progres
         if arrays
         else torch.empty(0, 3, size, size, dtype=torch.uint8)
     )
-    out = Decoded(images, kept, skipped, np.array(hashes, dtype=np.uint64))
     _warn_skipped(skipped)
-    if use_cache:
-        save_torch(cache_file, {"images": images, "kept": kept, "skipped": [list(s) for s in skipped],
-                                "pixel_hashes": torch.from_numpy(out.pixel_hashes.view(np.int64))})
-    return out
+    return Decoded(images, kept, skipped, np.array(hashes, dtype=np.uint64))
 
 
 def _warn_skipped(skipped: list[tuple[str, str]]) -> None:

@@ -1,7 +1,8 @@
 """Labelled image sets held as tensors, and the sources they come from.
 
 A *spec* names a source: ``cifar10`` (from the data root), a folder (``train/<class>/*`` and
-``test/<class>/*``, or just ``<class>/*``), or a manifest ``*.jsonl``.
+``test/<class>/*``, or just ``<class>/*``), a manifest ``*.jsonl``, or a Hugging Face data set
+``hf:OWNER/NAME`` / ``hf:PATH`` (synthgap.data.hub).
 """
 from __future__ import annotations
 
@@ -329,9 +330,14 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.lower() == "cifar10":
         return load_cifar10(split, classes, size, root)
+    if spec.startswith("hf:"):
+        from synthgap.data.hub import load_hub_set
+
+        return load_hub_set(spec, split, classes, size, domain or "real")
     path = Path(spec).expanduser()
     if not path.exists():
-        raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")
+        raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder, a .jsonl manifest "
+                            "or an hf: data set)")
     if path.is_file():
         if path.suffix != ".jsonl":
             raise SynthgapError(f"{spec}: a file spec must be a .jsonl manifest")

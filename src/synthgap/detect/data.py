@@ -5,6 +5,7 @@ name several generators, is one source each), or one root in the CIFAKE / DeepGu
 does not drown a small one."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from synthgap import SynthgapError
+from synthgap.data.hub import is_hub_spec, load_hub_set, parse_hub_spec
 from synthgap.data.images import IMAGE_EXTENSIONS
 from synthgap.data.sets import (HOLDOUT_FRACTION, ImageSet, _from_files, _held_out_part, _is_split_folder, concat,
                                 holdout_split, load_class_folders, load_spec)
@@ -64,7 +66,11 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
         return []
     out: list[Source] = []
     for entry in [specs] if isinstance(specs, str) else specs:
-        name, spec = entry.split("=", 1) if "=" in entry and not Path(entry).exists() else (None, entry)
+        named = re.match(r"([\w.+-]+)=(.+)", entry)  # not an hf: spec's options (hf:X?real=0)
+        name, spec = named.groups() if named and not Path(entry).exists() else (None, entry)
+        if is_hub_spec(spec):
+            out.append(Source(name or parse_hub_spec(spec).name.rstrip("/").rsplit("/", 1)[-1], spec))
+            continue
         path = Path(spec).expanduser()
         label = name or (path.stem if path.is_file() else path.name) or spec
         if path.is_file() and path.suffix == ".jsonl":
@@ -98,6 +104,9 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
     split_given: `spec` is already that split's folder (no hold-out of its own).
     source: the name every image is tagged with (ImageSet.sources); generator: see Source."""
     domain = CLASSES[label]
+    if is_hub_spec(spec):  # its label column mapped onto real / synthetic picks this side, else the classes
+        targets = [domain] if parse_hub_spec(spec).targets & set(CLASSES) else classes
+        return _as_side(load_hub_set(spec, split, targets, size, domain), label, domain, source)
     path = Path(spec).expanduser()
     if spec.lower() == "cifar10" or path.is_file():
         return _as_side(load_spec(spec, split, classes, size, root, domain, generator), label, domain, source)
@@ -124,6 +133,8 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
 def two_class_root(data: str | Path) -> tuple[str, str]:
     """The real and synthetic folders of a CIFAKE-style root: REAL/ and FAKE/ at its top or in each split."""
     data = Path(data).expanduser()
+    if not data.is_dir():
+        raise SynthgapError(f"{data}: no such folder (--data expects a root with real and fake folders, or an hf: data set)")
     top = data / "train" if (data / "train").is_dir() else data
     real, fake = _child(top, REAL_NAMES), _child(top, SYNTHETIC_NAMES)
     if real is None or fake is None:
@@ -136,9 +147,17 @@ def two_class_root(data: str | Path) -> tuple[str, str]:
     return f"{data}::{real.name}", f"{data}::{fake.name}"
 
 
+def hub_sides(data: str) -> tuple[str, str]:
+    """Both sides of one hf: data set whose label column says real or synthetic (its map names both)."""
+    if set(CLASSES) - parse_hub_spec(data).targets:
+        raise SynthgapError(f"{data}: --data with an hf: set needs its labels mapped onto both sides, e.g. "
+                            f"{data.partition('?')[0]}?label=COLUMN&real=VALUE&synthetic=VALUE")
+    return f"real={data}", f"synthetic={data}"
+
+
 def _resolve(spec: str, split: str) -> tuple[str, bool]:
     """'ROOT::NAME' (a side of a two-class root with splits) -> (ROOT/split/NAME, True)."""
-    if "::" in spec:
+    if "::" in spec and not is_hub_spec(spec):
         root, name = spec.split("::", 1)
         folder = Path(root) / split / name
         if not folder.is_dir():
@@ -215,7 +234,7 @@ def load_sources(real, synthetic, *, data: str | None = None, classes: list[str]
     if data:
         if real or synthetic:
             raise SynthgapError("give either --data (one root with real and fake folders) or --real and --synthetic")
-        real, synthetic = two_class_root(data)
+        real, synthetic = hub_sides(data) if is_hub_spec(data) else two_class_root(data)
     sides = [parse_sources(real), parse_sources(synthetic)]
     if not sides[0] or not sides[1]:
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")

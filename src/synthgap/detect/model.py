@@ -59,7 +59,8 @@ class Detector(nn.Module):
 
 
 def build_detector(backbone: str, *, pretrained: bool = True, input_size: int | None = None,
-                   head_width: int = 128, dropout: float = 0.3) -> Detector:
+                   head_width: int = 128, dropout: float = 0.3, model_id: str | None = None,
+                   revision: str | None = None, hub_config: dict | None = None) -> Detector:
     info = BACKBONES.get(backbone)
     if info is None:
         raise SynthgapError(f"unknown backbone '{backbone}'; choose one of: {', '.join(BACKBONES)}")
@@ -68,7 +69,8 @@ def build_detector(backbone: str, *, pretrained: bool = True, input_size: int | 
     size = input_size or info.input_size
     if size < 32 or size % 32:
         raise SynthgapError(f"detector input_size: expected a multiple of 32 (32, 64, 96, ...), got {size}")
-    bb = build_backbone(backbone, pretrained=pretrained and info.pretrainable)
+    bb = build_backbone(backbone, pretrained=pretrained and info.pretrainable, model_id=model_id, revision=revision,
+                        hub_config=hub_config)
     return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
 
 
@@ -152,8 +154,9 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
     try:
         meta = json.loads((folder / META).read_text())
         arch = meta["architecture"]
+        hub = arch.get("hub") or {}
         model = build_detector(arch["backbone"], pretrained=False, input_size=arch["input_size"],
-                               head_width=arch["head_width"], dropout=arch["dropout"])
+                               head_width=arch["head_width"], dropout=arch["dropout"], hub_config=hub.get("config"))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
     from safetensors.torch import load_file

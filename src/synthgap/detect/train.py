@@ -44,6 +44,9 @@ def check_detector_config(cfg: DetectorConfig) -> None:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)}")
     if cfg.backbone not in BACKBONES:
         raise SynthgapError(f"config field 'backbone': unknown '{cfg.backbone}'; choose one of: {', '.join(BACKBONES)}")
+    if (cfg.backbone_model or cfg.backbone_revision) and not BACKBONES[cfg.backbone].hub_id:
+        hub = ", ".join(n for n, b in BACKBONES.items() if b.hub_id)
+        raise SynthgapError(f"config field 'backbone_model': only for the hub backbones ({hub}), not '{cfg.backbone}'")
     if cfg.finetune_blocks < 0:
         raise SynthgapError(f"config field 'finetune_blocks': expected 0 or more, got {cfg.finetune_blocks}")
     if cfg.image_size < 8:
@@ -93,7 +96,8 @@ def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | No
     set_threads(cfg.head.threads)
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size,
-                           head_width=cfg.head_width, dropout=cfg.dropout).to(device)
+                           head_width=cfg.head_width, dropout=cfg.dropout, model_id=cfg.backbone_model,
+                           revision=cfg.backbone_revision).to(device)
     history: dict[str, dict] = {}
     counter = {"epoch": 0}
 
@@ -142,7 +146,7 @@ def tta_of(cfg: DetectorConfig) -> bool:
 
 def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True) -> dict:
     """Threshold on validation, then every test figure at that threshold."""
-    meta = bundle_meta(cfg, threshold=0.5)
+    meta = bundle_meta(cfg, threshold=0.5, model=model)
     bundle = DetectorBundle(model.eval(), meta)
     # The loaded sets are already format-normalised; only freshly degraded images need it again.
     loaded = DetectorBundle(model, {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}})
@@ -170,7 +174,8 @@ def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = 
         "classes": list(CLASSES),
         "architecture": {"backbone": cfg.backbone, "input_size": cfg.input_size or info.input_size,
                          "head_width": cfg.head_width, "dropout": cfg.dropout,
-                         "pretrained": not from_scratch(cfg), "about": info.about},
+                         "pretrained": not from_scratch(cfg), "about": info.about,
+                         **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {})},
         "preprocessing": {"image_size": cfg.image_size, "resample": "bicubic (PIL), antialiased",
                           "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
                           "input_size": cfg.input_size or info.input_size, "mean": list(info.mean), "std": list(info.std)},
@@ -238,7 +243,7 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     model, history = train_detector(data, cfg, out, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - t0
     result = evaluate_detector(model, data, cfg)
-    meta = bundle_meta(cfg, result["threshold"])
+    meta = bundle_meta(cfg, result["threshold"], model)
     test = result["test"]
     meta.update({
         "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},

@@ -86,7 +86,8 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     features = None
     if not from_scratch(cfg) and cfg.cache_features:  # the frozen backbone's features are the same in every trial
         device = select_device(cfg.head.device)
-        model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size).to(device)
+        model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size,
+                               model_id=cfg.backbone_model, revision=cfg.backbone_revision).to(device)
         features = (extract_features(model, data.train.images, device, progress=progress, desc="features train"),
                     extract_features(model, data.val.images, device, progress=progress, desc="features val"))
 

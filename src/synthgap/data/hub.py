@@ -1,0 +1,214 @@
+"""Data sets in the Hugging Face `datasets` format, named by an ``hf:`` spec.
+
+    hf:OWNER/NAME[:SPLIT][?OPTIONS]     a data set on the hub (downloaded once into the datasets cache)
+    hf:PATH[:SPLIT][?OPTIONS]           one saved with `save_to_disk`, a parquet file or folder, or an image folder
+
+OPTIONS, joined by '&' (each spec carries its own, so two sets with different columns mix in one run):
+    image=COLUMN         the image column (default: the first column of the `Image` type)
+    label=COLUMN         the label column (default: `label`); label=none: no labels, every row is taken
+    map=VALUE:TARGET,... label values onto class names (or onto real / synthetic for a detector side)
+    real=VALUE,...       shorthand for map=VALUE:real,...; synthetic=VALUE,... likewise
+
+Label values are compared as text; a `ClassLabel` column gives its names (and its integers) as values.
+Rows whose target is not asked for are left out and counted. Splits: SPLIT, or else the set's `train` and
+`test` (its `validation` when it has no `test`); a single split is divided by the core's fixed hold-out.
+The images go through the same decoder as files (same resampler, same checks, same native pixel hash)
+and are cached by the data set's fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import numpy as np
+import torch
+
+from synthgap import SynthgapError
+from synthgap.data.images import CACHE_VERSION, RESAMPLE, cache_dir, decode_many, read_decoded, write_decoded
+
+PREFIX = "hf:"
+OPTIONS = ("image", "label", "map", "real", "synthetic")
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    name: str  # a hub id or a local path
+    split: str | None = None
+    image_column: str | None = None
+    label_column: str = "label"
+    label_map: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> set[str]:
+        return set(self.label_map.values())
+
+
+def is_hub_spec(spec: str) -> bool:
+    return spec.startswith(PREFIX)
+
+
+def parse_hub_spec(spec: str) -> HubSpec:
+    body, _, query = spec[len(PREFIX):].partition("?")
+    name, split = body, None
+    if ":" in body and not Path(body).exists():
+        name, split = body.rsplit(":", 1)
+    if not name:
+        raise SynthgapError(f"{spec}: expected hf:OWNER/NAME or hf:PATH after 'hf:'")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise SynthgapError(f"{spec}: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
+    label_map = {}
+    for pair in filter(None, options.get("map", "").split(",")):
+        value, sep, target = pair.partition(":")
+        if not sep or not target:
+            raise SynthgapError(f"{spec}: option 'map' expects VALUE:TARGET pairs separated by commas, got {pair!r}")
+        label_map[value] = target
+    for side in ("real", "synthetic"):
+        label_map.update({v: side for v in filter(None, options.get(side, "").split(","))})
+    return HubSpec(name, split or None, options.get("image") or None, options.get("label") or "label", label_map)
+
+
+def _open(hs: HubSpec, spec: str):
+    """The DatasetDict (or Dataset) a spec names, loaded offline when it is a local path."""
+    try:
+        import datasets
+    except ImportError:
+        raise SynthgapError(f"{spec}: hf: specs need the `datasets` package (pip install datasets)") from None
+    path = Path(hs.name).expanduser()
+    try:
+        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "state.json").exists()):
+            return datasets.load_from_disk(str(path))
+        if path.suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
+            files = str(path) if path.is_file() else sorted(str(p) for p in path.rglob("*.parquet"))
+            return datasets.load_dataset("parquet", data_files=files)
+        if path.is_dir():
+            return datasets.load_dataset("imagefolder", data_dir=str(path))
+        if path.exists():
+            raise SynthgapError(f"{spec}: {path} is neither a saved data set, parquet, nor an image folder")
+        return datasets.load_dataset(hs.name)
+    except SynthgapError:
+        raise
+    except Exception as e:  # no network, a private or misspelt name, a damaged copy: say which and the fix
+        raise SynthgapError(
+            f"{spec}: cannot load {hs.name!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            "A hub name needs network access (or the datasets cache, with HF_DATASETS_OFFLINE=1); offline, save "
+            "the set with `save_to_disk` and give hf:PATH"
+        ) from None
+
+
+def _split_of(data, hs: HubSpec, split: str, spec: str):
+    """(the datasets split to read, whether it still needs the core's hold-out)."""
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        if hs.split:
+            raise SynthgapError(f"{spec}: a single data set has no split {hs.split!r}")
+        return data, True
+    names = list(data.keys())
+    if hs.split:
+        if hs.split not in data:
+            raise SynthgapError(f"{spec}: no split {hs.split!r}; it has {', '.join(names)}")
+        return data[hs.split], True
+    test = "test" if "test" in data else "validation" if "validation" in data else None
+    if "train" in data and test:
+        return data["train" if split == "train" else test], False
+    if len(names) == 1:
+        return data[names[0]], True
+    raise SynthgapError(f"{spec}: splits {', '.join(names)}; name the one to use as hf:{hs.name}:SPLIT")
+
+
+def _label_values(ds, hs: HubSpec, spec: str) -> list[str] | None:
+    """Every row's label as text (a ClassLabel's name), or None when the set has no label column."""
+    import datasets
+
+    if hs.label_column == "none":
+        return None
+    if hs.label_column not in ds.column_names:
+        if hs.label_column != "label" or hs.label_map:
+            raise SynthgapError(f"{spec}: no column {hs.label_column!r}; it has {', '.join(ds.column_names)}")
+        return None
+    feature = ds.features[hs.label_column]
+    values = ds[hs.label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.int2str(int(v)) for v in values]
+    return [str(v) for v in values]
+
+
+def _image_column(ds, hs: HubSpec, spec: str) -> str:
+    import datasets
+
+    if hs.image_column:
+        if hs.image_column not in ds.column_names:
+            raise SynthgapError(f"{spec}: no column {hs.image_column!r}; it has {', '.join(ds.column_names)}")
+        return hs.image_column
+    for name, feature in ds.features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    raise SynthgapError(f"{spec}: no column of the Image type among {', '.join(ds.column_names)}; name it with ?image=COLUMN")
+
+
+def _target(value: str, hs: HubSpec, feature) -> str:
+    if value in hs.label_map:
+        return hs.label_map[value]
+    if feature is not None and hasattr(feature, "str2int"):  # a map may name a ClassLabel by its integer
+        return hs.label_map.get(str(feature.str2int(value)), value)
+    return value
+
+
+def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progress: bool = True):
+    """Images of one split whose (mapped) label is among `targets`, labelled by their index in it.
+
+    targets: class names, or one of real / synthetic for a detector side. A set without a label column
+    has every row count as each target (one unlabelled side). Returns (Decoded, labels, names, needs_holdout,
+    left_out): the decoded images, their label indices, the name per kept image, whether the core's hold-out
+    must still split them, and the label values left out."""
+    import datasets
+
+    hs = parse_hub_spec(spec)
+    ds, needs_holdout = _split_of(_open(hs, spec), hs, split, spec)
+    column = _image_column(ds, hs, spec)
+    values = _label_values(ds, hs, spec)
+    feature = ds.features.get(hs.label_column) if values is not None else None
+    if values is None:
+        rows, labels, left_out = np.arange(len(ds)), [0] * len(ds), []
+    else:
+        mapped = [_target(v, hs, feature) for v in values]
+        rows = np.array([i for i, t in enumerate(mapped) if t in targets], dtype=np.int64)
+        labels = [targets.index(mapped[i]) for i in rows]
+        left_out = sorted({v for v, t in zip(values, mapped) if t not in targets})
+    raw = ds.cast_column(column, datasets.Image(decode=False)).select_columns([column])
+    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fingerprint": ds._fingerprint, "size": size,
+                                     "resample": RESAMPLE.name, "column": column,
+                                     "rows": hashlib.sha256(rows.tobytes()).hexdigest()}).encode()).hexdigest()
+    cache_file = cache_dir() / "decoded" / f"hf-{key}.pt"
+    decoded = read_decoded(cache_file)
+    names = [f"{spec.partition('?')[0]}[{split}][{i}]" for i in rows.tolist()]
+    if decoded is None:
+        items = []
+        for cell in raw.select(rows)[column] if len(rows) else []:
+            items.append(cell["bytes"] if cell.get("bytes") else cell.get("path") or b"")
+        decoded = decode_many(items, names, size, progress=progress)
+        write_decoded(cache_file, decoded)
+    kept_labels = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
+    return decoded, kept_labels, [names[i] for i in decoded.kept], needs_holdout, left_out
+
+
+def load_hub_set(spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *,
+                 progress: bool = True):
+    """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
+    data set gives only one split."""
+    from synthgap.data.sets import HOLDOUT_FRACTION, _held_out_part, _require_every_class, ImageSet
+
+    decoded, labels, names, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
+    name = f"{spec}[{split}]"
+    s = ImageSet(decoded.images, labels, list(targets), name, domain, decoded.skipped, pixel_hashes=decoded.pixel_hashes)
+    _require_every_class(s, name)
+    if needs_holdout:
+        s = _held_out_part(s, split, f"{spec}[{split}, held out {HOLDOUT_FRACTION:g}]")
+    if left_out and (split == "train" or not needs_holdout):
+        s.skipped.append((spec, f"label values not among {', '.join(targets)} left out: {left_out[:20]}"))
+    return s
