@@ -104,3 +104,15 @@ def test_synthgap_audit_finds_a_training_twin_in_the_test_split_of_a_saved_set(t
                               str(tmp_path / "a"))
     assert code == 0, err
     assert "1 of 7 test images" in out
+
+
+def test_decoding_a_chunk_at_a_time_gives_the_same_images_in_the_same_order(tmp_path):
+    from synthgap.data.hub import _decode_rows
+
+    _, parts = _class_set(tmp_path)
+    raw = parts["train"].cast_column("img", datasets.Image(decode=False))
+    rows = np.array([7, 0, 3, 11, 5, 2, 9], dtype=np.int64)
+    names = [str(r) for r in rows]
+    whole, chunked = (_decode_rows(raw, "img", rows, names, 24, False, chunk=c) for c in (2048, 3))
+    assert torch.equal(whole.images, chunked.images) and whole.kept == chunked.kept == list(range(7))
+    assert whole.pixel_hashes.tolist() == chunked.pixel_hashes.tolist()

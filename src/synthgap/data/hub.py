@@ -188,13 +188,30 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
     decoded = read_decoded(cache_file)
     names = [f"{spec.partition('?')[0]}[{split}][{i}]" for i in rows.tolist()]
     if decoded is None:
-        items = []
-        for cell in raw.select(rows)[column] if len(rows) else []:
-            items.append(cell["bytes"] if cell.get("bytes") else cell.get("path") or b"")
-        decoded = decode_many(items, names, size, progress=progress)
+        decoded = _decode_rows(raw, column, rows, names, size, progress)
         write_decoded(cache_file, decoded)
     kept_labels = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
     return decoded, kept_labels, [names[i] for i in decoded.kept], needs_holdout, left_out
+
+
+def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int, progress: bool, chunk: int = 2048):
+    """Decode the encoded images of `rows` a chunk at a time: only one chunk's bytes are ever in memory."""
+    from tqdm.auto import tqdm
+
+    from synthgap.data.images import Decoded
+
+    images, kept, skipped, hashes = [], [], [], []
+    for start in tqdm(range(0, len(rows), chunk), desc="decoding", unit="chunk", disable=not progress or len(rows) <= chunk):
+        cells = raw.select(rows[start:start + chunk])[column]
+        part = decode_many([c.get("bytes") or c.get("path") or b"" for c in cells], names[start:start + chunk], size,
+                           progress=False)
+        images.append(part.images)
+        kept += [start + i for i in part.kept]
+        skipped += part.skipped
+        hashes.append(part.pixel_hashes)
+    if not images:
+        return Decoded(torch.empty(0, 3, size, size, dtype=torch.uint8), [], [], np.zeros(0, dtype=np.uint64))
+    return Decoded(torch.cat(images), kept, skipped, np.concatenate(hashes))
 
 
 def load_hub_set(spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *,
