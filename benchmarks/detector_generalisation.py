@@ -17,7 +17,7 @@ detector), the domain check on photo-sized images and on the real and SD 1.4 tes
 against the targets (best family's leave-one-out mean AUC >= 0.90 and accuracy >= 80% on unseen sources;
 in-domain accuracy on SD 1.4 >= 97% for the best detector trained on all sources).
 
-    SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_generalisation.py   # ~3 h on 2 cores
+    SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_generalisation.py   # ~2.6 h on 2 cores (2026-12-01)
 """
 from __future__ import annotations
 
