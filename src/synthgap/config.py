@@ -80,7 +80,7 @@ class GenerateConfig:
     seed: int = 0
     size: int = 32  # saved image size (square), the shared antialiased resampler
     image_format: str = "png"  # png (lossless) | jpeg: e.g. to store a set like the real one it is compared with
-    jpeg_quality: int = 75  # with image_format: jpeg (CIFAR-10's and CIFAKE's copies in ../shared are q75)
+    jpeg_quality: int = 75  # with image_format: jpeg (the shared CIFAR-10 and CIFAKE copies are q75)
     native: bool = False  # also keep the image at the size the model made it
     resolution: int | None = None  # generation height/width; None: the model's default
     steps: int | None = None  # None: by model family (templates.yaml 'families')
