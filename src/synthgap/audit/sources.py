@@ -5,13 +5,14 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.audit.result import AuditPart
+from synthgap.data.hub import is_hub_spec
 from synthgap.data.sets import SPLITS, load_spec
 
 
 def _domain(spec: str, synthetic: bool) -> str | None:
     if synthetic:
         return "synthetic"
-    if spec.startswith("hf:"):
+    if is_hub_spec(spec):
         return "real"
     path = Path(spec).expanduser()
     if path.is_file():
@@ -26,7 +27,7 @@ def load_parts(spec: str, *, classes: list[str], size: int, root=None, synthetic
     """The train and test parts of one spec: 'cifar10', a manifest, a class-folder set (with or without
     train/ and test/; without, the fixed 20% hold-out), a folder of images (searched recursively), or a
     root with REAL/ and FAKE/ folders (CIFAKE style: two sets, one per domain, labelled real/synthetic)."""
-    from synthgap.data.hub import is_hub_spec, parse_hub_spec
+    from synthgap.data.hub import parse_hub_spec
     from synthgap.detect.data import REAL_NAMES, SYNTHETIC_NAMES, _child, _resolve, load_side, two_class_root
     from synthgap.detect.model import CLASSES
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
+from synthgap.data.hub import is_hub_spec, load_hub_set
 from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, pixel_hash, resize_square
 from synthgap.io import user_cache
 
@@ -330,9 +331,7 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if spec.lower() == "cifar10":
         return load_cifar10(split, classes, size, root)
-    if spec.startswith("hf:"):
-        from synthgap.data.hub import load_hub_set
-
+    if is_hub_spec(spec):
         return load_hub_set(spec, split, classes, size, domain or "real")
     path = Path(spec).expanduser()
     if not path.exists():

@@ -148,15 +148,16 @@ class PatchEmbedding(nn.Module):
     """Patches + class token + position embeddings (interpolated for input sizes other than the model's)."""
 
     def __init__(self, embeddings: nn.Module, norm: nn.Module | None = None):
-        super().__init__()
-        self.embeddings, self.norm = embeddings, norm or nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
         import inspect
 
-        if "interpolate_pos_encoding" in inspect.signature(self.embeddings.forward).parameters:
-            return self.norm(self.embeddings(x, interpolate_pos_encoding=True))
-        return self.norm(self.embeddings(x))
+        super().__init__()
+        self.embeddings, self.norm = embeddings, norm or nn.Identity()
+        # CLIP's embeddings interpolate only when asked; DINOv2's always do (no such argument).
+        self.kwargs = ({"interpolate_pos_encoding": True}
+                       if "interpolate_pos_encoding" in inspect.signature(embeddings.forward).parameters else {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.embeddings(x, **self.kwargs))
 
 
 class ClassToken(nn.Module):
