@@ -28,7 +28,6 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from synthgap import ANIMALS

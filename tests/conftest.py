@@ -69,6 +69,29 @@ def make_image_folder(root, classes, n_per_class, size=16, splits=("train", "tes
     return root
 
 
+def draw_photo(rng: np.random.Generator, size=(512, 384), planted: bool = False) -> Image.Image:
+    """A photo-sized image: smooth random content with pixel noise; `planted` adds a +-6 checkerboard of
+    period 2 px, the kind of high-frequency trace a generator leaves. Any resize to a thumbnail averages
+    it away (as it does the noise); a window at the image's own scale keeps it."""
+    w, h = size
+    coarse = Image.fromarray(rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8), "RGB")
+    arr = np.asarray(coarse.resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+    arr = arr + rng.integers(-4, 5, size=(h, w, 3), dtype=np.int16)
+    if planted:
+        arr = arr + 6 * (1 - 2 * ((np.arange(h)[:, None] + np.arange(w)[None, :]) % 2))[..., None]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_photo_folder(root, n: int, *, planted: bool, size=(512, 384), seed: int = 0, ext: str = "png"):
+    """n photo-sized images (draw_photo) in root/NNNN.<ext>; return root (a Path)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        draw_photo(rng, size, planted).save(root / f"{i:04d}.{ext}")
+    return root
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
     """Keep module/session-scoped fixtures (which run before per-test fixtures) out of the user's cache."""

@@ -161,7 +161,8 @@ def test_a_finished_run_resumed_with_the_same_config_trains_nothing(trained, rea
     assert (trained / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == before
 
 
-def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys):
+def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("synthgap.io.watched", lambda: True)  # the bar as a terminal shows it
     out = tmp_path / "budget"
     train_generator(str(real), out, tiny(steps=10_000, time_budget=0.02))  # 1.2 s
     info = json.loads((out / "training.json").read_text())

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, average_precision_score, f1_score, r
 
 from conftest import make_image_folder
 from synthgap import SynthgapError
-from synthgap.config import AugmentConfig, DetectorConfig, TrainConfig
+from synthgap.config import AugmentConfig, DetectorConfig
 from synthgap.detect.backbones import BACKBONES
 from synthgap.detect.data import load_detector_data
 from synthgap.detect.evaluate import binary_metrics, choose_threshold

@@ -46,6 +46,11 @@ def test_a_saved_data_set_loads_its_splits_with_the_right_labels_and_pixels(tmp_
     first = np.array(parts["test"][0]["img"].convert("RGB"))
     assert torch.equal(s.images[0], torch.from_numpy(first).permute(2, 0, 1))  # PNG inside: exact pixels
     assert s.pixel_hashes is not None and len(set(s.pixel_hashes.tolist())) == len(s)
+    # each image is also a file of its original bytes (crops, the format audit and the domain record read files)
+    from synthgap.data.images import decode_image
+
+    assert len(s.files) == len(s) and all(f.endswith(".png") for f in s.files)
+    assert [decode_image(f, 24, with_hash=True)[1] for f in s.files] == s.pixel_hashes.tolist()
     assert any("truck" in why for _, why in load_spec(f"hf:{path}?label=category", "train", CLASSES, 24).skipped)
 
 

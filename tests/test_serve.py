@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import shutil
 import threading
 import time
 import urllib.request
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from synthgap import SynthgapError
-from synthgap.config import DetectorConfig, TrainConfig, TransferConfig, dump_yaml
+from synthgap.config import DetectorConfig, TrainConfig
 from synthgap.detect.model import DetectorBundle, build_detector
 from synthgap.detect.train import bundle_meta
 from synthgap.generate import save_tiny_pipeline
@@ -49,15 +50,13 @@ MAX_PIXELS = 1_000_000
 
 def make_classifier_run(folder: Path) -> Path:
     """What `synthgap train` writes, with an untrained airnet."""
+    from synthgap.train.classifier import classifier_meta, save_classifier
+
     cfg = TrainConfig(widths=[8, 16, 16])
-    folder.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(build_model("airnet", len(CLASSES), widths=cfg.widths).state_dict(), folder / "model.pt")
-    (folder / "config.yaml").write_text(dump_yaml(cfg))
-    (folder / "environment.json").write_text(json.dumps(
-        {"data": {"train": {"name": "shapes", "class_counts": {c: 10 for c in CLASSES}, "size": [32, 32]}}}))
-    (folder / "metrics.json").write_text(json.dumps({"accuracy": 0.61, "macro_f1": 0.6, "n": 30}))
-    return folder
+    meta = classifier_meta(cfg, CLASSES, 32, {"accuracy": 0.61, "macro_f1": 0.6, "n": 30},
+                           {"spec": "shapes", "n": 30}, name=folder.name)
+    return save_classifier(folder, build_model("airnet", len(CLASSES), widths=cfg.widths), meta)
 
 
 def make_detector_bundle(folder: Path) -> Path:
@@ -137,7 +136,7 @@ def test_models_lists_what_is_loaded_its_metrics_and_origin(client, model_files)
     assert r.status_code == 200
     m = r.json
     assert m["classifier"]["classes"] == CLASSES and m["classifier"]["metrics"]["accuracy"] == 0.61
-    assert m["classifier"]["path"] == str(model_files["classifier"].resolve())
+    assert "path" not in m["classifier"] and m["classifier"]["trained_on"]["spec"] == "shapes"
     assert m["detector"]["threshold"] == 0.5 and m["detector"]["metrics"]["auc"] == 0.95
     assert m["detector"]["architecture"]["backbone"] == "airnet"
     assert m["generator"]["pipeline"] == "StableDiffusionPipeline" and "bird" in m["generator"]["classes"]
@@ -602,28 +601,16 @@ def test_settings_come_from_the_environment_and_flags_win(tmp_path):
         ServeConfig.load({}, classifier=str(tmp_path / "missing"))
 
 
-def test_load_classifier_reads_train_runs_and_transfer_study_runs(model_files, tmp_path):
+def test_load_classifier_reads_the_one_format_and_names_what_is_wrong(model_files, tmp_path):
     c = load_classifier(model_files["classifier"])
-    assert c.classes == CLASSES and c.image_size == 32 and c.name == "classifier"
-    study = tmp_path / "study"
-    run = study / "runs" / "real" / "seed0"
-    run.mkdir(parents=True)
-    (run / "model.pt").write_bytes((model_files["classifier"] / "model.pt").read_bytes())
-    (run / "metrics.json").write_text(json.dumps({"training_set": "real", "seed": 0,
-                                                  "test": {"real": {"accuracy": 0.8, "macro_f1": 0.79}}}))
-    cfg = TransferConfig(classes=CLASSES, train=TrainConfig(widths=[8, 16, 16]))
-    (study / "config.yaml").write_text(dump_yaml(cfg))
-    (study / "environment.json").write_text(json.dumps({"data": {"real_train": {"spec": "cifar10"},
-                                                                 "synthetic_train": {"spec": "gen"}}}))
-    s = load_classifier(run)
-    assert s.name == "real/seed0" and s.classes == CLASSES and s.info["metrics"] == {"test_real_accuracy": 0.8,
-                                                                                    "test_real_macro_f1": 0.79}
-    with pytest.raises(SynthgapError, match="not a classifier run"):
+    assert c.classes == CLASSES and c.image_size == 32 and c.name == "classifier" and c.tta == TrainConfig().tta
+    with pytest.raises(SynthgapError, match="not a classifier"):
         load_classifier(tmp_path)
-    (tmp_path / "lonely").mkdir()
-    (tmp_path / "lonely" / "model.pt").write_bytes(b"")
-    with pytest.raises(SynthgapError, match="cannot tell its architecture"):
-        load_classifier(tmp_path / "lonely")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_files["classifier"], broken)
+    (broken / "classifier.json").write_text("{")
+    with pytest.raises(SynthgapError, match="classifier.json: unreadable"):
+        load_classifier(broken)
 
 
 def test_cli_refuses_to_serve_nothing():

@@ -143,3 +143,20 @@ def test_budget_sets_the_number_of_steps(shapes):
     train, _ = shapes
     r = fit(train, TrainConfig(**{**FAST, "val_fraction": 0}), budget_images=16 * 10, progress=False)
     assert r.history[-1]["step"] == 10
+
+
+def test_progress_bars_only_where_a_person_watches_and_a_log_gets_one_line_per_epoch(shapes, capsys, monkeypatch):
+    import sys
+
+    from synthgap.io import progress_bar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    assert not progress_bar(range(3)).disable and progress_bar(range(3), enabled=False).disable
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert progress_bar(range(3)).disable
+    capsys.readouterr()
+    fit(shapes[0], TrainConfig(**{**FAST, "epochs": 2}), progress=True)
+    out, err = capsys.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert [line.split(":")[0] for line in lines] == ["train epoch 1/2", "train epoch 2/2"], lines
+    assert "\r" not in out + err and "img/s" in lines[0]

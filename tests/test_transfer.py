@@ -5,7 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from conftest import make_image_folder
 from synthgap.config import TransferConfig
@@ -89,9 +91,45 @@ def test_quick_transfer_writes_the_output_contract(quick_run):
     assert set(metrics["test"]) == {"real", "synthetic"}
     assert (run / "confusion_real.png").stat().st_size > 1000 and (run / "confusion_synthetic.png").is_file()
     assert not (run / "checkpoint.pt").exists()
+    from synthgap.train.classifier import load_classifier
+
+    c = load_classifier(run)  # every run is a classifier `synthgap classify` and the web app load
+    assert c.name == "real/seed0" and c.info["metrics"]["test_real_accuracy"] == metrics["test"]["real"]["accuracy"]
+    assert c.info["trained_on"]["training_set"] == "real" and c.info["trained_on"]["n_synthetic"] == 0
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="http' not in html  # self-contained
     assert "| real |" in proc.stdout  # the table is printed
+
+
+def test_classify_names_a_class_per_image_of_files_and_folders_and_says_which_it_cannot_read(quick_run, folders, tmp_path):
+    from click.testing import CliRunner
+
+    from synthgap.cli import cli
+    from synthgap.train.classifier import load_classifier
+
+    run = quick_run[0] / "runs" / "real" / "seed0"
+    folder = folders[0] / "test" / CLASSES[0]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    result = CliRunner().invoke(cli, ["classify", str(folder), str(broken), "--model", str(run), "--json", "--top", "2"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert len(records) == len(list(folder.glob("*.png"))) + 1
+    assert records[-1]["path"] == str(broken) and records[-1]["label"] is None and "PIL" in records[-1]["error"]
+    first = records[0]
+    assert first["label"] in CLASSES and len(first["probabilities"]) == 2
+    assert first["probabilities"][0]["class"] == first["label"]
+    assert first["probabilities"][0]["probability"] >= first["probabilities"][1]["probability"]
+    # the same answer as the classifier the web app loads, on the same file
+    from PIL import Image
+
+    c = load_classifier(run)
+    x = torch.from_numpy(np.asarray(Image.open(first["path"]).convert("RGB"))).permute(2, 0, 1)[None]
+    assert c.ranked(c.predict(x)[0], 2) == first["probabilities"]
+    table = CliRunner().invoke(cli, ["classify", str(folder), "--model", str(run)])
+    assert table.exit_code == 0 and first["label"] in table.output.splitlines()[0]
+    nothing = CliRunner().invoke(cli, ["classify", str(broken), "--model", str(run)])
+    assert nothing.exit_code != 0 and "no file could be read" in str(nothing.exception)  # main() prints it as "error: ..."
 
 
 def test_same_seed_gives_identical_records(quick_run, folders, tmp_path):
@@ -186,3 +224,16 @@ def test_real_slice_cifar10_against_stable_diffusion(tmp_path):
     assert records[("real", "real")] > 0.3  # chance is 1/6
     assert records[("synthetic", "synthetic")] > 0.3
     assert (out / "report.html").is_file()
+
+
+def test_a_one_seed_row_shows_no_spread_and_two_seeds_do():
+    from synthgap.report.tables import aggregate, markdown_table
+
+    def rec(seed, acc):
+        return {"training_set": "real", "train_domain": "real", "test_domain": "real", "synthetic_fraction": 0.0,
+                "seed": seed, "accuracy": acc, "macro_f1": acc}
+
+    one = markdown_table(aggregate([rec(0, 0.5)]))
+    assert "| 50.0 |" in one and "±" not in one
+    two = markdown_table(aggregate([rec(0, 0.5), rec(1, 0.6)]))
+    assert "55.0 ± 7.1" in two

@@ -93,9 +93,10 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
     from synthgap.audit import AuditPart, apply_dedupe, audit_record
     from synthgap.config import TrainConfig, dump_yaml, load_config
     from synthgap.data import load_spec, parse_classes
-    from synthgap.io import environment, save_torch, write_json, write_text
+    from synthgap.io import environment, write_json, write_text
     from synthgap.report import plot_confusion
     from synthgap.train import evaluate, fit
+    from synthgap.train.classifier import classifier_meta, save_classifier
 
     cfg = load_config(TrainConfig, config_file, overrides)
     names = parse_classes(classes)
@@ -113,7 +114,9 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
     metrics = evaluate(result.model, test_set, tta=cfg.tta, device=result.device)
     metrics.update(history=result.history, train_seconds=round(result.seconds, 1),
                    images_per_second=round(result.images_per_second, 1))
-    save_torch(out / "model.pt", result.model.state_dict())
+    trained_on = {"spec": spec, "n": len(train_set), "class_counts": train_set.class_counts(), "sha256": train_set.sha256()}
+    scores = {k: metrics[k] for k in ("accuracy", "macro_f1", "n")}
+    save_classifier(out, result.model, classifier_meta(cfg, names, size, scores, trained_on, name=out.name))
     write_json(out / "metrics.json", metrics)
     plot_confusion(metrics, out / "confusion.png", f"{spec} test")
     click.echo(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
@@ -420,6 +423,7 @@ def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, nor
 
 def _echo_result(meta: dict, out) -> None:
     m = meta["metrics"]
+    click.echo(meta["preprocessing"].get("input_why", "input: resize"))
     click.echo(f"test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}, "
                f"F1 {m['f1_synthetic']:.4f} at threshold {meta['threshold']:.3f} ({meta['training']['seconds']:.0f} s)")
     click.echo("robustness: " + ", ".join(f"{r['test set']} {100 * r['accuracy']:.1f}%" for r in meta["robustness"]))
@@ -573,6 +577,50 @@ def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained,
     click.echo(f"matrix: {Path(out) / 'cross.md'}; report: {Path(out) / 'report.html'}")
 
 
+def _image_paths(paths) -> list[str]:
+    """The files named, and the image files in the folders named (recursively, sorted)."""
+    from synthgap.data.images import IMAGE_EXTENSIONS
+
+    files = []
+    for p in map(Path, paths):
+        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [str(p)]
+    if not files:
+        raise SynthgapError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
+    return files
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A classifier: a `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
+@click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes listed per image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
+def classify(paths, run_dir, top, as_json) -> None:
+    """Which class each image shows, by a trained classifier.
+
+    PATHS: image files or folders (searched recursively). Per image: the most likely class and the
+    --top classes with their probabilities; a file that is not a readable image is listed with the
+    reason. The counterpart of `synthgap detect` (real or AI-generated). Example:
+      synthgap classify photos/ --model runs/pipeline-small/transfer/runs/real/seed0
+    """
+    import json
+
+    from synthgap.train.classifier import load_classifier
+
+    files = _image_paths(paths)
+    c = load_classifier(run_dir)
+    records = c.classify_files(files, top)
+    for f, rec in zip(files, records):
+        if as_json:
+            click.echo(json.dumps({"path": f, **rec}))
+        elif "error" in rec:
+            click.echo(f"{f}\terror: {rec['error']}")
+        else:
+            click.echo(f"{f}\t" + "  ".join(f"{r['class']} {100 * r['probability']:.1f}%" for r in rec["probabilities"]))
+    if all("error" in r for r in records):
+        raise SynthgapError("no file could be read as an image")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--model", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
@@ -581,22 +629,19 @@ def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained,
 def detect(paths, bundle, as_json) -> None:
     """Probability that each image is AI-generated, and whether that answer can be trusted.
 
-    PATHS: image files or folders (searched recursively). Per image: P(AI-generated), its range under
-    mild changes (JPEG q90, a 0.75 downscale, a 1-pixel shift), and a verdict: "synthetic" or "real"
+    PATHS: image files or folders (searched recursively). Per image: P(AI-generated) (from a detector
+    trained on windows at the images' own scale: the mean over a fixed grid of windows, their spread
+    under "views" in --json), its range under mild changes (JPEG q90, a 0.75 downscale, a 1-pixel
+    shift), and a verdict: "synthetic" or "real"
     by the bundle's threshold; "unsure" when the verdict flips under those changes; "outside the
     training domain" (P unreliable) for an image unlike the bundle's training images in pixel size,
     format or JPEG quality. --json says which rule decided and why.
     """
     import json
 
-    from synthgap.data.images import IMAGE_EXTENSIONS
     from synthgap.detect.model import load_bundle
 
-    files = []
-    for p in map(Path, paths):
-        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [str(p)]
-    if not files:
-        raise SynthgapError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
+    files = _image_paths(paths)
     b = load_bundle(bundle)
     records = b.assess_files(files)
     for f, rec in zip(files, records):
@@ -643,6 +688,12 @@ def serve(**flags) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """The console entry point; `args` (default: sys.argv[1:]) lets tests run it in-process."""
+    import warnings
+
+    # Deprecation notices of the Hugging Face libraries are for developers of synthgap, not its users.
+    for lib in ("diffusers", "transformers", "huggingface_hub", "datasets", "accelerate"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=lib)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=lib)
     try:
         cli.main(args=args, prog_name="synthgap", standalone_mode=False)
     except SynthgapError as e:

@@ -195,7 +195,14 @@ class DetectorConfig:
     cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images
     finetune_blocks: int = 2  # top backbone blocks trained in stage 2 (0: no stage 2)
     classes: list[str] = field(default_factory=lambda: list(ANIMALS))  # content classes taken from class folders
-    image_size: int = 32  # images are decoded to this square size, both sides alike
+    image_size: int = 32  # images are decoded to this square size, both sides alike (input: resize, and the audit)
+    # crop: the model sees crop_size windows of each image's own pixels (photo-sized data; thumbnail-sized
+    # data such as CIFAR-10 is taken whole either way); resize: each image whole at image_size.
+    input: str = "crop"
+    crop_size: int = 224
+    crop_grid: int = 3  # crop_grid x crop_grid windows averaged at evaluation and prediction
+    workers: int = 2  # DataLoader processes that decode and cut the crops of sets too large for memory
+    in_memory_mb: int = 1024  # a crop-mode training set whose native pixels fit in this is decoded once
     val_fraction: float = 0.1
     train_size: int | None = None  # cap per side (real, synthetic); None: all
     test_size: int | None = None

@@ -112,3 +112,16 @@ def environment() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "mps": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
     }
+
+
+def progress_bar(*args, enabled: bool = True, **kwargs):
+    """A tqdm bar where a person watches it (a terminal, or a notebook); none in a log file or a pipe,
+    whose reader gets the one line per epoch or stage the caller prints instead of every redraw."""
+    from tqdm.auto import tqdm
+
+    return tqdm(*args, disable=not (enabled and watched()), **kwargs)
+
+
+def watched() -> bool:
+    """Whether a person watches the output: stderr is a terminal, or this runs in a notebook."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules

@@ -49,11 +49,11 @@ def phashes(images: torch.Tensor, progress: bool = False) -> np.ndarray:
     """64-bit perceptual hashes (imagehash.phash) of uint8 images (N x 3 x H x W), as uint64."""
     import imagehash
     from PIL import Image
-    from tqdm.auto import tqdm
+    from synthgap.io import progress_bar
 
     arrays = images.permute(0, 2, 3, 1).numpy()
     out = np.empty(len(arrays), dtype=np.uint64)
-    for i in tqdm(range(len(arrays)), desc="perceptual hashes", unit="img", disable=not progress or len(arrays) < 5000):
+    for i in progress_bar(range(len(arrays)), desc="perceptual hashes", unit="img", enabled=progress and len(arrays) >= 5000):
         out[i] = int(str(imagehash.phash(Image.fromarray(arrays[i]))), 16)
     return out
 

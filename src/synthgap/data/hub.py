@@ -163,9 +163,9 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
     """Images of one split whose (mapped) label is among `targets`, labelled by their index in it.
 
     targets: class names, or one of real / synthetic for a detector side. A set without a label column
-    has every row count as each target (one unlabelled side). Returns (Decoded, labels, names, needs_holdout,
-    left_out): the decoded images, their label indices, the name per kept image, whether the core's hold-out
-    must still split them, and the label values left out."""
+    has every row count as each target (one unlabelled side). Returns (Decoded, labels, files, needs_holdout,
+    left_out): the decoded images, their label indices, the file per kept image (its original bytes, see
+    _as_files), whether the core's hold-out must still split them, and the label values left out."""
     import datasets
 
     hs = parse_hub_spec(spec)
@@ -191,17 +191,49 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
         decoded = _decode_rows(raw, column, rows, names, size, progress)
         write_decoded(cache_file, decoded)
     kept_labels = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
-    return decoded, kept_labels, [names[i] for i in decoded.kept], needs_holdout, left_out
+    kept_rows = rows[decoded.kept]
+    files_key = hashlib.sha256(json.dumps({"fingerprint": ds._fingerprint, "column": column,
+                                           "rows": hashlib.sha256(kept_rows.tobytes()).hexdigest()}).encode())
+    files = _as_files(raw, column, kept_rows, cache_dir() / "hub-files" / files_key.hexdigest()[:32], progress)
+    return decoded, kept_labels, files, needs_holdout, left_out
+
+
+def _as_files(raw, column: str, rows: np.ndarray, folder: Path, progress: bool, chunk: int = 2048) -> list[str]:
+    """The images of `rows` as files holding their original bytes (written once, into the cache), so
+    that every step that reads files reads them as it reads any folder's: windows at their own scale,
+    the format audit, the domain record of formats, sizes and JPEG qualities."""
+    import io
+
+    from PIL import Image
+    from synthgap.io import progress_bar
+
+    from synthgap.io import write_bytes
+
+    index = folder / "files.json"
+    if index.exists():
+        return json.loads(index.read_text())
+    files = []
+    for start in progress_bar(range(0, len(rows), chunk), desc="files", unit="chunk", enabled=progress and len(rows) > chunk):
+        for row, cell in zip(rows[start:start + chunk].tolist(), raw.select(rows[start:start + chunk])[column]):
+            if not cell.get("bytes") and cell.get("path") and Path(cell["path"]).is_file():
+                files.append(str(Path(cell["path"]).resolve()))  # an image folder's own file
+                continue
+            with Image.open(io.BytesIO(cell["bytes"])) as im:  # the header only: the format names the suffix
+                suffix = {"JPEG": "jpg"}.get(im.format, (im.format or "img").lower())
+            files.append(str(folder / f"{row}.{suffix}"))
+            write_bytes(files[-1], cell["bytes"])
+    write_bytes(index, json.dumps(files).encode())  # last: the folder is complete
+    return files
 
 
 def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int, progress: bool, chunk: int = 2048):
     """Decode the encoded images of `rows` a chunk at a time: only one chunk's bytes are ever in memory."""
-    from tqdm.auto import tqdm
+    from synthgap.io import progress_bar
 
     from synthgap.data.images import Decoded
 
     images, kept, skipped, hashes = [], [], [], []
-    for start in tqdm(range(0, len(rows), chunk), desc="decoding", unit="chunk", disable=not progress or len(rows) <= chunk):
+    for start in progress_bar(range(0, len(rows), chunk), desc="decoding", unit="chunk", enabled=progress and len(rows) > chunk):
         cells = raw.select(rows[start:start + chunk])[column]
         part = decode_many([c.get("bytes") or c.get("path") or b"" for c in cells], names[start:start + chunk], size,
                            progress=False)
@@ -220,9 +252,10 @@ def load_hub_set(spec: str, split: str, targets: list[str], size: int = 32, doma
     data set gives only one split."""
     from synthgap.data.sets import HOLDOUT_FRACTION, _held_out_part, _require_every_class, ImageSet
 
-    decoded, labels, names, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
+    decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
     name = f"{spec}[{split}]"
-    s = ImageSet(decoded.images, labels, list(targets), name, domain, decoded.skipped, pixel_hashes=decoded.pixel_hashes)
+    s = ImageSet(decoded.images, labels, list(targets), name, domain, decoded.skipped, files,
+                 pixel_hashes=decoded.pixel_hashes)
     _require_every_class(s, name)
     if needs_holdout:
         s = _held_out_part(s, split, f"{spec}[{split}, held out {HOLDOUT_FRACTION:g}]")

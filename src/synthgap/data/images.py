@@ -82,24 +82,32 @@ def decode_image(path: str | os.PathLike | bytes, size: int, with_hash: bool = F
     return (arr, native, why) if with_hash else (arr, why)
 
 
-def _decode(path, size: int) -> tuple[np.ndarray | None, int | None, str | None]:
+def decode_native(path: str | os.PathLike | bytes) -> tuple[Image.Image | None, str | None]:
+    """(the image upright in 8-bit RGB at its own size, None) or (None, reason): the one decoder every
+    thumbnail and every crop starts from."""
     try:
         if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
-            return None, None, "empty file (0 bytes)"
+            return None, "empty file (0 bytes)"
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             w, h = im.size
             if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
-                return None, None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
+                return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
             im.load()
-            im = to_rgb(ImageOps.exif_transpose(im))
-            native = pixel_hash(np.asarray(im, dtype=np.uint8))
-            return np.asarray(resize_square(im, size), dtype=np.uint8).copy(), native, None
+            return to_rgb(ImageOps.exif_transpose(im)), None
     except UnidentifiedImageError:
-        return None, None, "not an image PIL can read"
+        return None, "not an image PIL can read"
     except Image.DecompressionBombError as e:
-        return None, None, f"decompression bomb: {e}"
+        return None, f"decompression bomb: {e}"
     except (OSError, ValueError, SyntaxError) as e:
-        return None, None, f"corrupt or truncated: {e}"
+        return None, f"corrupt or truncated: {e}"
+
+
+def _decode(path, size: int) -> tuple[np.ndarray | None, int | None, str | None]:
+    im, why = decode_native(path)
+    if im is None:
+        return None, None, why
+    native = pixel_hash(np.asarray(im, dtype=np.uint8))
+    return np.asarray(resize_square(im, size), dtype=np.uint8).copy(), native, None
 
 
 @dataclass
@@ -157,7 +165,7 @@ def write_decoded(cache_file: Path, out: Decoded) -> None:
 def decode_many(items: list, names: list[str], size: int, *, progress: bool = True) -> Decoded:
     """Decode paths or encoded bytes (`names`: what a skipped one is called in the warning) with the
     shared decoder, on threads (PIL releases the GIL)."""
-    from tqdm.auto import tqdm
+    from synthgap.io import progress_bar
 
     arrays: list[np.ndarray] = []
     hashes: list[int] = []
@@ -167,7 +175,7 @@ def decode_many(items: list, names: list[str], size: int, *, progress: bool = Tr
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: decode_image(p, size, with_hash=True), items, chunksize=64)
         for i, (arr, native, reason) in enumerate(
-            tqdm(results, total=len(items), desc="decoding", unit="img", disable=not progress or len(items) < 2000)
+            progress_bar(results, total=len(items), desc="decoding", unit="img", enabled=progress and len(items) >= 2000)
         ):
             if arr is None:
                 skipped.append((names[i], reason))

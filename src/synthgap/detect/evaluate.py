@@ -52,17 +52,43 @@ def expected_calibration_error(y, p, bins: int = 10) -> float:
     return float(err)
 
 
-def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float, clean_p: np.ndarray) -> list[dict]:
+def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float, clean_p: np.ndarray,
+                     chunk: int = 1024) -> list[dict]:
     """Accuracy and AUC on the clean test set (its probabilities `clean_p`) and under each fixed
-    degradation, predicted by `predict` (same threshold)."""
+    degradation, predicted by `predict` (same threshold), `chunk` images at a time (the degradations
+    work in float: a whole photo-scale test set at once would not fit in memory)."""
     rows = []
     for name, perturb in [("clean", None), *PERTURBATIONS.items()]:
-        p = clean_p if perturb is None else predict(perturb(images)).numpy()
+        p = clean_p if perturb is None else np.concatenate(
+            [predict(perturb(images[i:i + chunk])).numpy() for i in range(0, len(images), chunk)])
         m = binary_metrics(y, p, threshold)
         rows.append({"test set": name, "accuracy": m["accuracy"], "auc": m["auc"],
                      "recall_real": m["per_class"]["real"]["recall"],
                      "recall_synthetic": m["per_class"]["synthetic"]["recall"]})
     return rows
+
+
+ROBUSTNESS_SAMPLE = 200  # crop mode: test images whose windows are degraded
+
+
+def set_robustness(bundle, s, y: np.ndarray, p: np.ndarray, *, seed: int = 0, workers: int = 2) -> tuple[list[dict], str]:
+    """(robustness_table, what it was measured on) of a DetectorBundle on an ImageSet with labels y and clean
+    P(synthetic) p: its thumbnails degraded; with crops, every window of a seeded sample of its images,
+    their P averaged per image. The bundle's format normalisation applies after the degradation, as in use."""
+    chain = bundle.chain
+    if not chain.crop:
+        chunk = max(16, 1024 * 64 * 64 // (s.images.shape[-1] * s.images.shape[-2]))  # memory follows pixels
+        return robustness_table(bundle.predict, s.images, y, bundle.threshold, p, chunk), f"all {len(s)} images"
+    from synthgap.detect.crops import eval_batches
+
+    pick = np.sort(np.random.default_rng(seed).choice(len(s), min(ROBUSTNESS_SAMPLE, len(s)), replace=False))
+    views = torch.cat([x for _, x in eval_batches([s.files[i] for i in pick], chain, workers=workers)])
+
+    def per_image(x):
+        return bundle.predict(x).view(-1, chain.views).mean(1)
+
+    table = robustness_table(per_image, views.flatten(0, 1), y[pick], bundle.threshold, p[pick], chunk=16 * chain.views)
+    return table, f"{len(pick)} images (a seeded sample), every window degraded"
 
 
 def curves(y, p) -> dict:

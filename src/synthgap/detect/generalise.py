@@ -14,9 +14,9 @@ from synthgap import SynthgapError
 from synthgap.config import DetectorConfig, dump_yaml, from_dict
 from synthgap.data.sets import concat
 from synthgap.detect.data import LoadedSources, assemble, equal_shares, load_sources, parse_sources
-from synthgap.detect.evaluate import binary_metrics, curves, robustness_table
+from synthgap.detect.evaluate import binary_metrics, curves, set_robustness
 from synthgap.detect.model import DetectorBundle, load_bundle
-from synthgap.io import environment, write_json, write_text
+from synthgap.io import environment, write_json
 
 
 def _file_domain(bundle: DetectorBundle, files: list[str]) -> dict:
@@ -85,7 +85,7 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
     if not len(test):
         raise SynthgapError("nothing left to evaluate on (every image has a twin in the bundle's training data)")
     y = test.labels.numpy()
-    p = bundle.predict(test.images).numpy()
+    p = bundle.predict_set(test, progress=progress).numpy()
     t = bundle.threshold
     overall = binary_metrics(y, p, t)
     sources = np.asarray(test.sources)
@@ -104,7 +104,7 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
     result = {
         "bundle": str(bundle_dir), "threshold": t, "split": split, "test": overall, "curves": curves(y, p),
         "per_source": per_source,
-        "robustness": robustness_table(bundle.predict, test.images, y, t, p),
+        **dict(zip(("robustness", "robustness_on"), set_robustness(bundle, test, y, p))),
         "domain": _file_domain(bundle, test.files),
         "trained_on": bundle.meta.get("sources"),
         "audit_against_training_data": missing or ("checked" if reference else "dedupe: off"),
@@ -172,10 +172,10 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
             folder = out / backbone / name.replace(" ", "-")
             meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress, audit_page=False)
             bundle = load_bundle(folder)
-            p_real = bundle.predict(real_test.images).numpy()  # each test part predicted once
+            p_real = bundle.predict_set(real_test).numpy()  # each test part predicted once
             for target, test in tests.items():
                 y = np.r_[np.zeros(len(real_test), int), np.ones(len(test), int)]
-                m = binary_metrics(y, np.r_[p_real, bundle.predict(test.images).numpy()], bundle.threshold)
+                m = binary_metrics(y, np.r_[p_real, bundle.predict_set(test).numpy()], bundle.threshold)
                 rows.append({"backbone": backbone, "detector": name, "trained_on": chosen, "test_source": target,
                              "seen": target in chosen, "accuracy": m["accuracy"], "auc": m["auc"],
                              "recall_synthetic": m["per_class"]["synthetic"]["recall"],

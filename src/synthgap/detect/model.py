@@ -89,49 +89,98 @@ class DetectorBundle:
     def image_size(self) -> int:
         return int(self.meta["preprocessing"]["image_size"])
 
+    @property
+    def chain(self):
+        """How an image becomes this detector's input (synthgap.detect.crops.InputChain)."""
+        from synthgap.detect.crops import InputChain
+
+        return InputChain.of(self.meta["preprocessing"])
+
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """P(synthetic) for uint8 images N x 3 x image_size x image_size."""
+    def predict(self, images: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """P(synthetic) per view: uint8 views N x 3 x S x S, as `views` makes them. batch_size: default
+        256 views of 64 x 64 px, fewer of larger ones (memory follows the pixels of a batch)."""
         from synthgap.train.evaluate import predict_proba
         from synthgap.train.robust import jpeg
 
         quality = self.meta["preprocessing"].get("normalize_format")
-        if quality:
+        if quality and not self.chain.crop:  # crops are cut from the normalised image (InputChain.native)
             images = jpeg(images, int(quality))
         device = next(self.model.parameters()).device
+        side = max(images.shape[-2:]) if images.ndim == 4 else 64
+        batch_size = batch_size or max(8, 256 * 64 * 64 // max(side, self.model.input_size) ** 2)
         return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False),
                              device=device)[:, 1]
+
+    def views(self, image) -> torch.Tensor:
+        """The model inputs of one upright RGB PIL image (V x 3 x S x S uint8): its thumbnail, or its windows."""
+        return self.chain.eval_views(image)
+
+    def predict_set(self, s, *, workers: int = 2, progress: bool = False) -> torch.Tensor:
+        """P(synthetic) per image of an ImageSet: of its thumbnails, or (crops) the mean over the windows of its files."""
+        from synthgap.detect.crops import predict_views
+
+        chain = self.chain
+        if not chain.crop:
+            return self.predict(s.images)
+        if not s.files:
+            raise SynthgapError(f"{s.name}: this detector reads windows of image files at their own scale; "
+                                "these images did not come from files")
+        device = next(self.model.parameters()).device
+        return predict_views(self.model, s.files, chain, tta=self.meta.get("tta", False), device=device,
+                             workers=workers, progress=progress, desc=f"predict {s.name}")[..., 1].mean(1)
 
     @property
     def domain(self) -> dict | None:
         return self.meta.get("domain")
 
-    def assess(self, images: torch.Tensor, metas: list[dict | None], band: float = 0.0, predict=None) -> list[dict]:
-        """The verdict records of detect.domain.verdicts for uint8 images (N x 3 x image_size x image_size) whose
-        file metadata are `metas`: P(synthetic), its range under mild perturbations, the domain check, the rule."""
-        from synthgap.detect.domain import perturbed, verdicts
+    def assess(self, views, metas: list[dict | None], band: float = 0.0, predict=None) -> list[dict]:
+        """The verdict records of detect.domain.verdicts for images given by their views (one V x 3 x S x S
+        tensor per image, from `views`; or one tensor N x 3 x S x S, a view each) whose file metadata are
+        `metas`: P(synthetic) (the mean over the views, with their spread), its range under mild
+        perturbations, the domain check, the rule."""
+        from synthgap.detect.domain import PERTURBATIONS, perturbed, verdicts
 
         predict = predict or self.predict
-        return verdicts(predict(images), predict(perturbed(images)), self.threshold, metas, self.domain, band)
+        views = list(views[:, None]) if isinstance(views, torch.Tensor) else list(views)
+        counts = [len(v) for v in views]
+        x = torch.cat(views)
+        p, pp = predict(x), predict(perturbed(x)).view(len(PERTURBATIONS), -1)
+        starts = torch.tensor([0, *counts]).cumsum(0)[:-1]
+        index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
 
-    def assess_files(self, paths: list[str]) -> list[dict]:
-        """assess() per file; a file that is not a readable image gets {"error": reason}."""
-        from synthgap.data.images import decode_image
+        def mean(v):  # per image, over its views
+            return torch.zeros(len(counts)).index_add_(0, index, v.float()) / torch.tensor(counts)
+
+        records = verdicts(mean(p), torch.cat([mean(row) for row in pp]), self.threshold, metas, self.domain, band)
+        for rec, start, n in zip(records, starts.tolist(), counts):
+            if n > 1:
+                part = p[start:start + n].float()
+                rec["views"] = {"n": n, "p_min": round(float(part.min()), 6), "p_max": round(float(part.max()), 6),
+                                "p_std": round(float(part.std()), 6)}
+        return records
+
+    def assess_files(self, paths: list[str], chunk: int = 64) -> list[dict]:
+        """assess() per file, `chunk` files at a time; a file that is not a readable image gets {"error": reason}."""
+        from synthgap.data.images import decode_native
         from synthgap.detect.audit import file_metadata
 
-        arrays, metas, where = [], [], []
-        out: list[dict] = [{} for _ in paths]
-        for i, p in enumerate(paths):
-            arr, reason = decode_image(p, self.image_size)
-            if arr is None:
-                out[i] = {"p_synthetic": None, "verdict": None, "error": reason}
-                continue
-            arrays.append(torch.from_numpy(arr).permute(2, 0, 1))
-            metas.append(file_metadata(p))
-            where.append(i)
-        if arrays:
-            for i, rec in zip(where, self.assess(torch.stack(arrays), metas)):
-                out[i] = rec
+        out: list[dict] = []
+        for start in range(0, len(paths), chunk):
+            views, metas, where = [], [], []
+            part: list[dict] = [{} for _ in paths[start:start + chunk]]
+            for i, p in enumerate(paths[start:start + chunk]):
+                im, reason = decode_native(p)
+                if im is None:
+                    part[i] = {"p_synthetic": None, "verdict": None, "error": reason}
+                    continue
+                views.append(self.views(im))
+                metas.append(file_metadata(p))
+                where.append(i)
+            if views:
+                for i, rec in zip(where, self.assess(views, metas)):
+                    part[i] = rec
+            out += part
         return out
 
     def save(self, folder: str | os.PathLike) -> Path:

@@ -56,7 +56,10 @@ def write_detector_report(out: str | Path) -> Path:
                 f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
                 f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%)."
                 + audit_lead(env.get("audit")))
-    write_text(out / "summary.md", f"# Detector: {name}\n\n{headline}\n\n## Robustness (test set)\n\n{rob}\n"
+    chain = meta["preprocessing"].get("input_why", "input: resize")
+    rob_on = f"On {metrics.get('robustness_on', 'all test images')}, same threshold."
+    write_text(out / "summary.md", f"# Detector: {name}\n\n{headline}\n\nInput: {chain}.\n\n"
+                                   f"## Robustness (test set)\n\n{rob_on}\n\n{rob}\n"
                                    f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n"
                                    + audit_markdown(env.get("audit")))
     stages = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['best_epoch']}</td><td>{v['seconds']:.0f}</td>"
@@ -66,8 +69,9 @@ def write_detector_report(out: str | Path) -> Path:
     page = page_head(f"synthgap detector report: {name}") + f"""
 <h1>Real or AI-generated: {html.escape(name)} detector</h1>
 <p class=lead>{html.escape(headline).replace('**', '')}</p>
+<p>Input: {html.escape(chain)}.</p>
 <figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
-<h2>Robustness</h2><p>The test set re-encoded or degraded, same threshold.</p>
+<h2>Robustness</h2><p>The test set re-encoded or degraded. {html.escape(rob_on)}</p>
 {_md_to_html_table(rob)}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 <h2>Format-bias audit</h2>{_audit_html(audit)}
@@ -102,9 +106,11 @@ def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict
                                    f"## Robustness\n\n{rob}\n" + audit_markdown(env.get("audit")))
     trained = meta.get("sources") or {}
     trained_on = "; ".join(f"{side}: {', '.join(v)}" for side, v in trained.items()) or "not recorded"
+    chain = meta.get("preprocessing", {}).get("input_why", "input: resize")
     page = page_head(f"synthgap detector evaluation: {name}") + f"""
 <h1>{html.escape(name)} detector on new data</h1>
 <p class=lead>{html.escape(headline).replace('**', '')}</p>
+<p>Input: {html.escape(chain)}.</p>
 <p>Trained on {html.escape(trained_on)}. Audited against its training data: {html.escape(str(result['audit_against_training_data']))}.</p>
 <figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
 <h2>Per source</h2><p>Accuracy of each source's images at the bundle's threshold; a synthetic source's AUC is against all the real images.</p>

@@ -18,9 +18,10 @@ from synthgap.audit import audit_record
 from synthgap.config import DetectorConfig, config_hash, dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.crops import InputChain, RandomCrops, predict_views, resolve_input
 from synthgap.detect.data import DetectorData
 from synthgap.detect.domain import training_domain
-from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, robustness_table
+from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, set_robustness
 from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
 from synthgap.io import environment, write_json, write_text
 from synthgap.train.loop import fit, select_device, set_threads
@@ -51,6 +52,12 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         raise SynthgapError(f"config field 'finetune_blocks': expected 0 or more, got {cfg.finetune_blocks}")
     if cfg.image_size < 8:
         raise SynthgapError(f"config field 'image_size': expected at least 8, got {cfg.image_size}")
+    for name, ok, want in (("input", cfg.input in ("crop", "resize"), "crop or resize"),
+                           ("crop_size", cfg.crop_size >= 32 and cfg.crop_size % 32 == 0, "a multiple of 32"),
+                           ("crop_grid", 1 <= cfg.crop_grid <= 8, "1..8 (windows per side)"),
+                           ("workers", cfg.workers >= 0, "0 or more"), ("in_memory_mb", cfg.in_memory_mb >= 0, "0 or more")):
+        if not ok:
+            raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)!r}")
     check_dedupe(cfg.dedupe)
     if not 1 <= cfg.normalize_quality <= 100:
         raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
@@ -60,16 +67,66 @@ def from_scratch(cfg: DetectorConfig) -> bool:
     return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)
 
 
-@torch.no_grad()
-def extract_features(model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True,
-                     desc: str = "features") -> torch.Tensor:
-    from tqdm.auto import tqdm
+def input_chain(cfg: DetectorConfig, train: ImageSet) -> tuple[InputChain, str]:
+    """The input chain of a run on `train` (crops only for photo-sized files) and why it was chosen."""
+    mode, why = resolve_input(cfg.input, cfg.crop_size, train.files, seed=cfg.seed)
+    return InputChain(mode, cfg.image_size, cfg.crop_size, cfg.crop_grid,
+                      cfg.normalize_quality if cfg.normalize_format else None), why
 
+
+def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
+    """The untrained detector of a config; crops reach the backbone at their own size (no resampling)."""
+    return build_detector(cfg.backbone, pretrained=cfg.pretrained,
+                          input_size=cfg.input_size or (chain.crop_size if chain.crop else None),
+                          head_width=cfg.head_width, dropout=cfg.dropout, model_id=cfg.backbone_model,
+                          revision=cfg.backbone_revision)
+
+
+def stage1_features(model: Detector, data: DetectorData, chain: InputChain, device, *, workers: int = 2,
+                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen backbone's features of the training and validation images: N x F, or with crops
+    N x V x F (every evaluation window of every image)."""
+    if not chain.crop:
+        return (extract_features(model, data.train.images, device, progress=progress, desc="features train"),
+                extract_features(model, data.val.images, device, progress=progress, desc="features val"))
+    return tuple(view_features(model, s.files, chain, device, workers=workers, progress=progress,
+                               desc=f"features {split}") for split, s in (("train", data.train), ("val", data.val)))
+
+
+@torch.no_grad()
+def view_features(model: Detector, files: list[str], chain: InputChain, device, *, workers: int = 2,
+                  progress: bool = True, desc: str = "features") -> torch.Tensor:
+    from synthgap.io import progress_bar
+
+    from synthgap.detect.crops import eval_batches
     from synthgap.train.augment import normalize
 
     model.eval()
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+    for _, x in progress_bar(eval_batches(files, chain, workers=workers), total=-(-len(files) // 8), desc=desc,
+                             unit="batch", enabled=progress, leave=False):
+        n, v = x.shape[:2]
+        chunks = x.flatten(0, 1).split(max(8, 256 * 64 * 64 // chain.crop_size ** 2))  # memory follows pixels
+        f = torch.cat([model.features(normalize(c.to(device)).contiguous(memory_format=torch.channels_last)).float().cpu()
+                       for c in chunks])
+        out.append(f.view(n, v, -1))
+    return torch.cat(out) if out else torch.empty(0, chain.views, model.backbone.num_features)
+
+
+@torch.no_grad()
+def extract_features(model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True,
+                     desc: str = "features") -> torch.Tensor:
+    from synthgap.io import progress_bar
+
+    from synthgap.train.augment import normalize
+
+    from synthgap.train.evaluate import MAX_BATCH_PIXELS
+
+    model.eval()
+    if images.ndim == 4:  # memory follows the pixels of a batch
+        batch_size = min(batch_size, max(8, MAX_BATCH_PIXELS // (images.shape[-1] * images.shape[-2])))
+    out = []
+    for i in progress_bar(range(0, len(images), batch_size), desc=desc, unit="batch", enabled=progress, leave=False):
         x = normalize(images[i : i + batch_size].to(device)).contiguous(memory_format=torch.channels_last)
         out.append(model.features(x).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.backbone.num_features)
@@ -95,21 +152,32 @@ def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | No
     device = select_device(cfg.head.device)
     set_threads(cfg.head.threads)
     torch.manual_seed(cfg.seed)
-    model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size,
-                           head_width=cfg.head_width, dropout=cfg.dropout, model_id=cfg.backbone_model,
-                           revision=cfg.backbone_revision).to(device)
+    chain, _ = input_chain(cfg, data.train)
+    model = new_detector(cfg, chain).to(device)
     history: dict[str, dict] = {}
     counter = {"epoch": 0}
+    crops: list[RandomCrops] = []  # built once, at the first stage that trains on images
 
     def report(record):
         counter["epoch"] += 1
         if on_epoch:
             on_epoch({**record, "stage_epoch": counter["epoch"]})
 
-    def run(stage: str, train: ImageSet, val: ImageSet, stage_cfg, module, prepare=None):
+    def run(stage: str, train: ImageSet, val: ImageSet, stage_cfg, module, prepare=None, val_proba=None):
         stage_cfg = dataclasses.replace(stage_cfg, seed=cfg.seed)
+        batches = None
+        if chain.crop and val_proba is None:  # images, not features: their windows
+            if not crops:
+                crops.append(RandomCrops(train.files, chain, workers=cfg.workers, in_memory_mb=cfg.in_memory_mb,
+                                         progress=progress))
+            batches = crops[0]
+
+            def val_proba(m, prep):
+                return predict_views(m, val.files, chain, prepare=prep, tta=stage_cfg.tta, device=device,
+                                     workers=cfg.workers).mean(1)
         res = fit(train, stage_cfg, val=val, model=module, prepare=prepare, out_dir=out / "stages" / stage if out else None,
-                  resume=resume, progress=progress, desc=f"{cfg.backbone} {stage}", on_epoch=report)
+                  resume=resume, progress=progress, desc=f"{cfg.backbone} {stage}", on_epoch=report, batches=batches,
+                  val_proba=val_proba)
         history[stage] = {"history": res.history, "best_epoch": res.best_epoch, "best_val_accuracy": res.best_val_accuracy,
                           "seconds": round(res.seconds, 2), "images_per_second": round(res.images_per_second, 1)}
 
@@ -120,13 +188,26 @@ def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | No
     model.backbone.set_trainable(0)
     if cfg.cache_features:
         t0 = time.perf_counter()
-        f_train, f_val = features or (
-            extract_features(model, data.train.images, device, progress=progress, desc="features train"),
-            extract_features(model, data.val.images, device, progress=progress, desc="features val"))
+        f_train, f_val = features or stage1_features(model, data, chain, device, workers=cfg.workers, progress=progress)
         seconds = time.perf_counter() - t0
-        run("head", _as_features(data.train, f_train), _as_features(data.val, f_val),
-            dataclasses.replace(cfg.head, tta=False), model.head, prepare=lambda x, g=None: x)
+        head_val_proba = None
+        if chain.crop:  # every window of a training image is a sample; validation averages an image's windows
+            f_train, f_val, views = f_train.flatten(0, 1), f_val, f_val.shape[1]
+            train_set = ImageSet(f_train, data.train.labels.repeat_interleave(views), data.train.classes,
+                                 data.train.name + "[window features]", data.train.domain)
+
+            def head_val_proba(head, prep):
+                from synthgap.train.evaluate import logits_to_proba
+
+                head.eval()
+                with torch.no_grad():
+                    return logits_to_proba(head(f_val.flatten(0, 1).to(device))).cpu().view(len(f_val), views, -1).mean(1)
+        else:
+            train_set = _as_features(data.train, f_train)
+        run("head", train_set, _as_features(data.val, f_val if not chain.crop else f_val[:, 0]),
+            dataclasses.replace(cfg.head, tta=False), model.head, prepare=lambda x, g=None: x, val_proba=head_val_proba)
         history["head"]["feature_seconds"] = round(seconds, 2)
+        del f_train, f_val, train_set, head_val_proba  # stage 2 reads images: the features' memory goes back
     else:
         run("head", data.train, data.val, cfg.head, model)
     if cfg.finetune_blocks > 0:
@@ -144,15 +225,16 @@ def tta_of(cfg: DetectorConfig) -> bool:
     return cfg.head.tta and not cfg.cache_features
 
 
-def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True) -> dict:
+def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True,
+                      progress: bool = False) -> dict:
     """Threshold on validation, then every test figure at that threshold."""
-    meta = bundle_meta(cfg, threshold=0.5, model=model)
-    bundle = DetectorBundle(model.eval(), meta)
-    # The loaded sets are already format-normalised; only freshly degraded images need it again.
-    loaded = DetectorBundle(model, {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}})
-    p_val = loaded.predict(data.val.images).numpy()
+    chain, why = input_chain(cfg, data.train)
+    meta = bundle_meta(cfg, threshold=0.5, model=model, chain=(chain, why))
+    # The loaded thumbnails are already format-normalised; only freshly degraded images need it again.
+    loaded = DetectorBundle(model.eval(), {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}})
+    p_val = loaded.predict_set(data.val, workers=cfg.workers, progress=progress).numpy()
     threshold = choose_threshold(data.val.labels.numpy(), p_val)
-    p_test = loaded.predict(data.test.images).numpy()
+    p_test = loaded.predict_set(data.test, workers=cfg.workers, progress=progress).numpy()
     y_test = data.test.labels.numpy()
     result = {
         "threshold": threshold,
@@ -162,23 +244,31 @@ def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, 
         "curves": curves(y_test, p_test),
     }
     if robustness:
-        # The bundle's own preprocessing (format normalisation) applies after the degradation, as in use.
-        result["robustness"] = robustness_table(bundle.predict, data.test.images, y_test, threshold, p_test)
+        result["robustness"], result["robustness_on"] = set_robustness(
+            DetectorBundle(model, {**meta, "threshold": threshold}), data.test, y_test, p_test, seed=cfg.seed,
+            workers=cfg.workers)
     return result
 
 
-def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = None) -> dict:
+def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = None,
+                chain: tuple[InputChain, str] | None = None) -> dict:
     info = BACKBONES[cfg.backbone]
+    chain, why = chain or (InputChain("resize", cfg.image_size), "input: resize")
+    input_size = cfg.input_size or (chain.crop_size if chain.crop else info.input_size)
     return {
         "kind": "synthgap-detector",
         "classes": list(CLASSES),
-        "architecture": {"backbone": cfg.backbone, "input_size": cfg.input_size or info.input_size,
+        "architecture": {"backbone": cfg.backbone, "input_size": input_size,
                          "head_width": cfg.head_width, "dropout": cfg.dropout,
                          "pretrained": not from_scratch(cfg), "about": info.about,
                          **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {})},
-        "preprocessing": {"image_size": cfg.image_size, "resample": "bicubic (PIL), antialiased",
+        "preprocessing": {"input": chain.input, "input_why": why, "image_size": cfg.image_size,
+                          **({"crop_size": chain.crop_size, "crop_grid": chain.crop_grid, "views": chain.views,
+                              "small_images": f"upscaled (bicubic) until the shorter side is {chain.crop_size} px"}
+                             if chain.crop else {}),
+                          "resample": "bicubic (PIL), antialiased",
                           "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
-                          "input_size": cfg.input_size or info.input_size, "mean": list(info.mean), "std": list(info.std)},
+                          "input_size": input_size, "mean": list(info.mean), "std": list(info.std)},
         "threshold": threshold,
         "tta": tta_of(cfg),
     }
@@ -243,7 +333,7 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     model, history = train_detector(data, cfg, out, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - t0
     result = evaluate_detector(model, data, cfg)
-    meta = bundle_meta(cfg, result["threshold"], model)
+    meta = bundle_meta(cfg, result["threshold"], model, input_chain(cfg, data.train))
     test = result["test"]
     meta.update({
         "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},

@@ -14,8 +14,8 @@ from synthgap import SynthgapError
 from synthgap.config import DetectorConfig, config_hash, dump_yaml
 from synthgap.detect.backbones import BACKBONES
 from synthgap.detect.data import DetectorData
-from synthgap.detect.model import build_detector
-from synthgap.detect.train import check_detector_config, data_environment, extract_features, from_scratch, train_detector
+from synthgap.detect.train import (check_detector_config, data_environment, from_scratch, input_chain, new_detector,
+                                   stage1_features, train_detector)
 from synthgap.io import atomic_path, write_json, write_text
 from synthgap.train.loop import select_device
 
@@ -86,10 +86,9 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     features = None
     if not from_scratch(cfg) and cfg.cache_features:  # the frozen backbone's features are the same in every trial
         device = select_device(cfg.head.device)
-        model = build_detector(cfg.backbone, pretrained=cfg.pretrained, input_size=cfg.input_size,
-                               model_id=cfg.backbone_model, revision=cfg.backbone_revision).to(device)
-        features = (extract_features(model, data.train.images, device, progress=progress, desc="features train"),
-                    extract_features(model, data.val.images, device, progress=progress, desc="features val"))
+        chain, _ = input_chain(cfg, data.train)
+        model = new_detector(cfg, chain).to(device)
+        features = stage1_features(model, data, chain, device, workers=cfg.workers, progress=progress)
 
     def objective(trial) -> float:
         trial_cfg = suggest(trial, cfg, max_finetune_blocks if BACKBONES[cfg.backbone].pretrainable else 0)

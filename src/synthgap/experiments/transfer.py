@@ -24,9 +24,11 @@ from synthgap import SynthgapError
 from synthgap.audit import DEDUPE_MODES, audit_record
 from synthgap.config import TransferConfig, config_hash, dump_yaml
 from synthgap.data.sets import HOLDOUT_SEED, SPLITS, ImageSet, concat, load_spec, parse_classes
-from synthgap.io import environment, save_torch, write_json, write_text
+from synthgap.io import environment, write_json, write_text
 from synthgap.train.evaluate import evaluate
-from synthgap.train.loop import CHECKPOINT, MODEL, check_config, fit
+from synthgap.train.classifier import META as CLASSIFIER_META
+from synthgap.train.classifier import classifier_meta, save_classifier
+from synthgap.train.loop import CHECKPOINT, check_config, fit
 
 log = logging.getLogger("synthgap")
 DOMAINS = ("real", "synthetic")
@@ -153,6 +155,15 @@ def _check_same_data(out: Path, data: dict) -> None:
         )
 
 
+def _run_meta(cfg: TransferConfig, real: str, synthetic: str, ts, seed: int, result: dict) -> dict:
+    """The classifier.json of one run: its test figures per domain and what it was trained on."""
+    metrics = {f"test_{d}_{k}": m[k] for d, m in result["test"].items() for k in ("accuracy", "macro_f1") if k in m}
+    trained_on = {"training_set": ts.name, "seed": seed, "real": real, "synthetic": synthetic, "n_real": ts.n_real,
+                  "n_synthetic": ts.n_synthetic, "train_sha256": result.get("train_sha256")}
+    return classifier_meta(dataclasses.replace(cfg.train, seed=seed), parse_classes(cfg.classes), cfg.image_size, metrics, trained_on,
+                           name=f"{ts.name}/seed{seed}")
+
+
 def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferConfig | None = None, *,
                  root=None, progress: bool = True) -> list[dict]:
     """Run every (training set, seed) not yet finished in out_dir; write the output contract; return the records.
@@ -193,6 +204,8 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
         if metrics_file.exists():
             result = json.loads(metrics_file.read_text())
             log.info("[%d/%d] %s seed %d: done before, read back", i, len(runs), ts.name, seed)
+            if not (run_dir / CLASSIFIER_META).exists():  # a run made before classifier.json existed
+                save_classifier(run_dir, None, _run_meta(cfg, real, synthetic, ts, seed, result))
         else:
             rng = np.random.default_rng([seed, 7])
             parts = []
@@ -218,7 +231,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
             }
             for d in DOMAINS:
                 plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
-            save_torch(run_dir / MODEL, fitted.model.state_dict())
+            save_classifier(run_dir, fitted.model, _run_meta(cfg, real, synthetic, ts, seed, result))
             write_json(metrics_file, result)
             (run_dir / CHECKPOINT).unlink(missing_ok=True)
             log.info("[%d/%d] %s seed %d: real %.4f, synthetic %.4f (%.0f s)", i, len(runs), ts.name, seed,

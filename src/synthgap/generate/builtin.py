@@ -471,7 +471,7 @@ class GeneratorTrainer:
 
     def run(self, real, *, root=None, resume: bool = False, progress: bool = True) -> Path:
         """Train (or resume) until `steps` or the time budget; save the pipeline; return GEN_DIR."""
-        from tqdm.auto import tqdm
+        from synthgap.io import progress_bar
 
         from synthgap.data.sets import ImageSet, load_spec
 
@@ -508,11 +508,12 @@ class GeneratorTrainer:
         budget = cfg.time_budget * 60
         images, labels = data.images, data.labels
         # With a time budget the bar counts training seconds, so its ETA is the budget's, not that of `steps`.
-        bar = (tqdm(total=budget, initial=min(self.state.seconds, budget), unit="s", disable=not progress,
-                    desc=f"training {cfg.preset} generator", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+        bar = (progress_bar(total=budget, initial=min(self.state.seconds, budget), unit="s", enabled=progress,
+                            desc=f"training {cfg.preset} generator",
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
                if budget else
-               tqdm(total=cfg.steps, initial=self.state.step, desc=f"training {cfg.preset} generator", unit="step",
-                    disable=not progress))
+               progress_bar(total=cfg.steps, initial=self.state.step, desc=f"training {cfg.preset} generator",
+                            unit="step", enabled=progress))
         done_by = "steps"
         t_last, smooth = time.perf_counter(), None
 

@@ -102,6 +102,7 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
     import torch
     from diffusers import AutoPipelineForText2Image
 
+    from synthgap.io import watched
     from synthgap.train.loop import select_device
 
     dev = select_device(device)
@@ -109,6 +110,12 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
                    "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
     if torch_dtype is None:
         raise SynthgapError(f"config field 'dtype': unknown '{dtype}' (auto, float32, float16 or bfloat16)")
+    if not watched():  # the loading bars of diffusers and transformers, in a log file: one redraw per line
+        import diffusers.utils.logging
+        import transformers.utils.logging
+
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
     try:
         pipe = AutoPipelineForText2Image.from_pretrained(model, revision=revision, dtype=torch_dtype)
     except Exception as e:  # offline, wrong id, gated repo, broken folder: one message, no traceback
@@ -405,7 +412,7 @@ class DatasetGenerator:
 
         ray_workers: shard the work over that many Ray actors (0: one per GPU, else per CPU) instead of this process.
         """
-        from tqdm.auto import tqdm
+        from synthgap.io import progress_bar
 
         out = self.prepare(out, new)
         jobs, _ = self.pending(out)
@@ -420,7 +427,7 @@ class DatasetGenerator:
             from synthgap.generate.distributed import make_with_ray
 
             produced = make_with_ray(self, out, jobs, ray_workers)
-        bar = tqdm(total=total, initial=total - len(jobs), desc="generating", unit="img", disable=not progress)
+        bar = progress_bar(total=total, initial=total - len(jobs), desc="generating", unit="img", enabled=progress)
         t_start, made = time.perf_counter(), 0
         t_synced = t_start
         with open(out / MANIFEST, "a", encoding="utf-8") as manifest:

@@ -79,6 +79,13 @@ def audit_markdown(summary: dict | None) -> str:
     return f"\n## Data audit (dedupe: {summary.get('dedupe')})\n\n```\n" + "\n".join(summary_lines(summary)) + "\n```\n"
 
 
+def _spread_note(rows: list[dict]) -> str:
+    seeds = {len(r["seeds"]) for r in rows}
+    if seeds == {1}:
+        return "one seed per row (no spread: run more seeds to see how much a result varies)"
+    return "mean ± standard deviation over seeds" + ("" if min(seeds) > 1 else " (a row of one seed shows no spread)")
+
+
 def write_report(out_dir: str | Path) -> Path:
     """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
     out = Path(out_dir)
@@ -89,7 +96,7 @@ def write_report(out_dir: str | Path) -> Path:
     rows = aggregate(records)
     md = markdown_table(rows)
     env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
-    write_text(out / "summary.md", "# Transfer study\n\nTest accuracy and macro-F1 in %, mean ± std over seeds.\n\n" + md
+    write_text(out / "summary.md", f"# Transfer study\n\nTest accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n" + md
                + audit_markdown(env.get("audit")))
     plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
 
@@ -116,7 +123,7 @@ def write_report(out_dir: str | Path) -> Path:
 <h1>Synthetic vs real: transfer study</h1>
 {gap}
 <h2>Summary</h2>
-<p>Test accuracy and macro-F1 in %, mean ± std over seeds. Every row trains the same architecture with the same
+<p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
 budget ({env.get('budget_images_per_run', '?')} images processed) and preprocessing.</p>
 {_md_to_html_table(md)}
 <figure style="max-width:700px">{_img(out / 'accuracy_vs_fraction.png')}</figure>

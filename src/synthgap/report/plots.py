@@ -48,11 +48,11 @@ def plot_accuracy_vs_fraction(rows: list[dict], path: str | Path) -> None:
     for domain, color in (("real", "tab:blue"), ("synthetic", "tab:orange")):
         x = [r["synthetic_fraction"] for r in fixed]
         y = [100 * r[f"accuracy_{domain}_mean"] for r in fixed]
-        e = [100 * r[f"accuracy_{domain}_std"] for r in fixed]
+        e = [100 * (r[f"accuracy_{domain}_std"] or 0) for r in fixed]  # one seed: no error bar
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=color, label=f"test on {domain}")
         for r in extra:
             ax.errorbar([r["synthetic_fraction"]], [100 * r[f"accuracy_{domain}_mean"]],
-                        yerr=[100 * r[f"accuracy_{domain}_std"]], marker="*", markersize=11, capsize=3, color=color,
+                        yerr=[100 * (r[f"accuracy_{domain}_std"] or 0)], marker="*", markersize=11, capsize=3, color=color,
                         linestyle="none", label=f"{r['training_set']} → {domain}")
     ax.set_xlabel("synthetic share of the training set")
     ax.set_ylabel("test accuracy (%)")

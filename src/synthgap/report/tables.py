@@ -24,7 +24,7 @@ def aggregate(records: list[dict]) -> list[dict]:
         for (ts, domain, metric), v in values.items():
             if ts == name:
                 row[f"{metric}_{domain}_mean"] = float(np.mean(v))
-                row[f"{metric}_{domain}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                row[f"{metric}_{domain}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else None  # one seed: no spread
         rows.append(row)
     return rows
 
@@ -32,7 +32,8 @@ def aggregate(records: list[dict]) -> list[dict]:
 def _pm(row: dict, key: str) -> str:
     if f"{key}_mean" not in row:
         return "–"
-    return f"{100 * row[f'{key}_mean']:.1f} ± {100 * row[f'{key}_std']:.1f}"
+    std = row[f"{key}_std"]
+    return f"{100 * row[f'{key}_mean']:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,84 +27,10 @@ from synthgap.io import write_bytes
 from synthgap.serve.batching import DeviceQueue, MicroBatcher
 from synthgap.serve.config import ServeConfig
 from synthgap.serve.inputs import GenerateRequest
+from synthgap.train.classifier import Classifier, load_classifier  # noqa: F401 (Classifier: part of this API)
 
 log = logging.getLogger("synthgap")
 TINY_MODEL = "synthgap-tiny"
-
-
-# ------------------------------------------------------------------ classifier
-
-
-@dataclass
-class Classifier:
-    """A trained classifier with what it needs to be used: class names, input size, flip TTA."""
-
-    name: str
-    model: torch.nn.Module
-    classes: list[str]
-    image_size: int
-    tta: bool
-    info: dict = field(default_factory=dict)  # provenance and metrics, for /api/models
-
-    def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for uint8 images N x 3 x image_size x image_size."""
-        from synthgap.train.evaluate import predict_proba
-
-        device = next(self.model.parameters()).device
-        return predict_proba(self.model, images, batch_size=len(images), tta=self.tta, device=device)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise SynthgapError(f"{path}: unreadable ({type(e).__name__}: {e})") from None
-
-
-def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> Classifier:
-    """A `synthgap train` output folder (model.pt, config.yaml, environment.json), or one run of a
-    transfer study (STUDY/runs/<set>/seed<k>/model.pt, with the study's config.yaml two levels up)."""
-    from synthgap.config import TrainConfig, TransferConfig, load_config
-    from synthgap.models import build_model
-
-    folder = Path(run_dir).resolve()
-    weights = folder / "model.pt"
-    if not weights.is_file():
-        raise SynthgapError(f"{folder}: not a classifier run (no model.pt); make one with "
-                            "`synthgap train --data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k>")
-    study = folder.parents[2] if len(folder.parents) > 2 else folder  # STUDY of STUDY/runs/<set>/seed<k>
-    in_study = not (folder / "config.yaml").exists() and (study / "config.yaml").exists()
-    metrics = _read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
-    try:
-        if (folder / "config.yaml").exists():
-            cfg = load_config(TrainConfig, folder / "config.yaml")
-            data = _read_json(folder / "environment.json")["data"]["train"]
-            classes, image_size = list(data["class_counts"]), int(data["size"][0])
-            scores = {k: metrics[k] for k in ("accuracy", "macro_f1", "n") if k in metrics}
-        elif in_study:
-            transfer = load_config(TransferConfig, study / "config.yaml")
-            cfg, classes, image_size = transfer.train, list(transfer.classes), transfer.image_size
-            env = _read_json(study / "environment.json")["data"]
-            data = {"training_set": metrics.get("training_set"), "seed": metrics.get("seed"),
-                    "real": env["real_train"].get("spec"), "synthetic": env["synthetic_train"].get("spec"),
-                    "n_real": metrics.get("n_real"), "n_synthetic": metrics.get("n_synthetic")}
-            scores = {f"test_{d}_{k}": m[k] for d, m in metrics.get("test", {}).items()
-                      for k in ("accuracy", "macro_f1") if k in m}
-        else:
-            raise SynthgapError(f"{folder}: model.pt without config.yaml and environment.json beside it "
-                                "(nor a transfer study two levels up): cannot tell its architecture and classes")
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise SynthgapError(f"{folder}: incomplete run record ({type(e).__name__}: {e})") from None
-    model = build_model(cfg.model, len(classes), widths=cfg.widths)
-    try:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    except Exception as e:
-        raise SynthgapError(f"{weights}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None
-    info = {"path": str(folder), "architecture": cfg.model, "widths": cfg.widths, "classes": classes,
-            "image_size": image_size, "tta": cfg.tta, "epochs": cfg.epochs, "seed": cfg.seed, "metrics": scores,
-            "training_data": data}
-    name = f"{folder.parent.name}/{folder.name}" if in_study else folder.name
-    return Classifier(name, model.to(device).eval(), classes, image_size, cfg.tta, info)
 
 
 # ------------------------------------------------------------------ generator
@@ -225,25 +150,22 @@ class Models:
 
         assert self.classifier and self._classify
         x = torch.from_numpy(_array(resize_square(image, self.classifier.image_size))).permute(2, 0, 1)
-        probs = self._classify(x).tolist()
-        ranked = sorted(zip(self.classifier.classes, probs), key=lambda cp: -cp[1])[:top]
-        return {"model": self.classifier.name, "label": ranked[0][0],
-                "probabilities": [{"class": c, "probability": round(p, 6)} for c, p in ranked]}
+        ranked = self.classifier.ranked(self._classify(x), top)
+        return {"model": self.classifier.name, "label": ranked[0]["class"], "probabilities": ranked}
 
     def detect(self, image: Image.Image, data: bytes | None = None) -> dict:
         """P(AI-generated) and the verdict record of detect.domain.verdicts; `data`: the file's bytes, whose
         format, size and JPEG quality decide whether the image lies inside the detector's training domain."""
-        from synthgap.data.images import resize_square
         from synthgap.detect.audit import metadata_of_bytes
 
         assert self.detector and self._detect
-        x = torch.from_numpy(_array(resize_square(image, self.detector.image_size))).permute(2, 0, 1)
+        x = self.detector.views(image)  # the bundle's own chain: its thumbnail, or its windows
         try:
             meta = metadata_of_bytes(data) if data is not None else None
         except SynthgapError:
             meta = None
         t, band = self.detector.threshold, self.cfg.unsure_band
-        rec = self.detector.assess(x[None], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
+        rec = self.detector.assess([x], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
         return {"model": self.detector_name, **rec,
                 "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)]}
 
@@ -306,6 +228,8 @@ class Models:
             out["detector"] = {
                 "name": self.detector_name, "path": str(Path(self.cfg.detector).resolve()),
                 "architecture": meta.get("architecture"), "image_size": self.detector.image_size,
+                "input": {k: meta["preprocessing"][k] for k in ("input", "input_why", "crop_size", "crop_grid")
+                          if k in meta["preprocessing"]},
                 "threshold": self.detector.threshold, "unsure_band": self.cfg.unsure_band,
                 "metrics": meta.get("metrics", {}), "format_bias": meta.get("format_bias"),
                 "data_audit": _audit_counts(meta.get("data_audit")), "robustness": meta.get("robustness"),

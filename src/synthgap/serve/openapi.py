@@ -63,7 +63,12 @@ SCHEMAS = {
                        "why": {"type": "string"},
                        "domain": {"type": "object", "required": ["inside", "why"],
                                   "properties": {"inside": {"type": "boolean"},
-                                                 "why": {"type": "array", "items": {"type": "string"}}}}}},
+                                                 "why": {"type": "array", "items": {"type": "string"}}}},
+                       "views": {"type": "object", "required": ["n", "p_min", "p_max", "p_std"],
+                                 "description": "a detector reading windows at the image's own scale: p_synthetic "
+                                                "is the mean over n windows; their spread",
+                                 "properties": {"n": {"type": "integer", "minimum": 2}, "p_min": PROBABILITY,
+                                                "p_max": PROBABILITY, "p_std": {"type": "number", "minimum": 0}}}}},
     "GenerateRequest": {
         "type": "object", "additionalProperties": False,
         "description": "exactly one of prompt and class",

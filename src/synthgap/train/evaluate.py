@@ -44,6 +44,9 @@ def logits_to_proba(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
+MAX_BATCH_PIXELS = 2**22  # per prediction batch: 4,096 images of 32 x 32, 83 of 224 x 224
+
+
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 512, tta: bool = True,
                   device: torch.device | str = "cpu", prepare=None) -> torch.Tensor:
@@ -53,6 +56,8 @@ def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: i
     """
     model.eval()
     prepare = prepare or image_input(AugmentConfig())
+    if images.ndim == 4:  # memory follows the pixels of a batch: fewer large images at a time
+        batch_size = min(batch_size, max(8, MAX_BATCH_PIXELS // (images.shape[-1] * images.shape[-2])))
     out = []
     for i in range(0, len(images), batch_size):
         x = prepare(images[i : i + batch_size].to(device), None)

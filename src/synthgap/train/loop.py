@@ -97,7 +97,8 @@ def check_config(cfg: TrainConfig, where: str = "train") -> None:
 
 def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,
         val: ImageSet | None = None, budget_images: int | None = None, progress: bool = True,
-        desc: str = "train", model: torch.nn.Module | None = None, prepare=None, on_epoch=None) -> FitResult:
+        desc: str = "train", model: torch.nn.Module | None = None, prepare=None, on_epoch=None,
+        batches=None, val_proba=None) -> FitResult:
     """Train `cfg.model` (or `model`) on `train`; pick the epoch with the best validation accuracy.
 
     val: a validation set; by default `cfg.val_fraction` of `train` is held out (stratified).
@@ -109,18 +110,25 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     prepare(x, g): turns a batch of `train.images` into model input; g is the augmentation
     generator, None at evaluation. Default: uint8 images, normalised and augmented per cfg.augment.
     on_epoch(record): called after each epoch with its metrics (e.g. to prune an Optuna trial).
+    batches: where the uint8 batches come from when `train.images` are not the model's input (the
+    detector's crops, synthgap.detect.crops.RandomCrops): batches.epoch(order, batch_size, steps, g)
+    yields the batches of order[i * batch_size : ...]; needs `val`. val_proba(model, prepare): the
+    validation set's N x C probabilities, when they are not predict_proba of `val.images`.
     """
     check_config(cfg)
     set_threads(cfg.threads)
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
+    if batches is not None and val is None:
+        raise SynthgapError(f"{desc}: a batch source needs its validation set given")
     if val is None and cfg.val_fraction > 0:
         keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
         train, val = train.subset(keep), train.subset(held)
     if len(train) == 0:
         raise SynthgapError(f"{train.name or 'training set'}: no training images")
 
-    x_train, y_train = train.images.to(device), train.labels.to(device)
+    x_train = train.images.to(device) if batches is None else None
+    y_train = train.labels.to(device)
     n = len(train)
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN likes full batches
@@ -183,6 +191,8 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
 
     from tqdm.auto import tqdm
 
+    from synthgap.io import progress_bar
+
     for epoch in range(start_epoch, epochs):
         if step >= total_steps or stopped:
             break
@@ -192,11 +202,12 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
         model.train()
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
-        bar = tqdm(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   disable=not progress, mininterval=1.0)
+        bar = progress_bar(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
+                   enabled=progress, mininterval=1.0)
+        source = batches.epoch(order, batch_size, n_steps, g) if batches is not None else None
         for i in bar:
             idx = order[i * batch_size : (i + 1) * batch_size]
-            x = prepare(x_train[idx], g)
+            x = prepare(x_train[idx] if source is None else next(source).to(device), g)
             with autocast:
                 loss = loss_fn(model(x), y_train[idx], cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
@@ -214,13 +225,15 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
             if progress and i % 10 == 9:
                 bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
         bar.close()
+        source = None  # a batch source's worker processes end here, before validation starts its own
         seconds = time.perf_counter() - t0
         trained_seconds += seconds
         record = {"epoch": epoch + 1, "step": step, "train_loss": round(loss_sum.item() / n_steps, 4),
                   "lr": round(lr, 6), "seconds": round(seconds, 2),
                   "images_per_second": round(n_steps * batch_size / seconds, 1)}
         if val is not None and len(val):
-            proba = predict_proba(model, val.images, tta=cfg.tta, device=device, prepare=prepare)
+            proba = (val_proba(model, prepare) if val_proba else
+                     predict_proba(model, val.images, tta=cfg.tta, device=device, prepare=prepare))
             record["val_accuracy"] = round(float((proba.argmax(1) == val.labels).float().mean()), 4)
             if result.best_val_accuracy is None or record["val_accuracy"] > result.best_val_accuracy:
                 result.best_val_accuracy, result.best_epoch = record["val_accuracy"], epoch + 1
