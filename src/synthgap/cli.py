@@ -589,6 +589,19 @@ def _image_paths(paths) -> list[str]:
     return files
 
 
+def _echo_records(files: list[str], records: list[dict], as_json: bool, line) -> None:
+    """One line per file (line(record), or its error), or one JSON object; an error if no file was readable."""
+    import json
+
+    for f, rec in zip(files, records):
+        if as_json:
+            click.echo(json.dumps({"path": f, **rec}))
+        else:
+            click.echo(f"{f}\t" + (f"error: {rec['error']}" if "error" in rec else line(rec)))
+    if all("error" in r for r in records):
+        raise SynthgapError("no file could be read as an image")
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
@@ -603,22 +616,12 @@ def classify(paths, run_dir, top, as_json) -> None:
     reason. The counterpart of `synthgap detect` (real or AI-generated). Example:
       synthgap classify photos/ --model runs/pipeline-small/transfer/runs/real/seed0
     """
-    import json
-
     from synthgap.train.classifier import load_classifier
 
     files = _image_paths(paths)
-    c = load_classifier(run_dir)
-    records = c.classify_files(files, top)
-    for f, rec in zip(files, records):
-        if as_json:
-            click.echo(json.dumps({"path": f, **rec}))
-        elif "error" in rec:
-            click.echo(f"{f}\terror: {rec['error']}")
-        else:
-            click.echo(f"{f}\t" + "  ".join(f"{r['class']} {100 * r['probability']:.1f}%" for r in rec["probabilities"]))
-    if all("error" in r for r in records):
-        raise SynthgapError("no file could be read as an image")
+    records = load_classifier(run_dir).classify_files(files, top)
+    _echo_records(files, records, as_json,
+                  lambda rec: "  ".join(f"{r['class']} {100 * r['probability']:.1f}%" for r in rec["probabilities"]))
 
 
 @cli.command()
@@ -637,24 +640,13 @@ def detect(paths, bundle, as_json) -> None:
     training domain" (P unreliable) for an image unlike the bundle's training images in pixel size,
     format or JPEG quality. --json says which rule decided and why.
     """
-    import json
-
     from synthgap.detect.model import load_bundle
 
     files = _image_paths(paths)
-    b = load_bundle(bundle)
-    records = b.assess_files(files)
-    for f, rec in zip(files, records):
-        if as_json:
-            click.echo(json.dumps({"path": f, **rec}))
-        elif "error" in rec:
-            click.echo(f"{f}\terror: {rec['error']}")
-        else:
-            lo, hi = rec["p_range"]
-            click.echo(f"{f}\t{rec['p_synthetic']:.4f} ({lo:.2f}-{hi:.2f})\t{rec['verdict']}"
-                       + ("" if rec["reliable"] else f"\t{rec['why']}"))
-    if all("error" in r for r in records):
-        raise SynthgapError("no file could be read as an image")
+    records = load_bundle(bundle).assess_files(files)
+    _echo_records(files, records, as_json,
+                  lambda rec: f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
+                              f"{rec['verdict']}" + ("" if rec["reliable"] else f"\t{rec['why']}"))
 
 
 # ---------------------------------------------------------------- web app
