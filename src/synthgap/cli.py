@@ -614,6 +614,8 @@ def classify(paths, run_dir, top, as_json) -> None:
     PATHS: image files or folders (searched recursively). Per image: the most likely class and the
     --top classes with their probabilities; a file that is not a readable image is listed with the
     reason. The counterpart of `synthgap detect` (real or AI-generated). Example:
+
+    \b
       synthgap classify photos/ --model runs/pipeline-small/transfer/runs/real/seed0
     """
     from synthgap.train.classifier import load_classifier
