@@ -3,6 +3,7 @@
 #   docker build -t synthgap .                                    # CPU
 #   docker build -t synthgap:cuda --build-arg BASE=nvidia/cuda:13.0.1-base-ubuntu24.04 .
 #   docker compose up                                             # see compose.yaml for the volumes
+#   docker compose run --rm pipeline                              # fills the models volume once
 #
 # Settings come from SYNTHGAP_SERVE_* variables (see `synthgap serve --help`).
 ARG BASE=python:3.11-slim-bookworm

@@ -12,7 +12,7 @@ Prints, per set size: training images/s of each stage, wall time, peak RSS of th
 `synthgap detect` on one 3000 x 2000 JPEG (decode + 9 windows + their 27 perturbed copies + model; aim
 <= 1.5 s), in-process and as the command. Asserts nothing.
 
-    .venv/bin/python benchmarks/detector_photo.py                 # ~40 min on 2 cores
+    .venv/bin/python benchmarks/detector_photo.py                 # ~50 min on 2 cores
     .venv/bin/python benchmarks/detector_photo.py --sizes 1000    # one size only
 """
 from __future__ import annotations
@@ -143,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,4000", help="photo-set sizes (half real, half synthetic)")
     ap.add_argument("--out", default="runs/bench-photo")
-    ap.add_argument("--resize", default="4000", help="sizes at which the resize detector is trained too ('' none)")
+    ap.add_argument("--resize", default="1000", help="sizes at which the resize detector is trained too ('' none)")
     args = ap.parse_args()
     out = Path(args.out)
     sizes = [int(s) for s in args.sizes.split(",") if s]

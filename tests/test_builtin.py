@@ -292,11 +292,29 @@ def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
         "builtin": {"preset": "tiny", "steps": 6},
         "generate": {"per_class": 15, "batch_size": 8, "steps": 4},
         "transfer": {"seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [], "train_size": 24,
-                     "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+                     "real_baseline": 32, "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+        "detector": {"backbone": "airnet", "val_fraction": 0.25,
+                     "scratch": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
-    synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))
+    proc = synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))
     study = tmp_path / "study"
+    assert f"synthgap serve {study}" in proc.stdout
+    # The detector stage: the real images against the generated ones, a bundle that says so
+    det = json.loads((study / "detector" / "detector.json").read_text())
+    assert det["specs"]["real"] == [str(real)] and det["specs"]["synthetic"] == [str(study / "synthetic")]
+    assert 0 <= det["metrics"]["accuracy"] <= 1 and (study / "detector" / "report.html").is_file()
+    # The real baseline: all 32 real training images alone, beside the rows of equal size (24)
+    summary = json.loads((study / "transfer" / "summary.json").read_text())
+    assert {r["training_set"]: r["n_train"] for r in summary} == {"real": 24, "synthetic": 24, "real-32": 32}
+    # One folder a server takes whole: the trained generator, the best transfer run, the detector
+    from synthgap.experiments.pipeline import models_of_run
+
+    found = models_of_run(study)
+    on_real = sorted((r["training_set"], r["accuracy"]) for r in summary if r["test_domain"] == "real")
+    best = max(on_real, key=lambda kv: kv[1])[0]  # the first of the best, in folder order
+    assert found == {"generator": str(study / "generator"), "classifier": str(study / "transfer" / "runs" / best / "seed0"),
+                     "detector": str(study / "detector")}
     assert (study / "generator" / "model_index.json").is_file()
     assert (study / "transfer" / "report.html").is_file()
     rows = read_manifest(study / "synthetic")[0]

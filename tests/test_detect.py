@@ -217,6 +217,37 @@ def test_training_with_a_frozen_backbone_changes_only_the_trainable_part(pair):
             assert not changed, k
 
 
+def test_frozen_blocks_run_in_slices_with_the_same_output_and_gradients(monkeypatch):
+    """A training step cuts the batch into slices through the frozen blocks (their activations are the
+    memory peak at photo size); the loss and the trainable gradients are those of the whole batch."""
+    import synthgap.detect.backbones as backbones
+
+    torch.manual_seed(0)
+    model = build_detector("efficientnet_lite0", pretrained=False, input_size=32)
+    model.backbone.set_trainable(2)
+    model.train()
+    x = torch.randn(12, 3, 32, 32)
+
+    def step():
+        model.zero_grad()
+        torch.manual_seed(1)  # the head's dropout: the same mask both times
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    sliced_calls = []
+    run = backbones.Backbone._run
+    monkeypatch.setattr(backbones.Backbone, "_run", staticmethod(lambda b, t: sliced_calls.append(len(t)) or run(b, t)))
+    whole_out, whole_grads = step()
+    assert sliced_calls == [12, 12]  # frozen, then trainable blocks, the batch whole
+    sliced_calls.clear()
+    monkeypatch.setattr(backbones, "FROZEN_SLICE_PIXELS", 5 * 32 * 32)
+    out, grads = step()
+    assert sliced_calls == [5, 5, 2, 12]
+    assert torch.allclose(out, whole_out, atol=1e-5)
+    assert all(torch.allclose(g, w, atol=1e-5) for g, w in zip(grads, whole_grads))
+
+
 # ---------------------------------------------------------------- training, evaluation, bundle
 
 

@@ -251,6 +251,7 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
         "generate": {"model": "synthgap-tiny", "per_class": 15, "steps": 1, "batch_size": 8},
         "transfer": {"seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [], "train_size": 24,
                      "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+        "detect": False,  # the detector stage: tests/test_builtin.py
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     proc = run_cli("pipeline", "--config", str(tmp_path / "p.yaml"))
@@ -259,7 +260,7 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
     records = json.loads((tmp_path / "study" / "transfer" / "summary.json").read_text())
     assert {(r["train_domain"], r["test_domain"]) for r in records} == {
         ("real", "real"), ("real", "synthetic"), ("synthetic", "real"), ("synthetic", "synthetic")}
-    assert "report:" in proc.stdout
+    assert "report:" in proc.stdout and not (tmp_path / "study" / "detector").exists()
 
 
 def test_quality_report_finds_planted_twins_and_memorised_images(made, tmp_path):

@@ -100,6 +100,39 @@ def model_files(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def pipeline_run(model_files, tmp_path_factory):
+    """The layout `synthgap pipeline` writes (see experiments.pipeline.models_of_run), with the test's models:
+    two transfer runs (the better one on real test images is served), a detector, a generator."""
+    import json as json_
+
+    from synthgap.config import PipelineConfig, dump_yaml
+
+    run = tmp_path_factory.mktemp("runs") / "pipeline-test"
+    run.mkdir()
+    (run / "pipeline.yaml").write_text(dump_yaml(PipelineConfig(out=str(run), generator="builtin")))
+    for name, accuracy in (("real", 0.4), ("synthetic", 0.7)):
+        folder = run / "transfer" / "runs" / name / "seed0"
+        shutil.copytree(model_files["classifier"], folder)
+        meta = json_.loads((folder / "classifier.json").read_text())
+        meta.update(name=f"{name}/seed0", metrics={"test_real_accuracy": accuracy})
+        (folder / "classifier.json").write_text(json_.dumps(meta))
+    shutil.copytree(model_files["detector"], run / "detector")
+    shutil.copytree(model_files["generator"], run / "generator")
+    return run
+
+
+def test_a_pipeline_folder_serves_whole_and_flags_override_one_model(pipeline_run, model_files, tmp_path):
+    cfg = ServeConfig.load({}, run=str(pipeline_run))
+    assert (cfg.classifier, cfg.detector, cfg.generator) == (
+        str(pipeline_run / "transfer" / "runs" / "synthetic" / "seed0"), str(pipeline_run / "detector"),
+        str(pipeline_run / "generator"))
+    other = ServeConfig.load({"SYNTHGAP_SERVE_RUN": str(pipeline_run)}, detector=str(model_files["detector"]))
+    assert other.detector == str(model_files["detector"]) and other.classifier == cfg.classifier
+    with pytest.raises(SynthgapError, match="not a `synthgap pipeline` output folder.*synthgap pipeline --config"):
+        ServeConfig.load({}, run=str(tmp_path))
+
+
+@pytest.fixture(scope="module")
 def app(model_files, tmp_path_factory):
     cfg = ServeConfig(**{k: str(v) for k, v in model_files.items()}, output=str(tmp_path_factory.mktemp("out")),
                       max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_steps=4, max_prompt_chars=200)
@@ -137,6 +170,9 @@ def test_models_lists_what_is_loaded_its_metrics_and_origin(client, model_files)
     m = r.json
     assert m["classifier"]["classes"] == CLASSES and m["classifier"]["metrics"]["accuracy"] == 0.61
     assert "path" not in m["classifier"] and m["classifier"]["trained_on"]["spec"] == "shapes"
+    assert "path" not in m["detector"] and m["detector"]["name"] == "serve-models0/detector"
+    server_root = str(model_files["detector"].resolve().parent)  # no visitor sees where the models live
+    assert server_root not in r.get_data(as_text=True) and server_root not in client.get("/models").get_data(as_text=True)
     assert m["detector"]["threshold"] == 0.5 and m["detector"]["metrics"]["auc"] == 0.95
     assert m["detector"]["architecture"]["backbone"] == "airnet"
     assert m["generator"]["pipeline"] == "StableDiffusionPipeline" and "bird" in m["generator"]["classes"]
@@ -238,6 +274,9 @@ def test_a_builtin_class_conditional_generator_is_served_by_class(model_files, t
     assert r.status_code == 400 and "class-conditional" in r.json["error"]
     page = client.get("/").get_data(as_text=True)
     assert "takes no prompt" in page and 'name="prompt"' not in page
+    assert '<option value="">' not in page  # a class is chosen from the start: the form works as it opens
+    r = client.post("/", data={"class": CLASSES[0], "seed": "3", "steps": "2"})  # the form as it opens, submitted
+    assert r.status_code == 200 and 'id="generated"' in r.get_data(as_text=True)
     assert client.get("/api/models").json["generator"]["pipeline"] == "ClassConditionalPipeline"
 
 
@@ -377,6 +416,8 @@ def test_a_kind_of_model_the_server_lacks_is_404(model_files):
     assert post_file(client, "/api/detect", png_bytes()).status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "runs without a generator" in page.get_data(as_text=True)
+    assert "synthgap serve runs/pipeline-small" in page.get_data(as_text=True)  # the command that makes one
+    assert "synthgap pipeline --config" in client.post("/api/generate", json={"prompt": "a"}).json["error"]
     assert "Probability that it is AI-generated" in post_file(client, "/check", png_bytes()).get_data(as_text=True)
 
 
@@ -431,7 +472,7 @@ def test_check_page_works_as_a_plain_form(client):
 
 def test_models_page_shows_metrics_and_origin(client, model_files):
     html = client.get("/models").get_data(as_text=True)
-    assert str(model_files["detector"].resolve()) in html and "auc" in html and "0.95" in html
+    assert "serve-models0/detector" in html and "auc" in html and "0.95" in html
     assert "StableDiffusionPipeline" in html and "macro f1" in html
 
 
@@ -633,12 +674,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live_server(model_files, tmp_path_factory):
-    """`synthgap serve` (gunicorn) on a free loopback port, stopped after the module."""
+def live_server(pipeline_run, tmp_path_factory):
+    """`synthgap serve RUN_DIR` (gunicorn) on a free loopback port, stopped after the module."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    args = [sys.executable, "-m", "synthgap.cli", "serve", "--port", str(port), "--host", "127.0.0.1",
-            *[a for kind, path in model_files.items() for a in (f"--{kind}", str(path))]]
+    args = [sys.executable, "-m", "synthgap.cli", "serve", str(pipeline_run), "--port", str(port), "--host", "127.0.0.1"]
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -1,6 +1,8 @@
 """The transfer study: planning, the output contract, resume, refusal of a changed config, the CLI."""
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,12 +47,22 @@ def test_plan_lowers_a_train_size_larger_than_the_data_and_says_so(caplog):
 
     with caplog.at_level("WARNING", logger="synthgap"):
         size, sets = plan_training_sets(TransferConfig(train_size=500), n_real=200, n_synthetic=300)
-    assert size == 200 and "using 200" in caplog.text
+    assert size == 200 and "train_size 500 capped at 200" in caplog.text
     assert max(s.n_real for s in sets if s.train_domain != "real+1xsynthetic") == 200
     size, _ = plan_training_sets(TransferConfig(train_size=500, fractions=[0.5]), n_real=100, n_synthetic=300)
     assert size == 200  # half of it real: 100
-    with pytest.raises(SynthgapError, match="train_size"):
-        plan_training_sets(TransferConfig(train_size=500), n_real=1, n_synthetic=300)
+    with pytest.raises(SynthgapError, match="too few training images to train.*at least 6 images"):
+        plan_training_sets(TransferConfig(train_size=500), n_real=4, n_synthetic=300)
+
+
+def test_plan_adds_a_real_baseline_on_more_images_with_its_own_budget():
+    cfg = TransferConfig(fractions=[0, 1], extra_synthetic=[], train_size=100, real_baseline=150)
+    size, sets = plan_training_sets(cfg, n_real=200, n_synthetic=100)
+    base = sets[-1]
+    assert (size, base.name, base.train_domain, base.n_real, base.n_synthetic) == (100, "real-150", "real-baseline", 150, 0)
+    assert base.epochs_of_own_size and not any(s.epochs_of_own_size for s in sets[:-1])
+    _, sets = plan_training_sets(dataclasses.replace(cfg, real_baseline=500), n_real=200, n_synthetic=100)
+    assert sets[-1].name == "real-200"  # capped at what there is
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +111,11 @@ def test_quick_transfer_writes_the_output_contract(quick_run):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and 'src="http' not in html  # self-contained
     assert "| real |" in proc.stdout  # the table is printed
+    # --quick's test_size on test splits smaller than it: capped at what there is, said in one line, no error
+    held = re.search(r"test_size 1200 capped at what the test splits hold: (\d+) real, (\d+) synthetic", proc.stderr)
+    assert held and [int(n) for n in held.groups()] == [env["data"][f"{d}_test"]["n"] for d in ("real", "synthetic")]
+    assert (out / "samples.png").stat().st_size > 1000 and "real beside synthetic" in html
+    assert "| real | 60 | 0.00 |" in (out / "summary.md").read_text()  # how many images each row trained on
 
 
 def test_classify_names_a_class_per_image_of_files_and_folders_and_says_which_it_cannot_read(quick_run, folders, tmp_path):

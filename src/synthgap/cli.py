@@ -269,10 +269,12 @@ def _resolve_tiny(cfg, out: Path):
               help="Pipeline YAML (see configs/pipeline-*.yaml).")
 @set_option
 def pipeline(config_file, overrides) -> None:
-    """The whole study in one command: real data -> generate -> transfer -> report.
+    """The whole study in one command: real data -> generate -> transfer -> report -> detector.
 
-    Writes OUT/synthetic (the generated set) and OUT/transfer (the study and its report.html).
-    Re-running resumes every stage.
+    Writes OUT/synthetic (the generated set), OUT/transfer (the study and its report.html) and
+    OUT/detector (a detector of the generated images against the real ones); with the builtin
+    generator also OUT/generator. Re-running resumes every stage. Serve what it made with
+    `synthgap serve OUT`.
     """
     from synthgap.config import PipelineConfig, load_config
     from synthgap.experiments.pipeline import run_pipeline
@@ -283,6 +285,7 @@ def pipeline(config_file, overrides) -> None:
     cfg = dataclasses.replace(cfg, generate=_resolve_tiny(cfg.generate, Path(cfg.out) / "synthetic"))
     report_path = run_pipeline(cfg)
     click.echo(f"report: {report_path}")
+    click.echo(f"serve its models: synthgap serve {cfg.out}   (then open http://127.0.0.1:8000)")
 
 
 @cli.command()
@@ -655,6 +658,7 @@ def detect(paths, bundle, as_json) -> None:
 
 
 @cli.command()
+@click.argument("run", required=False, metavar="[RUN_DIR]")
 @click.option("--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
 @click.option("--detector", default=None, help="A detector bundle folder (`synthgap detector train`).")
 @click.option("--generator", default=None, help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), or synthgap-tiny (offline demo).")
@@ -666,6 +670,14 @@ def detect(paths, bundle, as_json) -> None:
 @click.option("--debug", is_flag=True, default=None, help="Flask's development server with the debugger, instead of gunicorn.")
 def serve(**flags) -> None:
     """The web app and JSON API: generate images, classify them, detect AI-generated ones.
+
+    RUN_DIR: a `synthgap pipeline` output folder (e.g. runs/pipeline-small): its generator, its
+    transfer run with the best real test accuracy and its detector; --classifier, --detector and
+    --generator override each.
+
+    \b
+    Example:
+      synthgap serve runs/pipeline-small     # then open http://127.0.0.1:8000
 
     Every setting also comes from an environment variable SYNTHGAP_SERVE_<NAME> (e.g.
     SYNTHGAP_SERVE_DETECTOR, SYNTHGAP_SERVE_MAX_UPLOAD_BYTES); flags win. The settings are the

@@ -65,6 +65,9 @@ class TransferConfig:
     extra_synthetic: list[float] = field(default_factory=lambda: [1.0])  # all real + k x synthetic
     train_size: int | None = None  # fixed training-set size of the fraction arms; None: the smaller set
     test_size: int | None = None  # cap per test domain (stratified); None: the whole test split
+    # One more run on this many real training images alone (more than the synthetic set has), with the budget
+    # of its own size: what the real data gives when there is more of it. None: no such run.
+    real_baseline: int | None = None
     # The data audit before training (synthgap.audit): drop removes test images with a twin in a training
     # split and second copies inside a training split; warn only reports them; off skips the audit.
     dedupe: str = "drop"
@@ -158,6 +161,11 @@ class PipelineConfig:
     builtin: GeneratorConfig = field(default_factory=GeneratorConfig)  # used with generator: builtin
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    # The detector stage: the real images against the generated ones, so the folder serves whole (synthgap serve OUT).
+    # Both sides re-encoded alike by default: the generated PNGs against e.g. CIFAR-10's JPEGs would otherwise
+    # hand the detector a format shortcut (its format-bias audit says so).
+    detect: bool = True
+    detector: "DetectorConfig" = field(default_factory=lambda: DetectorConfig(normalize_format=True))
 
 
 def _head_stage() -> TrainConfig:

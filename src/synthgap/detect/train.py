@@ -102,15 +102,15 @@ def view_features(model: Detector, files: list[str], chain: InputChain, device, 
     from synthgap.train.augment import normalize
 
     model.eval()
-    out = []
-    for _, x in progress_bar(eval_batches(files, chain, workers=workers), total=-(-len(files) // 8), desc=desc,
-                             unit="batch", enabled=progress, leave=False):
+    # Filled in place: the one set-sized tensor of stage 1 (V x F floats per image), never held twice
+    out = torch.empty(len(files), chain.views, model.backbone.num_features)
+    for index, x in progress_bar(eval_batches(files, chain, workers=workers), total=-(-len(files) // 8), desc=desc,
+                                 unit="batch", enabled=progress, leave=False):
         n, v = x.shape[:2]
         chunks = x.flatten(0, 1).split(max(8, 256 * 64 * 64 // chain.crop_size ** 2))  # memory follows pixels
-        f = torch.cat([model.features(normalize(c.to(device)).contiguous(memory_format=torch.channels_last)).float().cpu()
-                       for c in chunks])
-        out.append(f.view(n, v, -1))
-    return torch.cat(out) if out else torch.empty(0, chain.views, model.backbone.num_features)
+        out[index] = torch.cat([model.features(normalize(c.to(device)).contiguous(memory_format=torch.channels_last))
+                                .float().cpu() for c in chunks]).view(n, v, -1)
+    return out
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""`synthgap pipeline`: real data -> (train the builtin generator) -> generate -> transfer -> report,
-each stage resumable."""
+"""`synthgap pipeline`: real data -> (train the builtin generator) -> generate -> transfer -> report ->
+a detector of the generated images, each stage resumable; the folder is one a server takes whole
+(`synthgap serve OUT`, see `models_of_run`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -54,12 +55,77 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True) -> Path:
     tr_cfg = dataclasses.replace(cfg.transfer, classes=list(cfg.classes), image_size=cfg.image_size)
     records = run_transfer(cfg.real, str(synthetic), out / "transfer", tr_cfg, root=cfg.root, progress=progress)
     arms = {arm: [r["accuracy"] for r in records if (r["train_domain"], r["test_domain"]) == arm]
-            for arm in (("synthetic", "real"), ("real", "real"))}
+            for arm in (("synthetic", "real"), ("real", "real"), ("real-baseline", "real"))}
     if arms[("synthetic", "real")]:  # the study trained on synthetic alone: that is the CAS
         quality["cas"] = sum(arms[("synthetic", "real")]) / len(arms[("synthetic", "real")])
         quality["real_to_real"] = (sum(arms[("real", "real")]) / len(arms[("real", "real")])) if arms[("real", "real")] else None
+        if arms[("real-baseline", "real")]:
+            quality["real_to_real_baseline"] = sum(arms[("real-baseline", "real")]) / len(arms[("real-baseline", "real")])
         quality["cas_source"] = f"{out / 'transfer'}: accuracy on real test images of {tr_cfg.train.model} trained on the set alone"
         write_json(synthetic / "quality.json", quality)
-        log.info("CAS (synthetic->real accuracy): %.1f%% (real->real %s)", 100 * quality["cas"],
-                 f"{100 * quality['real_to_real']:.1f}%" if quality["real_to_real"] is not None else "not run")
+        log.info("CAS (synthetic->real accuracy): %.1f%% (real->real at the same size %s%s)", 100 * quality["cas"],
+                 f"{100 * quality['real_to_real']:.1f}%" if quality["real_to_real"] is not None else "not run",
+                 f"; with {cfg.transfer.real_baseline} real images {100 * quality['real_to_real_baseline']:.1f}%"
+                 if "real_to_real_baseline" in quality else "")
+    if cfg.detect:
+        run_pipeline_detector(cfg, synthetic, out / "detector", progress=progress)
     return out / "transfer" / "report.html"
+
+
+def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, progress: bool = True) -> dict:
+    """The detector stage: `cfg.real` against the generated set, as `synthgap detector train` would; a
+    finished bundle is read back, an interrupted run resumes its stages."""
+    import json
+
+    from synthgap.detect.data import assemble, load_sources
+    from synthgap.detect.train import run_detector
+
+    det = dataclasses.replace(cfg.detector, classes=list(cfg.classes), image_size=cfg.image_size)
+    if (out / "detector.json").exists() and (out / "config.yaml").read_text() == dump_yaml(det):
+        log.info("stage: detector: done before, read back from %s", out)
+        return json.loads((out / "detector.json").read_text())
+    log.info("stage: detector (%s) of %s (real) against the generated set -> %s", det.backbone, cfg.real, out)
+    loaded = load_sources(cfg.real, str(synthetic), classes=det.classes, size=det.image_size, root=cfg.root,
+                          dedupe=det.dedupe, progress=progress)
+    # Unless the config caps them, both sides get as many images as the generated set has, so the real side
+    # (e.g. CIFAR-10's 30,000) does not outweigh it.
+    generated = {split: len(loaded.sets[loaded.sides[1][0].name, split]) for split in ("train", "test")}
+    if det.train_size is None or det.test_size is None:
+        log.info("detector: up to %d training and %d test images per side (the generated set's splits)",
+                 det.train_size or generated["train"], det.test_size or generated["test"])
+    data = assemble(loaded, val_fraction=det.val_fraction, train_size=det.train_size or generated["train"],
+                    test_size=det.test_size or generated["test"], seed=det.seed,
+                    normalize_format=det.normalize_quality if det.normalize_format else None)
+    meta = run_detector(data, det, out, resume=True, progress=progress)
+    m = meta["metrics"]
+    log.info("detector: test accuracy %.1f%%, AUC %.3f on %d held-out images (%s vs the generated set)",
+             100 * m["accuracy"], m["auc"], m["n"], cfg.real)
+    return meta
+
+
+def models_of_run(run: str | Path) -> dict[str, str | None]:
+    """The models a pipeline folder holds, for `synthgap serve RUN`: its generator (the builtin one it
+    trained, or the diffusers model it used), the transfer run with the best real test accuracy, and its
+    detector; None where the folder has none (e.g. a stage that did not run)."""
+    import json
+
+    from synthgap import SynthgapError
+    from synthgap.config import load_config
+
+    run = Path(run)
+    if not run.is_dir():
+        raise SynthgapError(f"no folder {run}; make it with: synthgap pipeline --config configs/pipeline-small.yaml "
+                            f"--set out={run}")
+    if not (run / "pipeline.yaml").is_file():
+        raise SynthgapError(f"{run}: not a `synthgap pipeline` output folder (no pipeline.yaml); "
+                            "make one with: synthgap pipeline --config configs/pipeline-small.yaml")
+    cfg = load_config(PipelineConfig, run / "pipeline.yaml")
+    generator = (str(run / "generator") if (run / "generator" / "model_index.json").is_file()
+                 else cfg.generate.model if cfg.generator == "diffusers" else None)
+    best, best_accuracy = None, -1.0
+    for meta in sorted((run / "transfer" / "runs").glob("*/seed*/classifier.json")):
+        accuracy = json.loads(meta.read_text()).get("metrics", {}).get("test_real_accuracy", -1.0)
+        if accuracy > best_accuracy:
+            best, best_accuracy = str(meta.parent), accuracy
+    detector = str(run / "detector") if (run / "detector" / "detector.json").is_file() else None
+    return {"generator": generator, "classifier": best, "detector": detector}

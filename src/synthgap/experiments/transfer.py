@@ -42,6 +42,7 @@ class TrainingSet:
     train_domain: str
     n_real: int
     n_synthetic: int
+    epochs_of_own_size: bool = False  # budget: epochs x its own size, not the study's shared budget
 
     @property
     def synthetic_fraction(self) -> float:
@@ -74,11 +75,13 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
         size = lo
-        if size < 2:
-            raise SynthgapError(f"config field 'train_size': the fractions {cfg.fractions} need real and synthetic "
-                                f"training images; there are {n_real} real and {n_synthetic} synthetic")
-        log.warning("config field 'train_size': %d is more than the data allows at every fraction (%d real and %d "
-                    "synthetic training images); using %d", wanted, n_real, n_synthetic, size)
+        least = max(2, len(cfg.classes))
+        if size < least:
+            raise SynthgapError(f"too few training images to train: the fractions {cfg.fractions} need training sets "
+                                f"of at least {least} images (one per class); there are {n_real} real and "
+                                f"{n_synthetic} synthetic training images (after the audit)")
+        log.warning("train_size %d capped at %d: the most every training set can draw from %d real and %d synthetic "
+                    "training images", wanted, size, n_real, n_synthetic)
     sets = []
     for f in cfg.fractions:
         n_s = int(round(size * f))
@@ -90,6 +93,12 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
     for k in cfg.extra_synthetic:
         n_s = min(int(round(k * n_real)), n_synthetic)
         sets.append(TrainingSet(f"real+{k:g}xsynthetic", f"real+{k:g}xsynthetic", n_real, n_s))
+    if cfg.real_baseline:
+        n = min(cfg.real_baseline, n_real)
+        if n < cfg.real_baseline:
+            log.warning("config field 'real_baseline': %d is more than the %d real training images; using %d",
+                        cfg.real_baseline, n_real, n)
+        sets.append(TrainingSet(f"real-{n}", "real-baseline", n, 0, epochs_of_own_size=True))
     return size, sets
 
 
@@ -103,6 +112,7 @@ def check_transfer_config(cfg: TransferConfig) -> None:
         ("fractions", not cfg.fractions and not cfg.extra_synthetic, "at least one training set"),
         ("test_size", cfg.test_size is not None and cfg.test_size < 1, "a positive number or null"),
         ("train_size", cfg.train_size is not None and cfg.train_size < 2, "at least 2 or null"),
+        ("real_baseline", cfg.real_baseline is not None and cfg.real_baseline < 2, "at least 2 or null"),
         ("dedupe", cfg.dedupe not in DEDUPE_MODES, " or ".join(DEDUPE_MODES)),
     ]
     for name, bad, want in problems:
@@ -129,6 +139,10 @@ def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None
     data: dict[str, dict[str, ImageSet]] = {d: {} for d in DOMAINS}
     for part, s in zip(parts, sets):
         data[part.domain][part.split] = _cap(s, cfg.test_size) if part.split == "test" else s
+    held = {d: len(data[d]["test"]) for d in DOMAINS}
+    if cfg.test_size and min(held.values()) < cfg.test_size:
+        log.warning("test_size %d capped at what the test splits hold: %s", cfg.test_size,
+                    ", ".join(f"{n} {d}" for d, n in held.items()))
     return data, audit
 
 
@@ -172,6 +186,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     from its last epoch checkpoint.
     """
     from synthgap.report import plot_confusion, write_report
+    from synthgap.report.plots import plot_samples
 
     cfg = cfg or TransferConfig()
     check_transfer_config(cfg)
@@ -195,6 +210,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     if audit:
         audit.write(out / "audit")
     write_json(out / "environment.json", env)
+    plot_samples({d: data[d]["train"] for d in DOMAINS}, out / "samples.png")
 
     records: list[dict] = []
     runs = [(ts, seed) for seed in cfg.seeds for ts in sets]
@@ -218,7 +234,8 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
             train_set = concat(parts, ts.name, ts.train_domain)
             train_cfg = dataclasses.replace(cfg.train, seed=seed)
             t0 = time.perf_counter()
-            fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True, budget_images=budget,
+            fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True,
+                         budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
                          progress=progress, desc=f"[{i}/{len(runs)}] {ts.name} seed {seed}")
             tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
             result = {
@@ -241,6 +258,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
                 "training_set": result["training_set"], "train_domain": result["train_domain"], "test_domain": d,
                 "synthetic_fraction": result["synthetic_fraction"], "seed": result["seed"],
                 "accuracy": result["test"][d]["accuracy"], "macro_f1": result["test"][d]["macro_f1"],
+                "n_train": result["n_real"] + result["n_synthetic"],
             })
     write_json(out / "summary.json", records)
     buf = io.StringIO()

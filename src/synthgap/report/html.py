@@ -105,9 +105,22 @@ def write_report(out_dir: str | Path) -> Path:
     by = {r["training_set"]: r for r in rows}
     if "real" in by and "synthetic" in by:
         rr, sr = by["real"]["accuracy_real_mean"], by["synthetic"]["accuracy_real_mean"]
+        n = f" ({by['real']['n_train']})" if by["real"].get("n_train") else ""
         gap = (f"<p class=lead>Trained on synthetic images, the classifier reaches <b>{100 * sr:.1f}%</b> on real test "
-               f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number of real ones: a gap of "
-               f"<b>{100 * (rr - sr):.1f} points</b>.{audit_lead(env.get('audit'))}</p>")
+               f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number{n} of real ones: a gap of "
+               f"<b>{100 * (rr - sr):.1f} points</b>. The gap is what the generated images fail to teach about real "
+               f"ones (their look, their variety), with everything else equal: the same classifier, budget and "
+               f"test photos.{audit_lead(env.get('audit'))}</p>")
+    baseline = next((r for r in rows if r["train_domain"] == "real-baseline"), None)
+    if baseline:
+        gap += (f"<p>With <b>{baseline['n_train']}</b> real training images (more than the synthetic set holds; that "
+                f"run's budget is the epochs times its own size), the same classifier reaches "
+                f"<b>{100 * baseline['accuracy_real_mean']:.1f}%</b> on the real test photos: the rows of equal size "
+                f"measure the gap, this one what more real data gives.</p>")
+    if (out / "samples.png").exists():
+        names = [html.escape(str(env.get("data", {}).get(f"{d}_train", {}).get("name", d))) for d in ("real", "synthetic")]
+        gap += (f"<figure style=\"max-width:760px\">{_img(out / 'samples.png')}<figcaption>The first training images "
+                f"of each class, real beside synthetic: {names[0]} (left), {names[1]} (right)</figcaption></figure>")
     confusions = []
     for run in sorted((out / "runs").glob("*/seed*")):
         for png in sorted(run.glob("confusion_*.png")):
@@ -124,7 +137,7 @@ def write_report(out_dir: str | Path) -> Path:
 {gap}
 <h2>Summary</h2>
 <p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
-budget ({env.get('budget_images_per_run', '?')} images processed) and preprocessing.</p>
+budget ({env.get('budget_images_per_run', '?')} images processed) and preprocessing{', except the real-only run on more images' if baseline else ''}.</p>
 {_md_to_html_table(md)}
 <figure style="max-width:700px">{_img(out / 'accuracy_vs_fraction.png')}</figure>
 <h2>Data</h2>

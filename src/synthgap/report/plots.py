@@ -156,3 +156,24 @@ def plot_matrix(values: np.ndarray, rows: list[str], cols: list[str], path: str 
     if title:
         ax.set_title(title)
     _save(fig, path)
+
+
+def plot_samples(sets: dict, path: str | Path, per_class: int = 8) -> None:
+    """Side by side, one panel per set (e.g. real and synthetic training images): the first `per_class`
+    images of each class, one row per class, so the two can be compared by eye."""
+    import torch
+    from torchvision.utils import make_grid
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 0.5 * max(len(s.classes) for s in sets.values()) + 0.8))
+    for k, (ax, (title, s)) in enumerate(zip(np.atleast_1d(axes), sets.items())):
+        tiles = []
+        for c in range(len(s.classes)):
+            mine = s.images[torch.nonzero(s.labels == c).flatten()[:per_class]].float() / 255
+            tiles += list(mine) + [torch.ones_like(s.images[0], dtype=torch.float)] * (per_class - len(mine))
+        grid = make_grid(torch.stack(tiles), nrow=per_class, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
+        step = grid.shape[1] / len(s.classes)
+        ax.set_yticks([step * (c + 0.5) for c in range(len(s.classes))], s.classes if k == 0 else [])
+        ax.set_xticks([])
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)

@@ -13,7 +13,7 @@ def aggregate(records: list[dict]) -> list[dict]:
     for r in records:
         row = groups.setdefault(r["training_set"], {
             "training_set": r["training_set"], "train_domain": r["train_domain"],
-            "synthetic_fraction": r["synthetic_fraction"], "seeds": set(),
+            "synthetic_fraction": r["synthetic_fraction"], "seeds": set(), "n_train": r.get("n_train"),
         })
         row["seeds"].add(r["seed"])
         for metric in ("accuracy", "macro_f1"):
@@ -38,12 +38,12 @@ def _pm(row: dict, key: str) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| trained on | synthetic share | seeds | test real: acc % | test synthetic: acc % | test real: macro-F1 % | test synthetic: macro-F1 % |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| trained on | images | synthetic share | seeds | test real: acc % | test synthetic: acc % | test real: macro-F1 % | test synthetic: macro-F1 % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['training_set']} | {r['synthetic_fraction']:.2f} | {len(r['seeds'])} | {_pm(r, 'accuracy_real')} | "
+            f"| {r['training_set']} | {r.get('n_train') or '–'} | {r['synthetic_fraction']:.2f} | {len(r['seeds'])} | {_pm(r, 'accuracy_real')} | "
             f"{_pm(r, 'accuracy_synthetic')} | {_pm(r, 'macro_f1_real')} | {_pm(r, 'macro_f1_synthetic')} |"
         )
     return "\n".join(lines) + "\n"

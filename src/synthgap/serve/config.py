@@ -16,6 +16,7 @@ ENV_PREFIX = "SYNTHGAP_SERVE_"
 
 @dataclass
 class ServeConfig:
+    run: str | None = None  # a `synthgap pipeline` output folder: its generator, best classifier and detector
     classifier: str | None = None  # a `synthgap train` output folder, or one run of a transfer study
     detector: str | None = None  # a detector bundle folder (`synthgap detector train`)
     generator: str | None = None  # a diffusers text-to-image id or folder, or synthgap-tiny
@@ -37,6 +38,10 @@ class ServeConfig:
     batch_size: int = 32  # most images per classifier/detector call
     batch_wait_ms: float = 2.0  # how long the first queued image waits for company
     unsure_band: float = 0.1  # |P(AI) - threshold| below this is "unsure"
+    # Serve with no models instead of refusing (the container on an empty volume): the log and every page
+    # say what is missing and the command that makes it (setup_hint).
+    allow_empty: bool = False
+    setup_hint: str = "synthgap pipeline --config configs/pipeline-small.yaml\nsynthgap serve runs/pipeline-small"
 
     def check(self) -> "ServeConfig":
         for name, least in (("port", 1), ("workers", 1), ("threads", 1), ("torch_threads", 0), ("max_upload_bytes", 1),
@@ -54,9 +59,11 @@ class ServeConfig:
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
                 raise SynthgapError(f"serve setting '{name}': no folder {folder}")
-        if not (self.classifier or self.detector or self.generator):
-            raise SynthgapError("nothing to serve: give at least one of --classifier RUN, --detector BUNDLE, "
-                                f"--generator MODEL (or {ENV_PREFIX}CLASSIFIER, ...)")
+        if not (self.classifier or self.detector or self.generator or self.allow_empty):
+            raise SynthgapError(
+                "nothing to serve: give a pipeline folder (synthgap serve runs/pipeline-small; make it with "
+                "synthgap pipeline --config configs/pipeline-small.yaml) or at least one of --classifier RUN, "
+                f"--detector BUNDLE, --generator MODEL (or {ENV_PREFIX}RUN, {ENV_PREFIX}CLASSIFIER, ...)")
         return self
 
     @classmethod
@@ -73,6 +80,14 @@ class ServeConfig:
                     raise SynthgapError(f"unknown environment variable {key}; known: {known}")
                 data[name] = value if value != "" else None
         data.update({k: v for k, v in flags.items() if v is not None})
+        allow_empty = str(data.get("allow_empty", False)).lower() in ("1", "true", "yes")
+        if data.get("run") and not (allow_empty and not Path(data["run"]).exists()):
+            # a pipeline folder fills in the models not given one by one
+            from synthgap.experiments.pipeline import models_of_run
+
+            for name, found in models_of_run(data["run"]).items():
+                if data.get(name) is None and found:
+                    data[name] = found
         try:
             return from_dict(cls, {k: v for k, v in data.items() if v is not None}).check()
         except SynthgapError as e:

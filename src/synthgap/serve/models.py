@@ -13,7 +13,7 @@ import logging
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,26 @@ log = logging.getLogger("synthgap")
 TINY_MODEL = "synthgap-tiny"
 
 
+def public_name(spec: str | None) -> str | None:
+    """What a visitor may see of a model or data spec: a local folder by its last two parts (e.g.
+    pipeline-small/detector), never the server path; a hub id or a named set (cifar10, hf:...) as it is."""
+    if not spec or ("/" not in spec and os.sep not in spec):
+        return spec
+    path = Path(spec).expanduser()
+    if path.is_absolute() or path.exists() or spec.startswith((".", "~")):
+        return "/".join(path.resolve().parts[-2:])
+    return spec
+
+
+def _public_specs(value: Any) -> Any:
+    """Data specs inside a model's provenance record, with public_name applied to every string."""
+    if isinstance(value, dict):
+        return {k: _public_specs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_public_specs(v) for v in value]
+    return public_name(value) if isinstance(value, str) else value
+
+
 # ------------------------------------------------------------------ generator
 
 
@@ -50,6 +70,7 @@ class Generator:
     queue: DeviceQueue
     device: torch.device  # asked once: diffusers' pipe.device walks every module
     class_names: list[str] | None = None
+    info: dict = field(default_factory=dict)  # what it was trained on and its measured figures, when recorded
 
     @property
     def classes(self) -> list[str]:
@@ -63,6 +84,22 @@ class Generator:
                                           negative_prompt=self.negative_prompt, device=self.device,
                                           class_conditional=bool(self.class_names)))
         return out.images[0].convert("RGB")
+
+
+def _generator_record(folder: Path) -> dict:
+    """A trained generator's training.json and, in a pipeline folder, its set's quality.json (FID-Lite0, CAS)."""
+    import json
+
+    record = {}
+    if (folder / "training.json").is_file():
+        t = json.loads((folder / "training.json").read_text())
+        record["training"] = {"steps": t.get("steps"), "seconds": t.get("seconds"),
+                              "trained_on": _public_specs({k: t.get("data", {}).get(k) for k in ("name", "n")})}
+    quality = folder.parent / "synthetic" / "quality.json"
+    if quality.is_file():
+        q = json.loads(quality.read_text())
+        record["generated_set"] = {k: q.get(k) for k in ("images", "fid_lite0", "cas", "real_to_real", "real_to_real_baseline")}
+    return record
 
 
 def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
@@ -80,11 +117,11 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
     templates = Templates.load()
     if info := builtin_info(source):
         pipe = load_builtin(source, device)
-        return Generator(model, pipe, templates, int(info["default_steps"]), float(info["default_guidance_scale"]), "",
-                         queue, pipe.device, list(info["class_names"]))
+        return Generator(public_name(model), pipe, templates, int(info["default_steps"]), float(info["default_guidance_scale"]), "",
+                         queue, pipe.device, list(info["class_names"]), _generator_record(Path(source)))
     family = templates.family_settings(model)
     pipe = load_pipeline(source, device=device)
-    return Generator(model, pipe, templates, int(family.get("steps", 25)), float(family.get("guidance_scale", 7.5)),
+    return Generator(public_name(model), pipe, templates, int(family.get("steps", 25)), float(family.get("guidance_scale", 7.5)),
                      templates.data["negative_prompt"], queue, pipe.device)
 
 
@@ -99,6 +136,11 @@ def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+FLAG_OF = {"classifier": "--classifier RUN (a synthgap train folder)",
+           "detector": "--detector BUNDLE (a synthgap detector train folder)",
+           "generator": "--generator MODEL (a diffusers model, a synthgap generator train folder, or synthgap-tiny)"}
 
 
 class Models:
@@ -117,7 +159,7 @@ class Models:
             from synthgap.detect.model import load_bundle
 
             self.detector = load_bundle(cfg.detector, device)
-            self.detector_name = Path(cfg.detector).resolve().name
+            self.detector_name = public_name(cfg.detector)
         # One lock file per device, shared by every worker (and every synthgap server) of this user.
         lock_file = os.path.join(tempfile.gettempdir(), f"synthgap-generate-{os.getuid()}-{device}.lock")
         self.generator = (load_generator(cfg.generator, cfg.device,
@@ -127,6 +169,9 @@ class Models:
                           if self.classifier else None)
         self._detect = (MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait,
                                      "detector") if self.detector else None)
+        if not (self.classifier or self.detector or self.generator):
+            log.warning("serving no models%s; make them with: %s", f" ({cfg.run} holds none yet)" if cfg.run else "",
+                        "; ".join(cfg.setup_hint.splitlines()))
 
     # -------------------------------------------------------------- names
 
@@ -135,11 +180,16 @@ class Models:
                 "detector": self.detector_name,
                 "generator": self.generator.name if self.generator else None}
 
+    def missing(self, kind: str) -> str:
+        """What makes a model this server lacks (its API's 404s; the pages show setup_hint as commands)."""
+        return (f"a pipeline folder has one ({'; '.join(self.cfg.setup_hint.splitlines())}), or start the server "
+                f"with {FLAG_OF[kind]}")
+
     def require(self, kind: str, requested: str | None = None) -> None:
         """404 if this server has no model of `kind`; 400 if the client named another model than it has."""
         name = self.names()[kind]
         if name is None:
-            raise NotFound(f"this server runs without a {kind} (start it with --{kind} ...)")
+            raise NotFound(f"this server runs without a {kind}: {self.missing(kind)}")
         if requested is not None and requested != name:
             raise BadRequest(f"unknown {kind} '{requested[:200]}'; this server has '{name}' (see /api/models)")
 
@@ -221,24 +271,24 @@ class Models:
         """What is loaded, its metrics and where it came from (/api/models and the Models page)."""
         out: dict[str, Any] = {"classifier": None, "detector": None, "generator": None}
         if self.classifier:
-            out["classifier"] = {"name": self.classifier.name, **self.classifier.info,
+            out["classifier"] = {"name": self.classifier.name, **_public_specs(self.classifier.info),
                                  "recent_batch_sizes": self._classify.batch_sizes[-10:]}
         if self.detector:
             meta = self.detector.meta
             out["detector"] = {
-                "name": self.detector_name, "path": str(Path(self.cfg.detector).resolve()),
+                "name": self.detector_name,
                 "architecture": meta.get("architecture"), "image_size": self.detector.image_size,
                 "input": {k: meta["preprocessing"][k] for k in ("input", "input_why", "crop_size", "crop_grid")
                           if k in meta["preprocessing"]},
                 "threshold": self.detector.threshold, "unsure_band": self.cfg.unsure_band,
                 "metrics": meta.get("metrics", {}), "format_bias": meta.get("format_bias"),
                 "data_audit": _audit_counts(meta.get("data_audit")), "robustness": meta.get("robustness"),
-                "specs": meta.get("specs"), "versions": meta.get("versions"), "created": meta.get("created"),
+                "trained_on": _public_specs(meta.get("specs")), "versions": meta.get("versions"), "created": meta.get("created"),
                 "recent_batch_sizes": self._detect.batch_sizes[-10:],
             }
         if self.generator:
             g = self.generator
-            out["generator"] = {"name": g.name, "pipeline": type(g.pipe).__name__,
+            out["generator"] = {"name": g.name, **g.info, "pipeline": type(g.pipe).__name__,
                                 "scheduler": type(g.pipe.scheduler).__name__, "device": str(g.device),
                                 "default_steps": g.steps, "default_guidance_scale": g.guidance_scale,
                                 "max_steps": self.cfg.max_steps, "classes": g.classes,

@@ -27,7 +27,8 @@ def generate():
         except HTTPException as e:
             error, status = e.description, e.code
     return render_template("generate.html", names=models.names(), generator=models.generator, form=request.form,
-                           result=result, error=error, max_steps=models.cfg.max_steps), status, headers
+                           result=result, error=error, max_steps=models.cfg.max_steps,
+                           setup_hint=models.cfg.setup_hint), status, headers
 
 
 @bp.route("/check", methods=["GET", "POST"])
@@ -43,10 +44,12 @@ def check():
             result, preview = models.check(upload.image, upload.data), png_data_uri(upload.image, max_side=256)
         except HTTPException as e:
             error, status = e.description, e.code
-    return render_template("check.html", names=models.names(), result=result, preview=preview, error=error), status
+    return render_template("check.html", names=models.names(), result=result, preview=preview, error=error,
+                           setup_hint=models.cfg.setup_hint), status
 
 
 @bp.get("/models")
 def models_page():
     models = get_models()
-    return render_template("models.html", names=models.names(), models=models.describe(), cfg=models.cfg)
+    return render_template("models.html", names=models.names(), models=models.describe(), cfg=models.cfg,
+                           missing={kind: models.missing(kind) for kind in ("classifier", "detector", "generator")})
