@@ -80,16 +80,16 @@ class ServeConfig:
                     raise SynthgapError(f"unknown environment variable {key}; known: {known}")
                 data[name] = value if value != "" else None
         data.update({k: v for k, v in flags.items() if v is not None})
-        allow_empty = str(data.get("allow_empty", False)).lower() in ("1", "true", "yes")
-        if data.get("run") and not (allow_empty and not Path(data["run"]).exists()):
-            # a pipeline folder fills in the models not given one by one
-            from synthgap.experiments.pipeline import models_of_run
-
-            for name, found in models_of_run(data["run"]).items():
-                if data.get(name) is None and found:
-                    data[name] = found
         try:
-            return from_dict(cls, {k: v for k, v in data.items() if v is not None}).check()
+            cfg = from_dict(cls, {k: v for k, v in data.items() if v is not None})
+            if cfg.run and not (cfg.allow_empty and not Path(cfg.run).exists()):
+                # a pipeline folder fills in the models not given one by one
+                from synthgap.experiments.pipeline import models_of_run
+
+                for name, found in models_of_run(cfg.run).items():
+                    if getattr(cfg, name) is None and found:
+                        setattr(cfg, name, found)
+            return cfg.check()
         except SynthgapError as e:
             raise SynthgapError(str(e).replace("config field", "serve setting")) from None
 
