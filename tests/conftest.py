@@ -121,3 +121,10 @@ def image_folder(tmp_path):
 
     return make
 
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory) -> dict[str, Path]:
+    """A throw-away CA and a C2PA signer it issued (root.pem, chain.pem, key.pem), made offline."""
+    from synthgap.provenance.devcert import make_dev_pki
+
+    return make_dev_pki(tmp_path_factory.mktemp("pki"))

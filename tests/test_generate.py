@@ -94,8 +94,8 @@ def test_png_metadata_is_one_json_chunk_and_small_images_are_stored_uncompressed
     (tmp_path / "small.png").write_bytes(_encode_png(small, meta))
     (tmp_path / "large.png").write_bytes(_encode_png(large, meta))
     assert read_metadata(tmp_path / "small.png") == meta == read_metadata(tmp_path / "large.png")
-    with Image.open(tmp_path / "small.png") as im:
-        assert list(im.text) == ["synthgap"] and np.array_equal(np.asarray(im), np.asarray(small))
+    with Image.open(tmp_path / "small.png") as im:  # the record, then the AI-generated mark (XMP)
+        assert list(im.text) == ["synthgap", "XML:com.adobe.xmp"] and np.array_equal(np.asarray(im), np.asarray(small))
     # 32x32 RGB fits one 4 KB disk block raw, so it is not deflated; a larger image is.
     assert (tmp_path / "small.png").stat().st_size > 32 * 32 * 3
     assert (tmp_path / "large.png").stat().st_size < 64 * 64 * 3 / 10
@@ -115,6 +115,57 @@ def test_a_jpeg_set_is_stored_like_the_real_one_and_still_carries_its_record(tin
     assert read_metadata(first)["seed"] == rows[0]["seed"]
     path, diff = reproduce(out, rows[1]["id"])
     assert diff == 0 and path.suffix == ".jpg"
+
+
+def test_every_generated_image_is_marked_ai_generated_by_default(made):
+    from synthgap.provenance import read_provenance
+
+    for r in read_manifest(made)[0]:
+        rec = read_provenance(made / r["path"])
+        assert rec["code"] == "unsigned_ai" and rec["c2pa"] is None and "c2pa" not in r
+        assert [m["where"] for m in rec["metadata"]] == ["XMP Iptc4xmpExt:DigitalSourceType", "XMP xmp:CreatorTool",
+                                                         "PNG text 'synthgap'"]
+        assert rec["metadata"][0]["what"] == "digital source type trainedAlgorithmicMedia"
+        assert "synthgap" in rec["metadata"][1]["what"]
+
+
+def test_sign_embeds_a_valid_manifest_per_image_and_says_what_it_costs(tiny_model, test_pki, tmp_path, caplog):
+    import logging
+
+    from synthgap.provenance import ProvenanceOptions, read_provenance
+    from synthgap.provenance.mark import SignConfig
+
+    caplog.set_level(logging.INFO, logger="synthgap")
+    sign = SignConfig(str(test_pki["chain"]), str(test_pki["key"]))
+    out = generate(cfg_for(tiny_model, per_class=2, native=True, sign=sign), tmp_path / "signed", progress=False)
+    rows = check_folder(out, ["bird", "cat"], 2)
+    trust = ProvenanceOptions(trust_anchors=str(test_pki["root"]))
+    for r in rows:
+        for path in (out / r["path"], out / "native" / r["path"]):
+            rec = read_provenance(path, trust)
+            assert rec["code"] == "signed_ai" and rec["c2pa"]["state"] == "trusted"
+            params = rec["c2pa"]["actions"][0]["parameters"]
+            assert params["seed"] == str(r["seed"]) and params["class"] == r["label"] and params["prompt"] == r["prompt"]
+            assert params["model"] == str(tiny_model)
+        assert r["c2pa"]["bytes_added"] > 1000 and r["c2pa"]["ms"] > 0
+    assert "signed C2PA manifests: +" in caplog.text and "KB per image" in caplog.text
+    # Signing is part of the folder's identity: the same folder unsigned is refused, not mixed.
+    with pytest.raises(SynthgapError, match="differs in: sign"):
+        generate(cfg_for(tiny_model, per_class=2, native=True), out, progress=False)
+
+
+def test_a_bad_signing_certificate_fails_before_the_first_image(tiny_model, test_pki, tmp_path):
+    from synthgap.provenance.mark import SignConfig
+
+    with pytest.raises(SynthgapError, match="give both cert_chain and key"):
+        generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["chain"]))), tmp_path / "a", progress=False)
+    with pytest.raises(SynthgapError, match="not a PEM private key"):
+        generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["chain"]), str(test_pki["root"]))), tmp_path / "b",
+                 progress=False)
+    with pytest.raises(SynthgapError, match="signing with .* failed"):  # the root's own key is not the signer's
+        generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["root"]), str(test_pki["key"]))), tmp_path / "c",
+                 progress=False)
+    assert not (tmp_path / "c").exists()
 
 
 def test_an_image_regenerated_alone_equals_the_one_made_in_a_batch(made):

@@ -166,16 +166,21 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
                    "the data audit's twins within the set, with SPEC's test split and with its training split (memorisation).")
 @click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
               help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
+@click.option("--sign", nargs=2, metavar="CERT_CHAIN KEY", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Embed a signed C2PA manifest in every image (PEM certificate chain and its private key; "
+                   "config: sign.cert_chain, sign.key, sign.alg). Adds a few KB per image: the run prints how much.")
 @config_option
 @set_option
 def generate(model, classes, per_class, out, seed, batch_size, templates, new, use_ray, ray_workers, quality_against,
-             reproduce, config_file, overrides) -> None:
+             reproduce, sign, config_file, overrides) -> None:
     """Generate a labelled synthetic image dataset with a diffusers text-to-image model.
 
     Prompts come from per-class templates (contexts, viewpoints, lighting, styles); each image has its
     own seed, so any single image can be regenerated alone (--reproduce). Images are saved at the
-    target size with PNG metadata, listed in OUT/manifest.jsonl, the resolved config in
-    OUT/generation.yaml. Re-running the same command resumes; a changed config is refused.
+    target size with their generation record (PNG text chunk or JPEG comment) and marked AI-generated
+    in XMP (IPTC digital source type trainedAlgorithmicMedia); --sign adds a signed C2PA manifest.
+    They are listed in OUT/manifest.jsonl, the resolved config in OUT/generation.yaml. Re-running the
+    same command resumes; a changed config is refused.
     """
     from synthgap.config import GenerateConfig, load_config
     from synthgap.generate import generate as run_generate
@@ -188,7 +193,7 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
     if not out:
         raise SynthgapError("--out is required (the folder to write the dataset to)")
     flags = {"model": model, "classes": classes, "per_class": per_class, "seed": seed, "batch_size": batch_size,
-             "templates": templates}
+             "templates": templates, "sign": {"cert_chain": sign[0], "key": sign[1]} if sign else None}
     cfg = load_config(GenerateConfig, config_file, overrides, flags=flags)
     written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
     click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
@@ -633,25 +638,46 @@ def classify(paths, run_dir, top, as_json) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--model", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
               help="A detector bundle folder (made by `synthgap detector train`).")
+@click.option("--trust-anchors", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="PEM file of the root certificates a C2PA signer must chain to to count as trusted "
+                   "(e.g. the C2PA trust list) [default: none: every signer is 'untrusted', signatures still checked].")
+@click.option("--fetch-remote-manifests", is_flag=True,
+              help="Fetch a C2PA manifest an image points to by URL (a network request) [default: never].")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
-def detect(paths, bundle, as_json) -> None:
-    """Probability that each image is AI-generated, and whether that answer can be trusted.
+def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> None:
+    """Whether each image is AI-generated: the pixel detector, the image's provenance, one answer.
 
-    PATHS: image files or folders (searched recursively). Per image: P(AI-generated) (from a detector
-    trained on windows at the images' own scale: the mean over a fixed grid of windows, their spread
-    under "views" in --json), its range under mild changes (JPEG q90, a 0.75 downscale, a 1-pixel
-    shift), and a verdict: "synthetic" or "real"
-    by the bundle's threshold; "unsure" when the verdict flips under those changes; "outside the
-    training domain" (P unreliable) for an image unlike the bundle's training images in pixel size,
-    format or JPEG quality. --json says which rule decided and why.
+    PATHS: image files or folders (searched recursively). Per image:
+
+    \b
+    - P(AI-generated) from the pixel detector (trained on windows at the images' own scale: the mean
+      over a fixed grid of windows), its range under mild changes (JPEG q90, a 0.75 downscale, a
+      1-pixel shift) and its verdict: "synthetic" or "real" by the bundle's threshold; "unsure" when
+      it flips under those changes; "outside the training domain" (P unreliable) for an image unlike
+      the bundle's training images in pixel size, format or JPEG quality;
+    - provenance: a C2PA manifest (Content Credentials: signer, digital source type, valid /
+      untrusted signer / tampered) and unsigned metadata (Stable Diffusion WebUI and ComfyUI text
+      chunks, XMP digital source type, EXIF camera and software);
+    - the answer and what decided it: a valid signed manifest declaring AI decides; otherwise the
+      pixel detector's verdict stands and unsigned metadata is shown as a hint.
+
+    --json gives every record in full. No network request is made unless --fetch-remote-manifests.
     """
     from synthgap.detect.model import load_bundle
+    from synthgap.provenance import ProvenanceOptions, combine, read_provenance
 
     files = _image_paths(paths)
     records = load_bundle(bundle).assess_files(files)
+    options = ProvenanceOptions(trust_anchors, fetch_remote_manifests)
+    for f, rec in zip(files, records):
+        if "error" not in rec:
+            rec["provenance"] = read_provenance(f, options)
+            rec["answer"] = combine(rec["provenance"], rec)
     _echo_records(files, records, as_json,
                   lambda rec: f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
-                              f"{rec['verdict']}" + ("" if rec["reliable"] else f"\t{rec['why']}"))
+                              f"{rec['verdict']}" + ("" if rec["reliable"] else f" ({rec['why']})") +
+                              f"\tprovenance: {rec['provenance']['verdict']}"
+                              f"\tanswer: {rec['answer']['verdict']} (by {rec['answer']['decided_by']})")
 
 
 # ---------------------------------------------------------------- web app

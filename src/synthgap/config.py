@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from synthgap import ANIMALS, SynthgapError
+from synthgap.provenance.mark import SignConfig
 
 
 @dataclass
@@ -92,6 +93,9 @@ class GenerateConfig:
     templates: str | None = None  # YAML file of prompt templates; None: the packaged one
     max_retries: int = 3  # new seeds tried for an image the safety checker blanked
     dtype: str = "auto"  # auto (fp16 on CUDA, else fp32) | float32 | float16 | bfloat16
+    # A signed C2PA manifest in every image (cert_chain + key, PEM). Every image carries the unsigned
+    # AI-generated mark (XMP digital source type) either way.
+    sign: SignConfig = field(default_factory=SignConfig)
     # Runtime knobs: a run may resume with other values (each manifest line records its device).
     batch_size: int = 8
     device: str = "auto"

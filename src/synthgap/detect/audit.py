@@ -19,8 +19,10 @@ from PIL import Image
 
 from synthgap import SynthgapError
 
-FEATURES = ("format", "width", "height", "mode", "jpeg_quality", "file_bytes")
+FEATURES = ("format", "width", "height", "mode", "jpeg_quality", "file_bytes",
+            "has_c2pa", "has_exif", "has_xmp", "has_text")  # the last four: metadata present (1) or not (0)
 _CATEGORICAL = ("format", "mode")
+METADATA_FEATURES = ("has_c2pa", "has_exif", "has_xmp", "has_text")
 
 # IJG (libjpeg) standard luminance table, ITU-T T.81 Annex K, in natural (row-major) order as
 # Pillow >= 8.3 reports im.quantization.
@@ -48,19 +50,26 @@ def _jpeg_quality(quantization: dict | None) -> int:
 
 
 def _metadata(source: Any, name: str, file_bytes: int) -> dict:
+    from synthgap.provenance import scan_metadata
+
     try:
         # Image.open only parses the header; the pixels are never decoded here.
         with Image.open(source) as im:
             w, h = im.size
-            return {"format": im.format or "", "width": w, "height": h, "mode": im.mode,
-                    "jpeg_quality": _jpeg_quality(getattr(im, "quantization", None)),
-                    "file_bytes": file_bytes}
+            row = {"format": im.format or "", "width": w, "height": h, "mode": im.mode,
+                   "jpeg_quality": _jpeg_quality(getattr(im, "quantization", None)),
+                   "file_bytes": file_bytes}
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise SynthgapError(f"cannot read image {name}: {e}") from e
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    scan = scan_metadata(source)  # C2PA store, EXIF, XMP, text chunks: present or not
+    return {**row, **{f: int(getattr(scan, f)) for f in ("has_c2pa", "has_exif", "has_xmp", "has_text")}}
 
 
 def file_metadata(path: str | os.PathLike) -> dict:
-    """format, width, height, mode, jpeg_quality (0 if not JPEG) and file_bytes of one image file."""
+    """format, width, height, mode, jpeg_quality (0 if not JPEG), file_bytes and whether the file carries a
+    C2PA manifest, EXIF, XMP or text chunks (1/0) of one image file."""
     try:
         size = os.path.getsize(path)
     except OSError as e:  # missing file: same user-facing error as an undecodable one
@@ -106,7 +115,8 @@ def _summary(rows: list[dict]) -> dict:
             "modes": dict(Counter(r["mode"] for r in rows).most_common()),
             "distinct_sizes": len(sizes), "top_sizes": dict(sizes.most_common(5)),
             "jpeg_quality_median": float(median(qualities)) if qualities else None,
-            "file_bytes_median": float(median(r["file_bytes"] for r in rows))}
+            "file_bytes_median": float(median(r["file_bytes"] for r in rows)),
+            "with_metadata": {f.removeprefix("has_"): sum(r.get(f, 0) for r in rows) for f in METADATA_FEATURES}}
 
 
 def audit_format_bias(real: list[dict], synthetic: list[dict], *, seed: int = 0, folds: int = 5,
@@ -130,21 +140,25 @@ def audit_format_bias(real: list[dict], synthetic: list[dict], *, seed: int = 0,
     container = [f for f in FEATURES if f != "file_bytes"]
     container_acc = _cv_balanced_accuracy(np.hstack([cols[f] for f in container]), y, 3, folds, seed)
     biased = container_acc > 0.5 + margin
+    metadata_leaks = [f for f in leaking if f in METADATA_FEATURES]
     if biased:
         verdict = (f"WARNING: file metadata alone separates real from synthetic (balanced accuracy "
                    f"{acc:.2f}; leaking: {', '.join(leaking) or 'a combination of features'}). A detector "
                    f"may learn the format instead of the content: re-encode both sides identically "
-                   f"(--normalize-format).")
+                   f"(--normalize-format)." +
+                   (f" The presence of {', '.join(f.removeprefix('has_').replace('text', 'text chunks') for f in metadata_leaks)} "
+                    "alone tells the sides apart: synthgap's models decode images to pixels, so they cannot read it, "
+                    "but a model trained on the files as stored could." if metadata_leaks else ""))
     elif acc > 0.5 + margin:
-        verdict = (f"NOTE: format, dimensions and JPEG quality do not separate real from synthetic, but file size "
+        verdict = (f"NOTE: format, dimensions, JPEG quality and metadata do not separate real from synthetic, but file size "
                    f"does a little (balanced accuracy {acc:.2f}, chance 0.50): at equal encoding that reflects "
                    f"image content (compressibility), not a storage shortcut.")
     else:
-        verdict = (f"OK: file metadata alone does not separate real from synthetic "
+        verdict = (f"OK: file metadata (format, size, JPEG quality, C2PA/EXIF/XMP/text chunks) does not separate real from synthetic "
                    f"(balanced accuracy {acc:.2f}, chance 0.50).")
     return {"n_real": len(real), "n_synthetic": len(synthetic), "folds": folds,
             "balanced_accuracy": acc, "balanced_accuracy_without_file_size": container_acc, "chance": 0.5, "margin": margin, "biased": biased,
-            "per_feature": per_feature, "leaking_features": leaking,
+            "per_feature": per_feature, "leaking_features": leaking, "metadata_leaks": metadata_leaks,
             "real": _summary(real), "synthetic": _summary(synthetic), "verdict": verdict}
 
 

@@ -29,7 +29,7 @@ def _judge_upload(kind: str):
     models.require(kind, upload.model)
     models.keep_upload(upload.data, upload.format)
     if kind == "classifier":
-        return jsonify(models.classify(upload.image))
+        return jsonify({**models.classify(upload.image), "provenance": models.provenance(upload.data)})
     return jsonify(models.detect(upload.image, upload.data))
 
 

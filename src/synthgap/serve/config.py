@@ -38,6 +38,15 @@ class ServeConfig:
     batch_size: int = 32  # most images per classifier/detector call
     batch_wait_ms: float = 2.0  # how long the first queued image waits for company
     unsure_band: float = 0.1  # |P(AI) - threshold| below this is "unsure"
+    # Provenance (synthgap.provenance): roots a C2PA signer must chain to to be "trusted" (PEM), and
+    # whether a manifest an image points to by URL may be fetched (a network request per such image).
+    trust_anchors: str | None = None
+    fetch_remote_manifests: bool = False
+    # Sign generated images with a C2PA manifest (PEM chain + key), those whose shorter side is at least
+    # sign_min_side: a manifest adds ~3 KB or more (with a real chain, tens of KB), as much as a 32x32 PNG.
+    sign_cert_chain: str | None = None
+    sign_key: str | None = None
+    sign_min_side: int = 256
     # Serve with no models instead of refusing (the container on an empty volume): the log and every page
     # say what is missing and the command that makes it (setup_hint).
     allow_empty: bool = False
@@ -46,7 +55,8 @@ class ServeConfig:
     def check(self) -> "ServeConfig":
         for name, least in (("port", 1), ("workers", 1), ("threads", 1), ("torch_threads", 0), ("max_upload_bytes", 1),
                             ("max_pixels", 1), ("max_prompt_chars", 1), ("max_steps", 1), ("generate_queue", 0),
-                            ("generate_timeout", 0), ("batch_size", 1), ("batch_wait_ms", 0), ("unsure_band", 0)):
+                            ("generate_timeout", 0), ("batch_size", 1), ("batch_wait_ms", 0), ("unsure_band", 0),
+                            ("sign_min_side", 0)):
             if getattr(self, name) < least:
                 raise SynthgapError(f"serve setting '{name}': expected at least {least}, got {getattr(self, name)}")
         if self.port > 65535:
@@ -55,6 +65,9 @@ class ServeConfig:
             raise SynthgapError(f"serve setting 'unsure_band': expected less than 0.5, got {self.unsure_band}")
         if self.keep_uploads and not self.output:
             raise SynthgapError("serve setting 'keep_uploads' needs 'output' (the folder to keep them in)")
+        if self.trust_anchors and not Path(self.trust_anchors).is_file():
+            raise SynthgapError(f"serve setting 'trust_anchors': no file {self.trust_anchors}")
+        self.signing().check("serve setting 'sign'")
         for name in ("classifier", "detector"):  # caught here, before any worker starts
             folder = getattr(self, name)
             if folder and not Path(folder).is_dir():
@@ -92,6 +105,11 @@ class ServeConfig:
             return cfg.check()
         except SynthgapError as e:
             raise SynthgapError(str(e).replace("config field", "serve setting")) from None
+
+    def signing(self):
+        from synthgap.provenance.mark import SignConfig
+
+        return SignConfig(self.sign_cert_chain, self.sign_key)
 
     def to_dict(self) -> dict:
         return to_dict(self)

@@ -24,6 +24,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from synthgap import SynthgapError
 from synthgap.io import write_bytes
+from synthgap.provenance import combine, read_provenance
 from synthgap.serve.batching import DeviceQueue, MicroBatcher
 from synthgap.serve.config import ServeConfig
 from synthgap.serve.inputs import GenerateRequest
@@ -169,6 +170,14 @@ class Models:
                           if self.classifier else None)
         self._detect = (MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait,
                                      "detector") if self.detector else None)
+        from synthgap.provenance import ProvenanceOptions
+
+        self.provenance_options = ProvenanceOptions(cfg.trust_anchors, cfg.fetch_remote_manifests)
+        self.signer = None
+        if cfg.sign_cert_chain and self.generator:
+            from synthgap.provenance.mark import ManifestSigner
+
+            self.signer = ManifestSigner(cfg.signing())
         if not (self.classifier or self.detector or self.generator):
             log.warning("serving no models%s; make them with: %s", f" ({cfg.run} holds none yet)" if cfg.run else "",
                         "; ".join(cfg.setup_hint.splitlines()))
@@ -216,13 +225,25 @@ class Models:
             meta = None
         t, band = self.detector.threshold, self.cfg.unsure_band
         rec = self.detector.assess([x], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
-        return {"model": self.detector_name, **rec,
-                "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)]}
+        rec = {"model": self.detector_name, **rec,
+               "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)]}
+        if data is not None:
+            rec["provenance"] = self.provenance(data)
+            rec["answer"] = combine(rec["provenance"], rec)
+        return rec
+
+    def provenance(self, data: bytes) -> dict:
+        """What the file says about where it came from (synthgap.provenance.read_provenance)."""
+        return read_provenance(data, self.provenance_options)
 
     def check(self, image: Image.Image, data: bytes | None = None) -> dict:
-        """What the loaded classifier and detector say about one image (the UI's Check page)."""
-        return {"classifier": self.classify(image) if self.classifier else None,
-                "detector": self.detect(image, data) if self.detector else None}
+        """What the loaded classifier and detector say about one image, its provenance and the one answer
+        (the UI's Check page)."""
+        detection = self.detect(image, data) if self.detector else None
+        provenance = detection["provenance"] if detection and data is not None else (
+            self.provenance(data) if data is not None else None)
+        return {"classifier": self.classify(image) if self.classifier else None, "detector": detection,
+                "provenance": provenance, "answer": combine(provenance, detection) if provenance else None}
 
     # -------------------------------------------------------------- generation
 
@@ -249,7 +270,9 @@ class Models:
         meta = {"prompt": prompt, "negative_prompt": gen.negative_prompt if guidance > 1 else "", "seed": req.seed,
                 "model": gen.name, "scheduler": type(gen.pipe.scheduler).__name__, "steps": steps,
                 "guidance_scale": guidance, "class": req.cls or ""}
-        png = _encode_png(image, meta)  # the generation record travels in the PNG's text chunks
+        png = _encode_png(image, meta)  # the generation record and the AI-generated mark travel in the PNG
+        if self.signer and min(image.size) >= self.cfg.sign_min_side:
+            png = self.signer.sign(png, "png", {k: meta[k] for k in ("model", "seed", "prompt", "class") if meta[k] != ""})
         saved = None
         if self.output:
             saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"

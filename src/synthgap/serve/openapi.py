@@ -37,7 +37,40 @@ IMAGE_ERRORS = {
 
 PROBABILITY = {"type": "number", "minimum": 0, "maximum": 1}
 
+PROVENANCE = {
+    "type": "object", "required": ["verdict", "code", "why", "c2pa", "metadata", "notes"], "additionalProperties": False,
+    "description": "what the file says about where it came from; missing metadata says nothing, unsigned metadata is a hint",
+    "properties": {
+        "verdict": {"type": "string"},
+        "code": {"enum": ["signed_ai", "signed_capture", "signed", "tampered", "invalid", "unsigned_ai",
+                          "unsigned_capture", "none"]},
+        "why": {"type": "string"},
+        "c2pa": {"oneOf": [{"type": "null"}, {
+            "type": "object", "required": ["state"],
+            "properties": {"state": {"enum": ["trusted", "untrusted", "valid", "tampered", "invalid", "unreadable", "timeout"],
+                                     "description": "untrusted: a valid signature from a signer outside the trust anchors"},
+                           "claim_generator": {"type": "string"},
+                           "signer": {"type": "object", "properties": {"common_name": {"type": "string"},
+                                                                        "issuer": {"type": "string"}}},
+                           "actions": {"type": "array", "items": {"type": "object"}},
+                           "failures": {"type": "array", "items": {"type": "string"}},
+                           "error": {"type": "string"}}}]},
+        "metadata": {"type": "array", "items": {
+            "type": "object", "required": ["where", "declares", "what"],
+            "properties": {"where": {"type": "string"}, "declares": {"enum": ["ai", "capture", "software"]},
+                           "what": {"type": "string"}, "excerpt": {"type": "string"}, "bytes": {"type": "integer"}}}},
+        "notes": {"type": "array", "items": {"type": "string"}}}}
+
+ANSWER = {
+    "type": "object", "required": ["verdict", "decided_by", "why"], "additionalProperties": False,
+    "description": "one answer from the provenance and the pixel detector, and which evidence decided",
+    "properties": {"verdict": {"enum": ["real", "synthetic", "unsure", "outside the training domain", "unknown"]},
+                   "decided_by": {"enum": ["C2PA manifest", "pixel detector", "nothing"]},
+                   "why": {"type": "string"}}}
+
 SCHEMAS = {
+    "Provenance": PROVENANCE,
+    "Answer": ANSWER,
     "Error": {"type": "object", "required": ["error", "status"],
               "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
     "Classification": {
@@ -45,11 +78,12 @@ SCHEMAS = {
         "properties": {"model": {"type": "string"}, "label": {"type": "string"},
                        "probabilities": {"type": "array", "description": "every class, most probable first", "items": {
                            "type": "object", "required": ["class", "probability"], "additionalProperties": False,
-                           "properties": {"class": {"type": "string"}, "probability": PROBABILITY}}}}},
+                           "properties": {"class": {"type": "string"}, "probability": PROBABILITY}}},
+                       "provenance": {"$ref": "#/components/schemas/Provenance"}}},
     "Detection": {
         "type": "object",
         "required": ["model", "p_synthetic", "p_range", "threshold", "unsure_band", "verdict", "rule", "reliable", "why",
-                     "domain"],
+                     "domain", "provenance", "answer"],
         "additionalProperties": False,
         "properties": {"model": {"type": "string"}, "p_synthetic": {**PROBABILITY, "description": "P(AI-generated)"},
                        "p_range": {"type": "array", "items": PROBABILITY, "minItems": 2, "maxItems": 2,
@@ -68,7 +102,9 @@ SCHEMAS = {
                                  "description": "a detector reading windows at the image's own scale: p_synthetic "
                                                 "is the mean over n windows; their spread",
                                  "properties": {"n": {"type": "integer", "minimum": 2}, "p_min": PROBABILITY,
-                                                "p_max": PROBABILITY, "p_std": {"type": "number", "minimum": 0}}}}},
+                                                "p_max": PROBABILITY, "p_std": {"type": "number", "minimum": 0}}},
+                       "provenance": {"$ref": "#/components/schemas/Provenance"},
+                       "answer": {"$ref": "#/components/schemas/Answer"}}},
     "GenerateRequest": {
         "type": "object", "additionalProperties": False,
         "description": "exactly one of prompt and class",
@@ -82,7 +118,8 @@ SCHEMAS = {
         "type": "object", "additionalProperties": False,
         "required": ["image", "prompt", "seed", "steps", "guidance_scale", "model", "width", "height", "seconds"],
         "properties": {"image": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
-                                 "description": "PNG with the generation record in its text chunks"},
+                                 "description": "PNG with the generation record in its text chunks, marked AI-generated in XMP "
+                                                "(and a signed C2PA manifest if the server signs)"},
                        "prompt": {"type": "string"}, "negative_prompt": {"type": "string"},
                        "class": {"type": ["string", "null"]}, "seed": {"type": "integer"},
                        "steps": {"type": "integer"}, "guidance_scale": {"type": "number"}, "model": {"type": "string"},
@@ -90,7 +127,9 @@ SCHEMAS = {
                        "seconds": {"type": "number"},
                        "saved": {"type": ["string", "null"], "description": "path under the output folder, if any"},
                        "classifier": {"oneOf": [{"$ref": "#/components/schemas/Classification"}, {"type": "null"}]},
-                       "detector": {"oneOf": [{"$ref": "#/components/schemas/Detection"}, {"type": "null"}]}}},
+                       "detector": {"oneOf": [{"$ref": "#/components/schemas/Detection"}, {"type": "null"}]},
+                       "provenance": {"$ref": "#/components/schemas/Provenance"},
+                       "answer": {"$ref": "#/components/schemas/Answer"}}},
     "Models": {
         "type": "object", "required": ["classifier", "detector", "generator"],
         "properties": {k: {"type": ["object", "null"]} for k in ("classifier", "detector", "generator")}},
@@ -114,7 +153,7 @@ def document() -> dict:
             "/api/classify": {"post": {"summary": "the classifier's classes for one image", "operationId": "classify",
                                        "requestBody": IMAGE_BODY,
                                        "responses": {"200": _json("Classification", "classes"), **IMAGE_ERRORS}}},
-            "/api/detect": {"post": {"summary": "the detector's probability that one image is AI-generated",
+            "/api/detect": {"post": {"summary": "the detector's probability that one image is AI-generated, the file's provenance, one answer",
                                      "operationId": "detect", "requestBody": IMAGE_BODY,
                                      "responses": {"200": _json("Detection", "P(AI) and verdict"), **IMAGE_ERRORS}}},
             "/api/generate": {"post": {
