@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 
 from synthgap import ANIMALS
-from synthgap.config import GenerateConfig, GeneratorConfig, TransferConfig
 from synthgap.data.sets import load_class_folders, load_spec
+from synthgap.experiments.config import TransferConfig
 from synthgap.experiments.transfer import run_transfer, stratified_sample
 from synthgap.generate import generate
 from synthgap.generate.builtin import train_generator
+from synthgap.generate.config import GenerateConfig, GeneratorConfig
 from synthgap.generate.fid import FEATURES, frechet_distance, lite0_features
 from synthgap.generate.generator import read_manifest
 from synthgap.generate.quality import class_grid_of_set

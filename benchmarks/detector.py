@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from synthgap import ANIMALS
-from synthgap.config import DetectorConfig, load_config
+from synthgap.config import load_config
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import load_detector_data
 from synthgap.detect.model import build_detector
 from synthgap.detect.report import robustness_md

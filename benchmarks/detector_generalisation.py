@@ -42,9 +42,9 @@ def stamp(what: str, t0: float) -> None:
 
 def make_generators(out: Path, minutes: float, short_steps: int, per_class: int, t0: float) -> dict[str, str]:
     """Train (or resume) the builtin generator, derive its variants, sample each into a JPEG q75 set."""
-    from synthgap.config import GenerateConfig, GeneratorConfig
     from synthgap.generate import generate
     from synthgap.generate.builtin import saved_config, train_generator
+    from synthgap.generate.config import GenerateConfig, GeneratorConfig
 
     gen = out / "generator"
     cfg = GeneratorConfig(preset="small", time_budget=minutes, snapshots=[short_steps], sample_every=0)
@@ -117,7 +117,8 @@ def main() -> None:
     t0 = time.perf_counter()
     sets = make_generators(out, args.minutes, args.short_steps, args.per_class, t0)
 
-    from synthgap.config import DetectorConfig, load_config
+    from synthgap.config import load_config
+    from synthgap.detect.config import DetectorConfig
     from synthgap.detect.data import load_sources
     from synthgap.detect.generalise import cross_matrix
 

@@ -85,7 +85,8 @@ def make_photos(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def train(real: Path, fake: Path, mode: str, out: Path) -> dict:
-    from synthgap.config import DetectorConfig, from_dict
+    from synthgap.config import from_dict
+    from synthgap.detect.config import DetectorConfig
     from synthgap.detect.data import assemble, load_sources
     from synthgap.detect.train import run_detector
 
@@ -116,8 +117,8 @@ def report(name: str, meta: dict, out: Path) -> None:
 
 def latency(bundle: Path, root: Path) -> None:
     import numpy as np
-
     from conftest import draw_photo
+
     from synthgap.detect.model import load_bundle
 
     photo = root / "photo-3000x2000.jpg"

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from synthgap.config import GenerateConfig
 from synthgap.generate import DatasetGenerator, load_pipeline, save_tiny_pipeline
+from synthgap.generate.config import GenerateConfig
 from synthgap.generate.generator import Job
 
 
@@ -102,7 +102,7 @@ def main() -> None:
         print(f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(95% CI)':>11}"
               f" {'own ms CPU/img (main)':>21} {'bounds':>13}")
         for bs in (1, 8, 32):
-            def config(per_class: int) -> GenerateConfig:
+            def config(per_class: int, bs: int = bs) -> GenerateConfig:
                 return GenerateConfig(model=str(model), classes=["bird", "cat"], per_class=per_class,
                                       steps=args.steps, batch_size=bs)
 

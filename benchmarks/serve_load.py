@@ -36,7 +36,7 @@ from PIL import Image
 
 
 def make_bundle(folder: Path) -> Path:
-    from synthgap.config import DetectorConfig
+    from synthgap.detect.config import DetectorConfig
     from synthgap.detect.model import DetectorBundle, build_detector
     from synthgap.detect.train import bundle_meta
 

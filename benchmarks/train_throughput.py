@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from synthgap import ANIMALS
-from synthgap.config import TrainConfig, load_config
+from synthgap.config import load_config
 from synthgap.data import ImageSet, load_spec
 from synthgap.models import build_model
 from synthgap.train import evaluate, fit
+from synthgap.train.config import TrainConfig
 
 
 def pure_step_rate(cfg: TrainConfig, steps: int) -> float:

@@ -1,6 +1,11 @@
 """Shared test helpers: an isolated decode cache and tiny, class-distinguishable image folders."""
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +133,39 @@ def test_pki(tmp_path_factory) -> dict[str, Path]:
     from synthgap.provenance.devcert import make_dev_pki
 
     return make_dev_pki(tmp_path_factory.mktemp("pki"))
+
+
+def synthgap(*args, env=None, check=True, in_subprocess=False) -> subprocess.CompletedProcess:
+    """The `synthgap` command as a user runs it: its exit status, stdout and stderr.
+
+    In-process through click's CliRunner by default (no interpreter start and no imports per run);
+    `in_subprocess=True` runs the real console entry point in a new interpreter, which each command
+    gets once, in its smoke test. An unexpected exception in-process shows in stderr with its traceback,
+    as it would in a terminal. check: raise unless the command succeeded."""
+    args = [str(a) for a in args]
+    if in_subprocess:
+        proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, **(env or {})}, timeout=600)
+    else:
+        from click.testing import CliRunner
+
+        from synthgap.cli import main
+
+        with CliRunner().isolation(env=env) as (out, err, _):
+            try:
+                main(args)
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
+            except Exception:  # a bug, not a user mistake: shown as a terminal would show it
+                code = 1
+                traceback.print_exc()
+            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
+        # The command pointed synthgap's log at CliRunner's streams, which are closed now.
+        log = logging.getLogger("synthgap")
+        log.handlers.clear()
+        log.propagate, log.level = True, logging.NOTSET
+        proc = subprocess.CompletedProcess(["synthgap", *args], code, stdout, stderr)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc

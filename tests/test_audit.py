@@ -9,12 +9,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from conftest import synthgap as run_synthgap
 from PIL import Image, PngImagePlugin
 
 from synthgap.audit import AuditPart, AuditSettings, audit, hamming_pairs, load_parts, phashes
-from synthgap.cli import main
-from synthgap.config import TransferConfig
 from synthgap.data import load_spec
+from synthgap.experiments.config import TransferConfig
 
 CLASSES = ["bird", "cat"]
 
@@ -235,14 +235,9 @@ def test_a_study_reports_its_audit_and_a_resumed_study_reads_it_from_the_cache(l
 
 
 def synthgap(capsys, *args) -> tuple[int, str, str]:
-    """The console entry point, in-process."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    """The console entry point, in-process (conftest.synthgap) as (exit status, stdout, stderr)."""
+    proc = run_synthgap(*args, check=False)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_cli_audits_sets_and_writes_the_report(leaky, tmp_path, capsys):

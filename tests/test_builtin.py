@@ -1,22 +1,28 @@
 """The builtin class-conditional diffusion generator: training, resume, sampling, `synthgap generate`,
 FID-Lite0, the pipeline with `generator: builtin`, and clear errors. All with the tiny preset."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import make_image_folder, synthgap
 from PIL import Image
 
-from conftest import make_image_folder
 from synthgap import SynthgapError
-from synthgap.config import GenerateConfig, GeneratorConfig
 from synthgap.data import load_spec
 from synthgap.generate import generate, read_manifest, read_metadata, reproduce
-from synthgap.generate.builtin import (CHECKPOINT, ClassConditionalPipeline, GeneratorTrainer, build_unet,
-                                       load_generator, lr_factor, resolve_generator_config, train_generator)
+from synthgap.generate.builtin import (
+    CHECKPOINT,
+    ClassConditionalPipeline,
+    GeneratorTrainer,
+    build_unet,
+    load_generator,
+    lr_factor,
+    resolve_generator_config,
+    train_generator,
+)
+from synthgap.generate.config import GenerateConfig, GeneratorConfig
 
 CLASSES = ["bird", "cat", "frog"]
 
@@ -24,13 +30,6 @@ CLASSES = ["bird", "cat", "frog"]
 def tiny(**kw) -> GeneratorConfig:
     return GeneratorConfig(**{"preset": "tiny", "classes": CLASSES, "steps": 8, "batch_size": 8, "checkpoint_every": 4,
                               "cooldown": 0.0, **kw})
-
-
-def synthgap(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -265,10 +264,11 @@ def test_fid_lite0_ranks_a_closer_set_lower(real):
     assert fid_lite0(train.images, test.images) < fid_lite0(noise, test.images)
 
 
+@pytest.mark.slow
 def test_cli_train_generate_and_quality(real, tmp_path):
     gen = tmp_path / "gen"
     proc = synthgap("generator", "train", "--real", str(real), "--out", str(gen), "--preset", "tiny",
-                    "--classes", ",".join(CLASSES), "--steps", "4")
+                    "--classes", ",".join(CLASSES), "--steps", "4", in_subprocess=True)
     assert "generator ready" in proc.stdout and (gen / "model_index.json").is_file()
     proc = synthgap("generate", "--model", str(gen), "--classes", "bird,cat,frog", "--per-class", "4",
                     "--out", str(tmp_path / "set"), "--quality-against", str(real))
@@ -285,6 +285,7 @@ def test_cli_train_generate_and_quality(real, tmp_path):
     assert "--minutes" in synthgap("generator", "train", "--help").stdout
 
 
+@pytest.mark.slow
 def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
     real = make_image_folder(tmp_path / "real", ["bird", "cat"], 20, size=32)
     cfg = {
@@ -297,7 +298,7 @@ def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
                      "scratch": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
-    proc = synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))
+    proc = synthgap("pipeline", "--config", str(tmp_path / "p.yaml"), in_subprocess=True)
     study = tmp_path / "study"
     assert f"synthgap serve {study}" in proc.stdout
     # The detector stage: the real images against the generated ones, a bundle that says so

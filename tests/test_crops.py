@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import draw_photo, make_photo_folder
 from PIL import Image
 
-from conftest import draw_photo, make_photo_folder
 from synthgap.cli import cli
-from synthgap.config import DetectorConfig, from_dict
+from synthgap.config import from_dict
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.crops import CropViews, InputChain, RandomCrops, resolve_input
 from synthgap.detect.data import assemble, load_sources
 from synthgap.detect.model import load_bundle
@@ -52,6 +53,7 @@ def detectors(photos, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_windows_learn_a_trace_that_thumbnails_destroy(detectors):
     crop, resize = detectors["crop"][0], detectors["resize"][0]
     assert crop["metrics"]["auc"] >= 0.95, crop["metrics"]

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import class_colour, make_image_folder
 from PIL import Image
 
 import synthgap.data.images as images_module
-from conftest import class_colour, make_image_folder
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
 from synthgap.data import (
     ImageSet,
@@ -746,7 +746,6 @@ def test_sha256_is_content_based(tmp_path):
 
 
 def test_write_bytes_is_atomic_makes_its_folder_and_leaves_no_temp_file(tmp_path, monkeypatch):
-    import os
 
     from synthgap.io import write_bytes
 
@@ -756,10 +755,12 @@ def test_write_bytes_is_atomic_makes_its_folder_and_leaves_no_temp_file(tmp_path
     assert target.read_bytes() == b"second, longer"
     assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()  # permissions as open() gives, not mkstemp's 0600
 
-    def full_disk(fd, data):
+    def full_disk(self, data):  # the disk fills halfway through the temp file
+        with open(self, "wb") as f:
+            f.write(data[:2])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(os, "write", full_disk)
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
     with pytest.raises(OSError, match="No space"):
         write_bytes(target, b"third")
     monkeypatch.undo()

@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder, synthgap
 from PIL import Image
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from conftest import make_image_folder
 from synthgap import SynthgapError
-from synthgap.config import AugmentConfig, DetectorConfig
 from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import load_detector_data
 from synthgap.detect.evaluate import binary_metrics, choose_threshold
 from synthgap.detect.model import DetectorBundle, build_detector, load_bundle
 from synthgap.detect.train import evaluate_detector, run_detector, train_detector
 from synthgap.train import robust
+from synthgap.train.config import AugmentConfig
 from synthgap.train.loop import fit
 
 CLASSES = ["bird", "cat", "frog"]
@@ -81,14 +79,6 @@ def data_of(pair, cfg: DetectorConfig):
     return load_detector_data(real=str(real), synthetic=str(fake), classes=cfg.classes, size=cfg.image_size,
                               val_fraction=cfg.val_fraction, seed=cfg.seed,
                               normalize_format=cfg.normalize_quality if cfg.normalize_format else None)
-
-
-def synthgap(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
-                          env={**os.environ}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
 
 
 # ---------------------------------------------------------------- backbones and the head
@@ -447,6 +437,7 @@ def test_interrupted_study_resumes_where_it_stopped(pair, tmp_path, monkeypatch)
 # ---------------------------------------------------------------- command line
 
 
+@pytest.mark.slow
 def test_cli_train_detect_and_compare(pair, tmp_path):
     real, fake = pair
     common = ["--real", str(real), "--synthetic", str(fake), "--set", "classes=bird,cat,frog",
@@ -454,12 +445,13 @@ def test_cli_train_detect_and_compare(pair, tmp_path):
               "--set", "head.epochs=2", "--set", "head.batch_size=16", "--set", "finetune_blocks=0",
               "--set", "input_size=32", "--set", "val_fraction=0.25"]
     out = tmp_path / "bundle"
-    proc = synthgap("detector", "train", *common, "--backbone", "airnet", "--out", str(out))
+    proc = synthgap("detector", "train", *common, "--backbone", "airnet", "--out", str(out), in_subprocess=True)
     assert "test accuracy" in proc.stdout and "format-bias audit" in proc.stdout
     # detect: files and folders, a table or JSON lines; a broken file is reported, not fatal.
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     files = sorted((fake / "test" / "cat").glob("*.jpg"))[:3] + sorted((real / "test" / "cat").glob("*.jpg"))[:3]
-    proc = synthgap("detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json")
+    proc = synthgap("detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json",
+                    in_subprocess=True)
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 7 and rows[-1]["p_synthetic"] is None and "error" in rows[-1]
     t = rows[0]["threshold"]
@@ -471,7 +463,7 @@ def test_cli_train_detect_and_compare(pair, tmp_path):
     assert len(table) == len(list((fake / "test").rglob("*.jpg")))
     # compare: the same head, data and budget for each backbone.
     proc = synthgap("detector", "compare", *common, "--backbones", "airnet,efficientnet_lite0",
-                    "--out", str(tmp_path / "cmp"))
+                    "--out", str(tmp_path / "cmp"), in_subprocess=True)
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["backbone"] for r in rows] == ["airnet", "efficientnet_lite0"]
     assert (tmp_path / "cmp" / "comparison.png").exists() and (tmp_path / "cmp" / "efficientnet_lite0" / "detector.json").exists()

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
 from PIL import Image
 
-from conftest import make_image_folder
-from synthgap.config import DetectorConfig
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import equal_shares, load_detector_data, load_sources, parse_sources
 from synthgap.detect.generalise import cross_matrix, detector_sets, evaluate_bundle
 from synthgap.detect.train import run_detector
@@ -104,6 +104,7 @@ def test_evaluate_on_the_training_data_reproduces_the_test_metrics(sources, tmp_
     assert {row["source"] for row in other["per_source"]} == {"real", "stripes"}
 
 
+@pytest.mark.slow
 def test_the_matrix_has_every_cell_and_leave_one_out_never_saw_its_source(sources, tmp_path):
     real, gens = sources
     loaded = load_sources([str(real)], [str(gens)], classes=CLASSES, size=32, progress=False)

@@ -1,22 +1,33 @@
 """Generation with a tiny diffusers pipeline saved to disk and loaded through the real from_pretrained path."""
 import json
 import os
-from importlib import resources
+import re
 import signal
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import synthgap
 from PIL import Image
 
 from synthgap import SynthgapError
-from synthgap.config import GenerateConfig
-from synthgap.generate import (DatasetGenerator, Templates, generate, image_seed, load_pipeline, read_manifest,
-                               read_metadata, reproduce, save_tiny_pipeline)
+from synthgap.generate import (
+    DatasetGenerator,
+    Templates,
+    generate,
+    image_seed,
+    load_pipeline,
+    read_manifest,
+    read_metadata,
+    reproduce,
+    save_tiny_pipeline,
+)
+from synthgap.generate.config import GenerateConfig
 from synthgap.io import sha256_file
 
 
@@ -28,13 +39,6 @@ def tiny_model(tmp_path_factory):
 def cfg_for(model, **kw):
     return GenerateConfig(**{"model": str(model), "classes": ["bird", "cat"], "per_class": 3, "steps": 2,
                              "batch_size": 4, **kw})
-
-
-def run_cli(*args, check=True, **popen):
-    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode:
-        raise AssertionError(proc.stderr[-3000:])
-    return proc
 
 
 def check_folder(out: Path, classes, per_class):
@@ -86,7 +90,7 @@ def test_png_metadata_round_trip(made):
         assert meta["steps"] == 2 and meta["scheduler"] == "EulerDiscreteScheduler" and meta["size"] == 32
 
 
-def test_png_metadata_is_one_json_chunk_and_small_images_are_stored_uncompressed(tmp_path):
+def test_png_metadata_is_one_json_chunk_and_pixels_are_deflated(tmp_path):
     from synthgap.generate.generator import _encode_png
 
     meta = {"prompt": "a photo of a cat", "seed": 7, "native_size": [512, 512]}
@@ -96,8 +100,8 @@ def test_png_metadata_is_one_json_chunk_and_small_images_are_stored_uncompressed
     assert read_metadata(tmp_path / "small.png") == meta == read_metadata(tmp_path / "large.png")
     with Image.open(tmp_path / "small.png") as im:  # the record, then the AI-generated mark (XMP)
         assert list(im.text) == ["synthgap", "XML:com.adobe.xmp"] and np.array_equal(np.asarray(im), np.asarray(small))
-    # 32x32 RGB fits one 4 KB disk block raw, so it is not deflated; a larger image is.
-    assert (tmp_path / "small.png").stat().st_size > 32 * 32 * 3
+    # Deflated at every size (a flat image shrinks to a fraction of its raw pixels).
+    assert (tmp_path / "small.png").stat().st_size < 32 * 32 * 3 / 2
     assert (tmp_path / "large.png").stat().st_size < 64 * 64 * 3 / 10
     Image.new("RGB", (8, 8)).save(tmp_path / "other.png")
     with pytest.raises(SynthgapError, match=r"other\.png: no 'synthgap' record"):
@@ -247,6 +251,7 @@ def test_blanked_images_are_regenerated_with_the_next_seed(tiny_model, tmp_path,
     assert "bird_00001 blanked" in caplog.text
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_an_exact_set(tiny_model, tmp_path):
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "synthgap.cli", "generate", "--model", str(tiny_model), "--classes", "bird,cat",
@@ -265,18 +270,19 @@ def test_kill_9_mid_run_then_resume_gives_an_exact_set(tiny_model, tmp_path):
     assert 4 <= len(rows) < 20
     for r in rows:  # what was listed at the kill is complete
         assert sha256_file(out / r["path"]) == r["sha256"]
-    run_cli(*args[3:])
+    synthgap(*args[3:])
     check_folder(out, ["bird", "cat"], 10)
 
 
 def test_missing_model_offline_is_a_clear_error(tmp_path):
-    proc = run_cli("generate", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "x"), check=False)
+    proc = synthgap("generate", "--model", "no-such-org/no-such-model", "--out", str(tmp_path / "x"), check=False)
     assert proc.returncode == 2
     assert "could not load model 'no-such-org/no-such-model'" in proc.stderr and "Traceback" not in proc.stderr
     with pytest.raises(SynthgapError, match="not a diffusers pipeline"):
         load_pipeline(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_ray_path_makes_the_same_set(made, tiny_model, tmp_path):
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -293,6 +299,23 @@ def test_ray_path_makes_the_same_set(made, tiny_model, tmp_path):
         assert np.abs(a - b).max() <= 2
 
 
+def test_the_pipeline_refuses_a_stage_setting_that_contradicts_its_shared_one(tmp_path):
+    from synthgap.config import load_config, written_fields
+    from synthgap.experiments.config import PipelineConfig
+    from synthgap.experiments.pipeline import check_shared
+
+    config = tmp_path / "p.yaml"
+    config.write_text(f"out: {tmp_path / 'run'}\nclasses: [cat, dog]\nimage_size: 32\n"
+                      "generate: {classes: 'cat,dog', size: 32, per_class: 2}\n")
+    check_shared(load_config(PipelineConfig, config), written_fields(config))  # agreeing values are fine
+    for override, message in (("generate.classes=[cat,frog]", r"'generate.classes' \(\['cat', 'frog'\]\) contradicts 'classes'"),
+                              ("detector.image_size=64", r"'detector.image_size' \(64\) contradicts 'image_size' \(32\)")):
+        proc = synthgap("pipeline", "--config", config, "--set", override, check=False)
+        assert proc.returncode == 2 and re.search(message, proc.stderr)
+    assert not (tmp_path / "run").exists()  # refused before any stage ran
+
+
+@pytest.mark.slow
 def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
     from conftest import make_image_folder
 
@@ -305,7 +328,7 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
         "detect": False,  # the detector stage: tests/test_builtin.py
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
-    proc = run_cli("pipeline", "--config", str(tmp_path / "p.yaml"))
+    proc = synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))
     assert (tmp_path / "study" / "transfer" / "report.html").is_file()
     check_folder(tmp_path / "study" / "synthetic", ["bird", "cat"], 15)
     records = json.loads((tmp_path / "study" / "transfer" / "summary.json").read_text())

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import _draw_image
+
 from synthgap import SynthgapError
 from synthgap.data.sets import load_spec
 
@@ -89,8 +89,14 @@ def test_bad_options_name_the_column_or_option(tmp_path, query, match):
 
 
 def test_a_hub_name_that_cannot_be_reached_says_how_to_work_offline(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The libraries read those variables when imported (earlier tests import them): set what they read, or the
+    # lookup goes to the network and waits out its retries (23 s here).
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(SynthgapError, match="save_to_disk"):
         load_spec("hf:nobody/no-such-set-synthgap", "train", CLASSES, size=16)
 

@@ -253,7 +253,7 @@ def test_metadata_presence_alone_is_caught_by_the_format_bias_audit():
 def bundle(tmp_path_factory):
     import torch
 
-    from synthgap.config import DetectorConfig
+    from synthgap.detect.config import DetectorConfig
     from synthgap.detect.model import DetectorBundle, build_detector
     from synthgap.detect.train import bundle_meta
 

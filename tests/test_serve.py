@@ -11,11 +11,11 @@ import base64
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
-import shutil
 import threading
 import time
 import urllib.request
@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import synthgap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from synthgap import SynthgapError
-from synthgap.config import DetectorConfig, TrainConfig
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.model import DetectorBundle, build_detector
 from synthgap.detect.train import bundle_meta
 from synthgap.generate import save_tiny_pipeline
@@ -39,6 +40,7 @@ from synthgap.serve import ServeConfig, create_app
 from synthgap.serve.batching import DeviceQueue, MicroBatcher, QueueFull
 from synthgap.serve.models import load_classifier
 from synthgap.serve.openapi import document
+from synthgap.train.config import TrainConfig
 
 CLASSES = ["bird", "cat", "frog"]
 MAX_UPLOAD = 300_000
@@ -105,7 +107,8 @@ def pipeline_run(model_files, tmp_path_factory):
     two transfer runs (the better one on real test images is served), a detector, a generator."""
     import json as json_
 
-    from synthgap.config import PipelineConfig, dump_yaml
+    from synthgap.config import dump_yaml
+    from synthgap.experiments.config import PipelineConfig
 
     run = tmp_path_factory.mktemp("runs") / "pipeline-test"
     run.mkdir()
@@ -258,8 +261,9 @@ def test_generate_from_a_class_uses_the_prompt_templates(client, app):
 
 def test_a_builtin_class_conditional_generator_is_served_by_class(model_files, tmp_path):
     from conftest import make_image_folder
-    from synthgap.config import GeneratorConfig
+
     from synthgap.generate.builtin import train_generator
+    from synthgap.generate.config import GeneratorConfig
 
     real = make_image_folder(tmp_path / "real", CLASSES, 4, size=16)
     gen = train_generator(str(real), tmp_path / "gen", GeneratorConfig(preset="tiny", classes=CLASSES, steps=2),
@@ -696,9 +700,23 @@ def test_load_classifier_reads_the_one_format_and_names_what_is_wrong(model_file
         load_classifier(broken)
 
 
+def test_a_classifier_is_safetensors_and_json_and_an_older_model_pt_folder_still_loads(model_files, tmp_path):
+    folder = model_files["classifier"]
+    meta = json.loads((folder / "classifier.json").read_text())
+    assert sorted(p.name for p in folder.iterdir()) == ["classifier.json", "model.safetensors"]
+    assert meta["normalization"] == {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]}
+    assert meta["image_size"] == 32 and meta["classes"] == CLASSES and meta["architecture"] == "airnet"
+    new = load_classifier(folder)
+    old = tmp_path / "old"  # a folder written before the weights moved to safetensors
+    old.mkdir()
+    shutil.copy(folder / "classifier.json", old)
+    torch.save(new.model.state_dict(), old / "model.pt")
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(load_classifier(old).predict(x), new.predict(x))
+
+
 def test_cli_refuses_to_serve_nothing():
-    r = subprocess.run([sys.executable, "-m", "synthgap.cli", "serve"], capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if not k.startswith("SYNTHGAP_SERVE_")})
+    r = synthgap("serve", env={k: None for k in os.environ if k.startswith("SYNTHGAP_SERVE_")}, check=False)
     assert r.returncode == 2 and r.stderr.startswith("error: nothing to serve")
 
 
@@ -733,7 +751,7 @@ def live_server(pipeline_run, tmp_path_factory):
                         break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}")
+                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}") from None
                 time.sleep(0.3)
         yield base
     finally:

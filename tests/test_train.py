@@ -2,15 +2,15 @@
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
-from conftest import make_image_folder
 from synthgap import SynthgapError
-from synthgap.config import AugmentConfig, TrainConfig
 from synthgap.data import load_spec
 from synthgap.models import build_model, count_parameters
 from synthgap.train import augment, classification_metrics, evaluate, fit
 from synthgap.train import loop as loop_module
+from synthgap.train.config import AugmentConfig, TrainConfig
 
 CLASSES = ["bird", "cat", "frog"]
 FAST = dict(epochs=3, batch_size=16, widths=[8, 16, 16], lr=0.1, threads=1)

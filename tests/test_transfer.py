@@ -1,33 +1,21 @@
 """The transfer study: planning, the output contract, resume, refusal of a changed config, the CLI."""
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_image_folder, synthgap
 
-from conftest import make_image_folder
-from synthgap.config import TransferConfig
 from synthgap.experiments import plan_training_sets
+from synthgap.experiments.config import TransferConfig
 
 CLASSES = ["bird", "cat", "frog"]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = ["--set", "classes=bird,cat,frog", "--set", "image_size=16", "--set", "train_size=60",
         "--set", "train.widths=[8,16,16]", "--set", "train.epochs=2", "--set", "train.batch_size=16"]
-
-
-def synthgap(*args, env=None, check=True):
-    """Run the real console entry point in a subprocess, as a user would."""
-    proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def test_plan_fixed_size_fractions_and_extra_synthetic():
@@ -77,7 +65,8 @@ def folders(tmp_path_factory):
 def quick_run(folders, tmp_path_factory):
     real, synth = folders
     out = tmp_path_factory.mktemp("out") / "study"
-    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out), *TINY)
+    proc = synthgap("transfer", "--quick", "--real", str(real), "--synthetic", str(synth), "--out", str(out), *TINY,
+                    in_subprocess=True)
     return out, proc
 
 
@@ -190,7 +179,7 @@ def test_resuming_on_other_data_is_refused(quick_run, folders, tmp_path):
 def test_report_command_rebuilds_the_report(quick_run):
     out, _ = quick_run
     (out / "report.html").unlink()
-    synthgap("report", str(out))
+    synthgap("report", str(out), in_subprocess=True)
     assert (out / "report.html").is_file()
 
 
@@ -220,6 +209,7 @@ def test_help_explains_every_command():
 
 @pytest.mark.shared
 @pytest.mark.skipif(not (SHARED / "cifar10-jpeg").is_dir(), reason="../shared/data not present")
+@pytest.mark.slow
 def test_real_slice_cifar10_against_stable_diffusion(tmp_path):
     """About 100 images per class of CIFAR-10 against CIFAKE's SD 1.4 images, end to end."""
     def slice_of(src: Path, dst: Path, n_train: int, n_test: int) -> Path:

@@ -91,12 +91,13 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
     The config file holds training fields (model, epochs, lr, augment, ...) at the top level.
     """
     from synthgap.audit import AuditPart, apply_dedupe, audit_record
-    from synthgap.config import TrainConfig, dump_yaml, load_config
+    from synthgap.config import dump_yaml, load_config
     from synthgap.data import load_spec, parse_classes
     from synthgap.io import environment, write_json, write_text
     from synthgap.report import plot_confusion
     from synthgap.train import evaluate, fit
     from synthgap.train.classifier import classifier_meta, save_classifier
+    from synthgap.train.config import TrainConfig
 
     cfg = load_config(TrainConfig, config_file, overrides)
     names = parse_classes(classes)
@@ -138,8 +139,9 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
     confusion PNGs), accuracy_vs_fraction.png and report.html to --out. Running the same command again
     resumes an interrupted study.
     """
-    from synthgap.config import QUICK, TransferConfig, load_config
+    from synthgap.config import load_config
     from synthgap.experiments import run_transfer
+    from synthgap.experiments.config import QUICK, TransferConfig
     from synthgap.report import aggregate, markdown_table
 
     cfg = load_config(TransferConfig, config_file, overrides, presets=[QUICK] if quick else [])
@@ -182,9 +184,10 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
     They are listed in OUT/manifest.jsonl, the resolved config in OUT/generation.yaml. Re-running the
     same command resumes; a changed config is refused.
     """
-    from synthgap.config import GenerateConfig, load_config
+    from synthgap.config import load_config
     from synthgap.generate import generate as run_generate
     from synthgap.generate import reproduce as run_reproduce
+    from synthgap.generate.config import GenerateConfig
 
     if reproduce:
         path, diff = run_reproduce(reproduce[0], reproduce[1])
@@ -242,8 +245,9 @@ def generator_train(real, out, preset, classes, steps, time_budget, resume, root
     --resume continues the same loss curve. The result is a diffusers pipeline in OUT: sample it
     with `synthgap generate --model OUT`.
     """
-    from synthgap.config import GeneratorConfig, load_config
+    from synthgap.config import load_config
     from synthgap.generate.builtin import train_generator
+    from synthgap.generate.config import GeneratorConfig
 
     flags = {"preset": preset, "classes": classes, "steps": steps, "time_budget": time_budget}
     cfg = load_config(GeneratorConfig, config_file, overrides, flags=flags)
@@ -281,14 +285,15 @@ def pipeline(config_file, overrides) -> None:
     generator also OUT/generator. Re-running resumes every stage. Serve what it made with
     `synthgap serve OUT`.
     """
-    from synthgap.config import PipelineConfig, load_config
-    from synthgap.experiments.pipeline import run_pipeline
-
     import dataclasses
+
+    from synthgap.config import load_config, written_fields
+    from synthgap.experiments.config import PipelineConfig
+    from synthgap.experiments.pipeline import run_pipeline
 
     cfg = load_config(PipelineConfig, config_file, overrides)
     cfg = dataclasses.replace(cfg, generate=_resolve_tiny(cfg.generate, Path(cfg.out) / "synthetic"))
-    report_path = run_pipeline(cfg)
+    report_path = run_pipeline(cfg, written=written_fields(config_file, overrides))
     click.echo(f"report: {report_path}")
     click.echo(f"serve its models: synthgap serve {cfg.out}   (then open http://127.0.0.1:8000)")
 
@@ -389,14 +394,11 @@ def detector_data_options(f):
     return f
 
 
-DETECTOR_QUICK = {"train_size": 2000, "test_size": 1000, "head": {"epochs": 6}, "finetune": {"epochs": 1},
-                  "scratch": {"epochs": 6}}
-
-
 def _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides):
     """The detector config of the shared options, checked before minutes of decoding."""
-    from synthgap.config import DetectorConfig, load_config
+    from synthgap.config import load_config
     from synthgap.data import parse_classes
+    from synthgap.detect.config import DETECTOR_QUICK, DetectorConfig
     from synthgap.detect.train import check_detector_config
 
     flags = {"backbone": backbone, "pretrained": False if no_pretrained else None,

@@ -7,8 +7,18 @@ number is reported (`synthgap audit`, and every experiment's `dedupe` step).
 """
 from synthgap.audit.find import AuditSettings, aligned_correlation, hamming_pairs, phashes
 from synthgap.audit.page import counts_html, summary_lines
-from synthgap.audit.result import (DEDUPE_MODES, KINDS, Audit, AuditPart, apply_dedupe, audit, audit_record,
-                                   check_dedupe, dedupe, pair_kind)
+from synthgap.audit.result import (
+                                   DEDUPE_MODES,
+                                   KINDS,
+                                   Audit,
+                                   AuditPart,
+                                   apply_dedupe,
+                                   audit,
+                                   audit_record,
+                                   check_dedupe,
+                                   dedupe,
+                                   pair_kind,
+)
 from synthgap.audit.sources import load_parts
 
 __all__ = ["DEDUPE_MODES", "KINDS", "Audit", "AuditPart", "AuditSettings", "aligned_correlation", "apply_dedupe",

@@ -49,6 +49,7 @@ def phashes(images: torch.Tensor, progress: bool = False) -> np.ndarray:
     """64-bit perceptual hashes (imagehash.phash) of uint8 images (N x 3 x H x W), as uint64."""
     import imagehash
     from PIL import Image
+
     from synthgap.io import progress_bar
 
     arrays = images.permute(0, 2, 3, 1).numpy()

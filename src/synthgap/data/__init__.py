@@ -1,12 +1,12 @@
 """Real and synthetic image data: sources, decoding, caching, and on-device tensors."""
-from synthgap.data.images import decode_image, decode_files, resize_square, to_rgb
+from synthgap.data.images import decode_files, decode_image, resize_square, to_rgb
 from synthgap.data.sets import (
     ImageSet,
     concat,
     data_root,
     holdout_split,
-    load_class_folders,
     load_cifar10,
+    load_class_folders,
     load_manifest,
     load_spec,
     parse_classes,

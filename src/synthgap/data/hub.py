@@ -205,9 +205,8 @@ def _as_files(raw, column: str, rows: np.ndarray, folder: Path, progress: bool, 
     import io
 
     from PIL import Image
-    from synthgap.io import progress_bar
 
-    from synthgap.io import write_bytes
+    from synthgap.io import progress_bar, write_bytes
 
     index = folder / "files.json"
     if index.exists():
@@ -228,9 +227,8 @@ def _as_files(raw, column: str, rows: np.ndarray, folder: Path, progress: bool, 
 
 def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int, progress: bool, chunk: int = 2048):
     """Decode the encoded images of `rows` a chunk at a time: only one chunk's bytes are ever in memory."""
-    from synthgap.io import progress_bar
-
     from synthgap.data.images import Decoded
+    from synthgap.io import progress_bar
 
     images, kept, skipped, hashes = [], [], [], []
     for start in progress_bar(range(0, len(rows), chunk), desc="decoding", unit="chunk", enabled=progress and len(rows) > chunk):
@@ -250,7 +248,7 @@ def load_hub_set(spec: str, split: str, targets: list[str], size: int = 32, doma
                  progress: bool = True):
     """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
     data set gives only one split."""
-    from synthgap.data.sets import HOLDOUT_FRACTION, _held_out_part, _require_every_class, ImageSet
+    from synthgap.data.sets import HOLDOUT_FRACTION, ImageSet, _held_out_part, _require_every_class
 
     decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
     name = f"{spec}[{split}]"

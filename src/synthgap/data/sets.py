@@ -43,7 +43,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> "ImageSet":
+    def subset(self, index: torch.Tensor | np.ndarray | list[int], name: str | None = None) -> ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         files = [self.files[i] for i in index.tolist()] if self.files else []
         hashes = self.pixel_hashes[index.numpy()] if self.pixel_hashes is not None else None

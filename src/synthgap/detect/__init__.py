@@ -1,9 +1,18 @@
-"""Real vs AI-generated: transfer-learning detectors, their evaluation, search and bundle."""
-from synthgap.detect.compare import compare_backbones
-from synthgap.detect.data import load_detector_data
-from synthgap.detect.model import DetectorBundle, build_detector, load_bundle
-from synthgap.detect.train import run_detector, train_detector
-from synthgap.detect.tune import tune_detector
+"""Real vs AI-generated: transfer-learning detectors, their evaluation, search and bundle.
 
-__all__ = ["DetectorBundle", "build_detector", "compare_backbones", "load_bundle", "load_detector_data", "run_detector",
-           "train_detector", "tune_detector"]
+Names load on first use (synthgap.lazy_exports), so `synthgap detect` and the web app, which need only
+the bundle, do not import Optuna, the comparison and the training data code at start-up."""
+from synthgap import lazy_exports
+
+_EXPORTS = {
+    "compare_backbones": "synthgap.detect.compare",
+    "load_detector_data": "synthgap.detect.data",
+    "DetectorBundle": "synthgap.detect.model",
+    "build_detector": "synthgap.detect.model",
+    "load_bundle": "synthgap.detect.model",
+    "run_detector": "synthgap.detect.train",
+    "train_detector": "synthgap.detect.train",
+    "tune_detector": "synthgap.detect.tune",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from synthgap import SynthgapError
+from synthgap.models import CIFAR_MEAN, CIFAR_STD
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 FROZEN_SLICE_PIXELS = 2**20  # per slice through the frozen blocks in training: 20 windows of 224 px, 1,024 of 32
 
 

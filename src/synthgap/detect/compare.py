@@ -6,14 +6,14 @@ import html
 import json
 from pathlib import Path
 
-from synthgap.config import DetectorConfig, dump_yaml
-from synthgap.detect.data import DetectorData
-from synthgap.detect.report import md_table
-from synthgap.detect.train import check_detector_config, run_detector
-from synthgap.io import write_json, write_text
 from synthgap.audit import audit_record
+from synthgap.detect.config import DetectorConfig
+from synthgap.detect.data import DetectorData
+from synthgap.detect.train import check_detector_config, data_record, run_detector, run_folder
+from synthgap.io import write_json, write_text
 from synthgap.report.html import _img, _md_to_html_table, audit_section, page_head
 from synthgap.report.plots import plot_bars
+from synthgap.report.tables import md_table
 
 COLUMNS = ["backbone", "accuracy", "auc", "f1_synthetic", "average_precision", "jpeg q50 accuracy", "train_seconds"]
 
@@ -30,11 +30,9 @@ def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[s
     for name in backbones:
         bcfg = dataclasses.replace(cfg, backbone=name)
         sub = out / name
-        meta = json.loads((sub / "detector.json").read_text()) if (sub / "detector.json").exists() else None
-        same_data = meta is not None and meta.get("data", {}).get("train", {}).get("sha256") == data.train.sha256() \
-            and meta["data"].get("test", {}).get("sha256") == data.test.sha256()
-        done = same_data and (sub / "config.yaml").read_text() == dump_yaml(bcfg)
-        if not done:
+        if (sub / "detector.json").exists() and run_folder(sub).matches(bcfg, data=data_record(data)):
+            meta = json.loads((sub / "detector.json").read_text())
+        else:
             meta = run_detector(data, bcfg, sub, progress=progress, audit_page=False)
         m = meta["metrics"]
         jpeg50 = next((r["accuracy"] for r in meta["robustness"] if r["test set"] == "jpeg q50"), None)

@@ -49,7 +49,7 @@ class InputChain:
         return self.crop_size if self.crop else self.image_size
 
     @classmethod
-    def of(cls, preprocessing: dict) -> "InputChain":
+    def of(cls, preprocessing: dict) -> InputChain:
         """The chain a bundle's `preprocessing` record describes (bundles before crops: resize)."""
         return cls(preprocessing.get("input", "resize"), int(preprocessing["image_size"]),
                    int(preprocessing.get("crop_size") or 224), int(preprocessing.get("crop_grid") or 1),

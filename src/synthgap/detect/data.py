@@ -15,8 +15,17 @@ import torch
 from synthgap import SynthgapError
 from synthgap.data.hub import is_hub_spec, load_hub_set, parse_hub_spec
 from synthgap.data.images import IMAGE_EXTENSIONS
-from synthgap.data.sets import (HOLDOUT_FRACTION, ImageSet, _from_files, _held_out_part, _is_split_folder, concat,
-                                holdout_split, load_class_folders, load_spec)
+from synthgap.data.sets import (
+    HOLDOUT_FRACTION,
+    ImageSet,
+    _from_files,
+    _held_out_part,
+    _is_split_folder,
+    concat,
+    holdout_split,
+    load_class_folders,
+    load_spec,
+)
 from synthgap.detect.model import CLASSES
 from synthgap.train.robust import jpeg
 

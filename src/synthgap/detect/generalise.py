@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from synthgap import SynthgapError
-from synthgap.config import DetectorConfig, dump_yaml, from_dict
+from synthgap.config import from_dict
 from synthgap.data.sets import concat
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import LoadedSources, assemble, equal_shares, load_sources, parse_sources
 from synthgap.detect.evaluate import binary_metrics, curves, set_robustness
 from synthgap.detect.model import DetectorBundle, load_bundle
@@ -133,11 +134,12 @@ def detector_sets(sources: list[str]) -> dict[str, list[str]]:
 
 
 def _done(folder: Path, cfg: DetectorConfig, data) -> dict | None:
+    from synthgap.detect.train import run_folder
+
     meta_file = folder / "detector.json"
-    if not meta_file.exists() or (folder / "config.yaml").read_text() != dump_yaml(cfg):
+    if not meta_file.exists() or not run_folder(folder).matches(cfg, data={"train": data.train.describe()}):
         return None
-    meta = json.loads(meta_file.read_text())
-    return meta if meta.get("data", {}).get("train", {}).get("sha256") == data.train.sha256() else None
+    return json.loads(meta_file.read_text())
 
 
 def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str], out: str | Path, *,

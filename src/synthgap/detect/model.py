@@ -17,7 +17,7 @@ from torch import nn
 
 from synthgap import SynthgapError
 from synthgap.detect.backbones import BACKBONES, Backbone, build_backbone
-from synthgap.io import atomic_path, write_json
+from synthgap.io import load_weights, save_weights, write_json
 from synthgap.train.augment import MEAN as SYNTHGAP_MEAN
 from synthgap.train.augment import STD as SYNTHGAP_STD
 
@@ -184,13 +184,9 @@ class DetectorBundle:
         return out
 
     def save(self, folder: str | os.PathLike) -> Path:
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        save_weights(folder / WEIGHTS, self.model)
         write_json(folder / META, self.meta)  # written last: a folder with detector.json is complete
         return folder
 
@@ -208,10 +204,8 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
                                head_width=arch["head_width"], dropout=arch["dropout"], hub_config=hub.get("config"))
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
-    from safetensors.torch import load_file
-
     try:
-        model.load_state_dict(load_file(str(folder / WEIGHTS)))
+        model.load_state_dict(load_weights(folder / WEIGHTS))
     except Exception as e:
         raise SynthgapError(f"{folder / WEIGHTS}: weights do not fit the architecture in {META} ({e})") from None
     return DetectorBundle(model.to(device).eval(), meta)

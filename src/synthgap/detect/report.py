@@ -9,19 +9,7 @@ from synthgap import SynthgapError
 from synthgap.io import write_text
 from synthgap.report.html import _img, _md_to_html_table, audit_lead, audit_markdown, audit_section, page_head
 from synthgap.report.plots import plot_confusion, plot_roc_calibration
-
-
-def md_table(rows: list[dict], columns: list[str], percent: tuple[str, ...] = ()) -> str:
-    """A Markdown table of `rows`; columns in `percent` are shown in % with 2 decimals."""
-    def cell(r, c):
-        v = r.get(c)
-        if isinstance(v, float):
-            return f"{100 * v:.2f}" if c in percent else f"{v:.4g}"
-        return "" if v is None else str(v)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
-    lines += ["| " + " | ".join(cell(r, c) for c in columns) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+from synthgap.report.tables import md_table
 
 
 def robustness_md(rows: list[dict]) -> str:

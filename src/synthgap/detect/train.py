@@ -15,16 +15,19 @@ import torch
 
 from synthgap import SynthgapError
 from synthgap.audit import audit_record
-from synthgap.config import DetectorConfig, config_hash, dump_yaml, to_dict
+from synthgap.config import dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.crops import InputChain, RandomCrops, predict_views, resolve_input
 from synthgap.detect.data import DetectorData
 from synthgap.detect.domain import training_domain
 from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, set_robustness
 from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
+from synthgap.device import select_device, set_threads
 from synthgap.io import environment, write_json, write_text
-from synthgap.train.loop import fit, select_device, set_threads
+from synthgap.runs import RunDir, identity_hash
+from synthgap.train.loop import fit
 
 
 def check_detector_config(cfg: DetectorConfig) -> None:
@@ -96,9 +99,8 @@ def stage1_features(model: Detector, data: DetectorData, chain: InputChain, devi
 @torch.no_grad()
 def view_features(model: Detector, files: list[str], chain: InputChain, device, *, workers: int = 2,
                   progress: bool = True, desc: str = "features") -> torch.Tensor:
-    from synthgap.io import progress_bar
-
     from synthgap.detect.crops import eval_batches
+    from synthgap.io import progress_bar
     from synthgap.train.augment import normalize
 
     model.eval()
@@ -117,9 +119,7 @@ def view_features(model: Detector, files: list[str], chain: InputChain, device, 
 def extract_features(model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True,
                      desc: str = "features") -> torch.Tensor:
     from synthgap.io import progress_bar
-
     from synthgap.train.augment import normalize
-
     from synthgap.train.evaluate import MAX_BATCH_PIXELS
 
     model.eval()
@@ -300,12 +300,21 @@ def format_bias(data: DetectorData, cfg: DetectorConfig) -> dict:
     return result
 
 
+def data_record(data: DetectorData) -> dict:
+    """What a detector folder records of its data: each split's description with its hash."""
+    return {k: s.describe() for k, s in (("train", data.train), ("val", data.val), ("test", data.test))}
+
+
+def run_folder(out: Path) -> RunDir:
+    """A detector folder as a run folder: config.yaml, with the data in environment.json."""
+    return RunDir(out, "config.yaml", "a detector run", data_record="environment.json")
+
+
 def data_environment(data: DetectorData, cfg: DetectorConfig, out: Path, audit_page: bool = True) -> dict:
     """environment.json of a detector folder (versions, config hash, data hashes, the data audit's counts),
     and (audit_page) the audit's pairs in out/audit/."""
     env = environment()
-    env.update({"config_hash": config_hash(cfg), "data": {k: s.describe() for k, s in
-                (("train", data.train), ("val", data.val), ("test", data.test))}, "specs": data.specs,
+    env.update({"config_hash": identity_hash(cfg), "data": data_record(data), "specs": data.specs,
                 "audit": audit_record(data.audit, cfg.dedupe)})
     if data.audit and audit_page:
         data.audit.write(out / "audit")
@@ -321,9 +330,8 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     check_detector_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    old = out / "config.yaml"
-    if old.exists() and old.read_text() != dump_yaml(cfg) and resume:
-        raise SynthgapError(f"{out}: holds a run with another config; use a new --out or drop --resume")
+    if resume:
+        run_folder(out).claim(cfg, data=data_record(data), remedy="use a new --out, or drop --resume to start over")
     write_text(out / "config.yaml", dump_yaml(cfg))
     (out / "detector.json").unlink(missing_ok=True)  # a bundle is complete only once its new detector.json is written
     env = data_environment(data, cfg, out, audit_page)
@@ -342,7 +350,7 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
         "domain": training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed),
         "training": {"seconds": round(train_seconds, 1), "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")}
                                                                       for k, v in history.items()}},
-        "config": to_dict(cfg), "config_hash": config_hash(cfg), "data": env["data"], "specs": data.specs,
+        "config": to_dict(cfg), "config_hash": identity_hash(cfg), "data": env["data"], "specs": data.specs,
         "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })

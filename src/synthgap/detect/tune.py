@@ -11,13 +11,22 @@ import warnings
 from pathlib import Path
 
 from synthgap import SynthgapError
-from synthgap.config import DetectorConfig, config_hash, dump_yaml
+from synthgap.config import dump_yaml
 from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import DetectorData
-from synthgap.detect.train import (check_detector_config, data_environment, from_scratch, input_chain, new_detector,
-                                   stage1_features, train_detector)
+from synthgap.detect.train import (
+    check_detector_config,
+    data_environment,
+    from_scratch,
+    input_chain,
+    new_detector,
+    stage1_features,
+    train_detector,
+)
+from synthgap.device import select_device
 from synthgap.io import atomic_path, write_json, write_text
-from synthgap.train.loop import select_device
+from synthgap.runs import RunDir
 
 STUDY = "study.db"
 
@@ -62,6 +71,12 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
     if trials < 1:
         raise SynthgapError(f"--trials: expected at least 1, got {trials}")
     out = Path(out)
+    # The search space is part of the study's identity: trials of two spaces do not mix.
+    folder = RunDir(out, "study.json", "an Optuna study")
+    space = {"sampler": sampler, "max_finetune_blocks": max_finetune_blocks}
+    splits = {"train": data.train.describe(), "val": data.val.describe()}
+    folder.claim(cfg, data=splits, extra_identity=space,
+                 remedy="use a new --out to study another config, data or search space")
     out.mkdir(parents=True, exist_ok=True)
     # Heartbeats let a resumed study mark the trial a killed process left running as failed.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -74,12 +89,7 @@ def tune_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, t
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2))
     # A resumed study must not replay the first run's random draws: seed by the trials it holds.
     study.sampler = type(samplers[sampler])(seed=cfg.seed + len(study.trials))
-    key = {"config_hash": config_hash(cfg), "data": data.train.sha256()[:16] + data.val.sha256()[:16],
-           "sampler": sampler, "max_finetune_blocks": max_finetune_blocks}
-    if study.user_attrs.get("key", key) != key:
-        raise SynthgapError(f"{out / STUDY}: this study was run with another config, data or search space; "
-                            "use a new --out to start another")
-    study.set_user_attr("key", key)
+    folder.write(cfg, data=splits, extra_identity=space)
     write_text(out / "config.yaml", dump_yaml(cfg))
     env = data_environment(data, cfg, out)
 

@@ -7,14 +7,36 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from synthgap.config import PipelineConfig, dump_yaml
+from synthgap.config import dump_yaml
+from synthgap.experiments.config import PipelineConfig
 from synthgap.io import write_json, write_text
 
 log = logging.getLogger("synthgap")
 
 
-def run_pipeline(cfg: PipelineConfig, *, progress: bool = True) -> Path:
-    """Run (or resume) every stage; return the path of the transfer report.
+# The settings the pipeline passes down to its stages: (top-level field, stage, the stage's name for it).
+SHARED = [("classes", stage, "classes") for stage in ("builtin", "generate", "transfer", "detector")] + [
+    ("image_size", "builtin", "image_size"), ("image_size", "generate", "size"), ("image_size", "transfer", "image_size"),
+    ("image_size", "detector", "image_size")]
+
+
+def check_shared(cfg: PipelineConfig, written: dict) -> None:
+    """Refuse a stage field the user wrote (`written`: config.written_fields) that contradicts the
+    pipeline's shared setting, which every stage gets: it would otherwise be overwritten silently."""
+    from synthgap import SynthgapError
+    from synthgap.data.sets import parse_classes
+
+    for top, stage, name in SHARED:
+        value, ours = (written.get(stage) or {}).get(name), getattr(cfg, top)
+        same = (lambda a, b: parse_classes(a) == parse_classes(b)) if top == "classes" else (lambda a, b: a == b)
+        if value is not None and not same(value, ours):
+            raise SynthgapError(f"config field '{stage}.{name}' ({value}) contradicts '{top}' ({ours}): the pipeline "
+                                f"gives every stage its top-level '{top}'; set it there once and drop '{stage}.{name}'")
+
+
+def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | None = None) -> Path:
+    """Run (or resume) every stage; return the path of the transfer report. `written`: the fields the user
+    wrote (config.written_fields), checked against the shared settings (check_shared).
 
     Beside the generated set, OUT/synthetic/quality.json gets FID-Lite0 against the real test
     split, the audit's twins (within the set, with the real test and training splits), and the CAS
@@ -26,6 +48,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True) -> Path:
     from synthgap.generate import generate
     from synthgap.generate.quality import quality_report
 
+    check_shared(cfg, written or {})
     if cfg.generator not in ("diffusers", "builtin"):
         raise SynthgapError(f"config field 'generator': expected diffusers or builtin, got '{cfg.generator}'")
     out = Path(cfg.out)
@@ -78,10 +101,10 @@ def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, pr
     import json
 
     from synthgap.detect.data import assemble, load_sources
-    from synthgap.detect.train import run_detector
+    from synthgap.detect.train import run_detector, run_folder
 
     det = dataclasses.replace(cfg.detector, classes=list(cfg.classes), image_size=cfg.image_size)
-    if (out / "detector.json").exists() and (out / "config.yaml").read_text() == dump_yaml(det):
+    if (out / "detector.json").exists() and run_folder(out).matches(det):
         log.info("stage: detector: done before, read back from %s", out)
         return json.loads((out / "detector.json").read_text())
     log.info("stage: detector (%s) of %s (real) against the generated set -> %s", det.backbone, cfg.real, out)

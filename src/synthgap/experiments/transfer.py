@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import io
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from synthgap import SynthgapError
 from synthgap.audit import DEDUPE_MODES, audit_record
-from synthgap.config import TransferConfig, config_hash, dump_yaml
+from synthgap.config import dump_yaml
 from synthgap.data.sets import HOLDOUT_SEED, SPLITS, ImageSet, concat, load_spec, parse_classes
+from synthgap.experiments.config import TransferConfig
 from synthgap.io import environment, write_json, write_text
-from synthgap.train.evaluate import evaluate
+from synthgap.runs import RunDir, identity_hash
 from synthgap.train.classifier import META as CLASSIFIER_META
 from synthgap.train.classifier import classifier_meta, save_classifier
+from synthgap.train.evaluate import evaluate
 from synthgap.train.loop import CHECKPOINT, check_config, fit
 
 log = logging.getLogger("synthgap")
@@ -146,29 +147,6 @@ def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None
     return data, audit
 
 
-def _check_existing(out: Path, cfg: TransferConfig) -> None:
-    existing = out / "config.yaml"
-    if existing.exists():
-        old = yaml.safe_load(existing.read_text())
-        if old != yaml.safe_load(dump_yaml(cfg)):
-            raise SynthgapError(
-                f"{out} holds a run with a different config ({existing}); choose a new --out, or delete the folder"
-            )
-
-
-def _check_same_data(out: Path, data: dict) -> None:
-    """A study folder resumes only on the data it started with: other data would mix results (or leak test images)."""
-    previous = out / "environment.json"
-    if not previous.exists():
-        return
-    old = json.loads(previous.read_text()).get("data", {})
-    changed = [k for k, v in data.items() if k in old and old[k].get("sha256") != v["sha256"]]
-    if changed:
-        raise SynthgapError(
-            f"{out} was started on other data ({', '.join(changed)} changed since); choose a new --out, or delete the folder"
-        )
-
-
 def _run_meta(cfg: TransferConfig, real: str, synthetic: str, ts, seed: int, result: dict) -> dict:
     """The classifier.json of one run: its test figures per domain and what it was trained on."""
     metrics = {f"test_{d}_{k}": m[k] for d, m in result["test"].items() for k in ("accuracy", "macro_f1") if k in m}
@@ -185,20 +163,22 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     Re-running the same call resumes: finished runs are read back, an interrupted one continues
     from its last epoch checkpoint.
     """
-    from synthgap.report import plot_confusion, write_report
+    from synthgap.report import write_report
     from synthgap.report.plots import plot_samples
 
     cfg = cfg or TransferConfig()
     check_transfer_config(cfg)
     out = Path(out_dir)
-    _check_existing(out, cfg)
+    folder = RunDir(out, "config.yaml", "a study", data_record="environment.json")
+    remedy = "choose a new --out, or delete the folder"
+    folder.claim(cfg, remedy=remedy)  # the config first: a refused run loads no data
     data, audit = load_transfer_data(real, synthetic, cfg, root, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
     size, sets = plan_training_sets(cfg, len(data["real"]["train"]), len(data["synthetic"]["train"]))
     budget = cfg.train.epochs * size
     env = environment()
-    env["config_hash"] = config_hash(cfg)
+    env["config_hash"] = identity_hash(cfg)
     env["data"] = {
         f"{d}_{split}": {"spec": real if d == "real" else synthetic, **s.describe(),
                          "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped]}
@@ -206,7 +186,7 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     }
     env["budget_images_per_run"] = budget
     env["audit"] = audit_record(audit, cfg.dedupe)
-    _check_same_data(out, env["data"])
+    folder.claim(cfg, data=env["data"], remedy=remedy)
     if audit:
         audit.write(out / "audit")
     write_json(out / "environment.json", env)
@@ -215,56 +195,77 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     records: list[dict] = []
     runs = [(ts, seed) for seed in cfg.seeds for ts in sets]
     for i, (ts, seed) in enumerate(runs, 1):
-        run_dir = out / "runs" / ts.name / f"seed{seed}"
-        metrics_file = run_dir / "metrics.json"
-        if metrics_file.exists():
-            result = json.loads(metrics_file.read_text())
-            log.info("[%d/%d] %s seed %d: done before, read back", i, len(runs), ts.name, seed)
-            if not (run_dir / CLASSIFIER_META).exists():  # a run made before classifier.json existed
-                save_classifier(run_dir, None, _run_meta(cfg, real, synthetic, ts, seed, result))
-        else:
-            rng = np.random.default_rng([seed, 7])
-            parts = []
-            if ts.n_real:
-                r = data["real"]["train"]
-                parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
-            if ts.n_synthetic:
-                s = data["synthetic"]["train"]
-                parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
-            train_set = concat(parts, ts.name, ts.train_domain)
-            train_cfg = dataclasses.replace(cfg.train, seed=seed)
-            t0 = time.perf_counter()
-            fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True,
-                         budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
-                         progress=progress, desc=f"[{i}/{len(runs)}] {ts.name} seed {seed}")
-            tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
-            result = {
-                "training_set": ts.name, "train_domain": ts.train_domain, "seed": seed,
-                "synthetic_fraction": round(ts.synthetic_fraction, 4), "n_real": ts.n_real,
-                "n_synthetic": ts.n_synthetic, "train_sha256": train_set.sha256(),
-                "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(fitted.seconds, 1),
-                "images_per_second": round(fitted.images_per_second, 1), "best_epoch": fitted.best_epoch,
-                "best_val_accuracy": fitted.best_val_accuracy, "history": fitted.history, "test": tests,
-            }
-            for d in DOMAINS:
-                plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
-            save_classifier(run_dir, fitted.model, _run_meta(cfg, real, synthetic, ts, seed, result))
-            write_json(metrics_file, result)
-            (run_dir / CHECKPOINT).unlink(missing_ok=True)
-            log.info("[%d/%d] %s seed %d: real %.4f, synthetic %.4f (%.0f s)", i, len(runs), ts.name, seed,
-                     tests["real"]["accuracy"], tests["synthetic"]["accuracy"], result["seconds"])
-        for d in DOMAINS:
-            records.append({
-                "training_set": result["training_set"], "train_domain": result["train_domain"], "test_domain": d,
-                "synthetic_fraction": result["synthetic_fraction"], "seed": result["seed"],
-                "accuracy": result["test"][d]["accuracy"], "macro_f1": result["test"][d]["macro_f1"],
-                "n_train": result["n_real"] + result["n_synthetic"],
-            })
+        desc = f"[{i}/{len(runs)}] {ts.name} seed {seed}"
+        result = one_run(data, cfg, ts, seed, out / "runs" / ts.name / f"seed{seed}", budget, desc,
+                         specs=(real, synthetic), progress=progress)
+        records += summary_records(result)
+    write_summary(out, records)
+    write_report(out)
+    return records
+
+
+def one_run(data: dict, cfg: TransferConfig, ts: TrainingSet, seed: int, run_dir: Path, budget: int, desc: str, *,
+            specs: tuple[str, str], progress: bool = True) -> dict:
+    """One (training set, seed): draw its training images, train (resuming an interrupted run), test on
+    both domains, save the classifier and metrics.json; a finished run is read back. specs: the real and
+    synthetic data specs, for its classifier.json."""
+    from synthgap.report import plot_confusion
+
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.exists():
+        result = json.loads(metrics_file.read_text())
+        log.info("%s: done before, read back", desc)
+        if not (run_dir / CLASSIFIER_META).exists():  # a run made before classifier.json existed
+            save_classifier(run_dir, None, _run_meta(cfg, *specs, ts, seed, result))
+        return result
+    rng = np.random.default_rng([seed, 7])
+    parts = []
+    if ts.n_real:
+        r = data["real"]["train"]
+        parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
+    if ts.n_synthetic:
+        s = data["synthetic"]["train"]
+        parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
+    train_set = concat(parts, ts.name, ts.train_domain)
+    train_cfg = dataclasses.replace(cfg.train, seed=seed)
+    t0 = time.perf_counter()
+    fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True,
+                 budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
+                 progress=progress, desc=desc)
+    tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
+    result = {
+        "training_set": ts.name, "train_domain": ts.train_domain, "seed": seed,
+        "synthetic_fraction": round(ts.synthetic_fraction, 4), "n_real": ts.n_real,
+        "n_synthetic": ts.n_synthetic, "train_sha256": train_set.sha256(),
+        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(fitted.seconds, 1),
+        "images_per_second": round(fitted.images_per_second, 1), "best_epoch": fitted.best_epoch,
+        "best_val_accuracy": fitted.best_val_accuracy, "history": fitted.history, "test": tests,
+    }
+    for d in DOMAINS:
+        plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
+    save_classifier(run_dir, fitted.model, _run_meta(cfg, *specs, ts, seed, result))
+    write_json(metrics_file, result)
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    log.info("%s: real %.4f, synthetic %.4f (%.0f s)", desc, tests["real"]["accuracy"], tests["synthetic"]["accuracy"],
+             result["seconds"])
+    return result
+
+
+def summary_records(result: dict) -> list[dict]:
+    """A run's rows of summary.json: one per test domain."""
+    return [{
+        "training_set": result["training_set"], "train_domain": result["train_domain"], "test_domain": d,
+        "synthetic_fraction": result["synthetic_fraction"], "seed": result["seed"],
+        "accuracy": result["test"][d]["accuracy"], "macro_f1": result["test"][d]["macro_f1"],
+        "n_train": result["n_real"] + result["n_synthetic"],
+    } for d in DOMAINS]
+
+
+def write_summary(out: Path, records: list[dict]) -> None:
+    """summary.json and summary.csv (summary.md and the plots come with the report)."""
     write_json(out / "summary.json", records)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(records[0]))
     w.writeheader()
     w.writerows(records)
     write_text(out / "summary.csv", buf.getvalue())
-    write_report(out)
-    return records

@@ -33,12 +33,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import yaml
-from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, ImagePipelineOutput, UNet2DModel
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    ImagePipelineOutput,
+    UNet2DModel,
+)
 from diffusers.utils.torch_utils import randn_tensor
 
 from synthgap import SynthgapError
-from synthgap.config import GENERATOR_RUNTIME_FIELDS, GeneratorConfig, from_dict, to_dict
+from synthgap.config import from_dict, to_dict
+from synthgap.generate.config import GeneratorConfig
 from synthgap.io import environment, save_torch, write_bytes, write_json, write_text
+from synthgap.runs import RunDir, check_resume
+from synthgap.runs import identity as run_identity
 
 log = logging.getLogger("synthgap")
 PIPELINE_CLASS = "ClassConditionalPipeline"
@@ -125,8 +135,8 @@ def norm_groups(channels: list[int]) -> int:
 
 
 def identity(cfg: GeneratorConfig) -> dict:
-    """What a training step computes: a checkpoint only resumes under the same identity."""
-    return {k: v for k, v in to_dict(cfg).items() if k not in GENERATOR_RUNTIME_FIELDS}
+    """What a training step computes (synthgap.runs.identity): a checkpoint only resumes under the same identity."""
+    return run_identity(cfg)
 
 
 # ---------------------------------------------------------------- the model
@@ -244,7 +254,7 @@ def builtin_info(model: str | Path) -> dict | None:
 
 
 def load_generator(model: str | Path, device: str = "auto") -> ClassConditionalPipeline:
-    from synthgap.train.loop import select_device
+    from synthgap.device import select_device
 
     if builtin_info(model) is None:
         raise SynthgapError(f"{model}: not a synthgap generator (no model_index.json naming {PIPELINE_CLASS}); "
@@ -314,7 +324,7 @@ class GeneratorTrainer:
     def __init__(self, cfg: GeneratorConfig, out: str | Path):
         from diffusers.training_utils import EMAModel
 
-        from synthgap.train.loop import select_device, set_threads
+        from synthgap.device import mixed_precision, select_device, set_threads
 
         self.cfg = resolve_generator_config(cfg)
         self.out = Path(out)
@@ -329,18 +339,10 @@ class GeneratorTrainer:
         # noise): saved in the checkpoint, it makes a resumed run continue the very same loss curve.
         self.rng = torch.Generator().manual_seed(self.cfg.seed)
         self.state = TrainState()
+        self.data_record: dict = {}  # the training data's describe(), once claimed
         alphas = self.noise.alphas_cumprod
         self.snr = (alphas / (1 - alphas)).to(self.device)
-        self.amp, self.scaler = self._amp()
-
-    def _amp(self):
-        from contextlib import nullcontext
-
-        if not (self.cfg.amp and self.device.type == "cuda"):
-            return nullcontext, None
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-        return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+        self.amp, self.scaler = mixed_precision(self.device, self.cfg.amp)
 
     # ------------------------------------------------------------ one step
 
@@ -407,11 +409,10 @@ class GeneratorTrainer:
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        old = {k: v for k, v in ckpt["identity"].items() if k not in GENERATOR_RUNTIME_FIELDS}
-        if old != identity(self.cfg):
-            diff = sorted(k for k in set(old) | set(identity(self.cfg)) if old.get(k) != identity(self.cfg).get(k))
-            raise SynthgapError(f"{path} was trained with a different config (differs in: {', '.join(diff)}); "
-                                "resume with the same config, or choose another --out")
+        runtime = set(to_dict(self.cfg)) - set(identity(self.cfg))  # older checkpoints recorded every field
+        old = {k: v for k, v in ckpt["identity"].items() if k not in runtime}
+        check_resume(path, "a generator checkpoint", {"identity": old}, {"identity": identity(self.cfg)},
+                     "resume with the same config, or choose another --out")
         self.unet.load_state_dict(ckpt["unet"])
         self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -471,22 +472,35 @@ class GeneratorTrainer:
 
     def run(self, real, *, root=None, resume: bool = False, progress: bool = True) -> Path:
         """Train (or resume) until `steps` or the time budget; save the pipeline; return GEN_DIR."""
-        from synthgap.io import progress_bar
+        data = self.claim(real, root=root, resume=resume)
+        if data is None:
+            return self.out
+        done_by = self.train_loop(data.images, data.labels, progress=progress)
+        self.save_checkpoint()
+        self.export()
+        class_grid(self.pipeline(), self.cfg.grid_per_class, self.cfg.seed, self.out / "samples" / "final.png")
+        self.write_figures(self.data_record)
+        log.info("generator saved: %s (%d steps, %.1f min, stopped by %s)", self.out, self.state.step,
+                 self.state.seconds / 60, done_by)
+        return self.out
 
+    def claim(self, real, *, root=None, resume: bool = False):
+        """Load the training data and claim GEN_DIR for this run (restoring its checkpoint on resume);
+        None if a resumed run has nothing left to do."""
         from synthgap.data.sets import ImageSet, load_spec
 
         cfg, out = self.cfg, self.out
         data = real if isinstance(real, ImageSet) else load_spec(real, "train", cfg.classes, cfg.image_size, root, "real")
         if list(data.classes) != list(cfg.classes) or data.images.shape[-1] != cfg.image_size:
             raise SynthgapError(f"training data {data.name}: expected classes {cfg.classes} at {cfg.image_size} px")
-        describe = data.describe()
+        describe = self.data_record = data.describe()
+        folder = RunDir(out, "training.yaml", "a generator training run")
         if (out / CHECKPOINT).exists() or builtin_info(out):
             if not resume:
                 raise SynthgapError(f"{out} already holds a generator training run; add --resume to continue it, "
                                     "or choose another --out")
-            old = yaml.safe_load((out / "training.yaml").read_text()) if (out / "training.yaml").exists() else {}
-            if old.get("data", {}).get("sha256") not in (None, describe["sha256"]):
-                raise SynthgapError(f"{out} was trained on other data ({old['data'].get('name')}); choose another --out")
+            folder.claim(cfg, data={"sha256": describe["sha256"]},
+                         remedy="resume with the same config and data, or choose another --out")
         out.mkdir(parents=True, exist_ok=True)
         if resume and (out / CHECKPOINT).exists():
             self.load_checkpoint()
@@ -495,18 +509,22 @@ class GeneratorTrainer:
             saved = info and (info["scheduler"][1], info["default_steps"], info["default_guidance_scale"])
             if finished and saved == (type(sampling_scheduler(cfg)).__name__, cfg.sample_steps, cfg.guidance_scale):
                 log.info("%s: trained before (%d steps, %.1f min); nothing to do", out, self.state.step, self.state.seconds / 60)
-                return out
+                return None
             log.info("resuming %s at step %d (%.1f min trained)", out, self.state.step, self.state.seconds / 60)
         env = environment()
         import diffusers
 
         env["diffusers"] = diffusers.__version__
-        write_text(out / "training.yaml", yaml.safe_dump({
-            "config": to_dict(cfg), "identity": identity(cfg), "data": {k: v for k, v in describe.items()},
-            "environment": env}, sort_keys=False))
+        folder.write(cfg, data=dict(describe), environment=env)
+        return data
 
+    def train_loop(self, images: torch.Tensor, labels: torch.Tensor, *, progress: bool = True) -> str:
+        """Steps until `steps` or the time budget, with sample grids, snapshots and checkpoints on their
+        schedules; returns what stopped it ("steps" or "time_budget"). Ctrl-C saves a checkpoint first."""
+        from synthgap.io import progress_bar
+
+        cfg, out = self.cfg, self.out
         budget = cfg.time_budget * 60
-        images, labels = data.images, data.labels
         # With a time budget the bar counts training seconds, so its ETA is the budget's, not that of `steps`.
         bar = (progress_bar(total=budget, initial=min(self.state.seconds, budget), unit="s", enabled=progress,
                             desc=f"training {cfg.preset} generator",
@@ -554,13 +572,7 @@ class GeneratorTrainer:
         if smooth is not None:
             show(smooth)
         bar.close()
-        self.save_checkpoint()
-        self.export()
-        class_grid(self.pipeline(), cfg.grid_per_class, cfg.seed, out / "samples" / "final.png")
-        self.write_figures(describe)
-        log.info("generator saved: %s (%d steps, %.1f min, stopped by %s)", out, self.state.step,
-                 self.state.seconds / 60, done_by)
-        return out
+        return done_by
 
 
 def train_generator(real, out: str | Path, cfg: GeneratorConfig | None = None, *, root=None, resume: bool = False,

@@ -7,8 +7,8 @@ local Ray is started on this machine.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -19,7 +19,8 @@ class _PipelineActor:
     """One per GPU (or CPU worker): a DatasetGenerator that renders and saves batches."""
 
     def __init__(self, cfg: dict, out: str):
-        from synthgap.config import GenerateConfig, from_dict
+        from synthgap.config import from_dict
+        from synthgap.generate.config import GenerateConfig
         from synthgap.generate.generator import DatasetGenerator
 
         self.gen = DatasetGenerator(from_dict(GenerateConfig, cfg))

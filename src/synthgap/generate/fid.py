@@ -36,9 +36,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     With fewer samples than feature dimensions (1280 for Lite0) the covariances are singular and the
     value is a rough one: use thousands of images for figures you compare.
     """
-    from scipy import linalg
-
     import warnings
+
+    from scipy import linalg
 
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)

@@ -15,7 +15,6 @@ it again, bit for bit the same as before, because image i of class c depends onl
 """
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -29,11 +28,14 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from synthgap import SynthgapError, __version__
-from synthgap.config import GENERATE_RUNTIME_FIELDS, GenerateConfig, from_dict, to_dict
+from synthgap.config import from_dict, to_dict
 from synthgap.data.images import resize_square
 from synthgap.data.sets import parse_classes
+from synthgap.generate.config import GenerateConfig
 from synthgap.generate.prompts import Templates, image_seed
 from synthgap.io import environment, sha256_bytes, write_bytes, write_text
+from synthgap.runs import RunDir
+from synthgap.runs import identity as run_identity
 
 log = logging.getLogger("synthgap")
 MANIFEST = "manifest.jsonl"
@@ -71,7 +73,7 @@ def identity(cfg: GenerateConfig, templates: Templates) -> dict:
     """What determines the pixels: a folder only accepts runs with the same identity."""
     from synthgap.io import sha256_file
 
-    d = {k: v for k, v in to_dict(cfg).items() if k not in GENERATE_RUNTIME_FIELDS}
+    d = run_identity(cfg)
     if d["image_format"] == "png":  # the default: folders made before the field existed keep their identity
         del d["image_format"], d["jpeg_quality"]
     if not cfg.sign.enabled:  # likewise; signed and unsigned images are not mixed in one folder
@@ -104,8 +106,8 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
     import torch
     from diffusers import AutoPipelineForText2Image
 
+    from synthgap.device import select_device
     from synthgap.io import watched
-    from synthgap.train.loop import select_device
 
     dev = select_device(device)
     torch_dtype = {"auto": torch.float16 if dev.type == "cuda" else torch.float32, "float32": torch.float32,
@@ -173,9 +175,7 @@ def read_metadata(path: str | Path) -> dict:
 
 def _encode_png(image: Image.Image, meta: dict) -> bytes:
     """PNG bytes of `image` with `meta` as one JSON text chunk and the AI-generated mark (provenance.mark:
-    XMP with the IPTC digital source type). An image whose pixels fit in a 4 KB file-system block (32x32
-    RGB is 3 KB) is stored without deflate: compressed or not it takes one block on disk, and deflating
-    it costs ~0.07 ms, a fifth of saving it. Lossless either way."""
+    XMP with the IPTC digital source type); deflate level 1, the fastest."""
     import io
 
     from synthgap.provenance.mark import XMP_PNG_KEY, ai_xmp, creator_tool
@@ -184,8 +184,7 @@ def _encode_png(image: Image.Image, meta: dict) -> bytes:
     info.add_text(PNG_TEXT_KEY, json.dumps(meta))  # one chunk, not one per field: Pillow writes chunks in Python
     info.add_itxt(XMP_PNG_KEY, ai_xmp(creator_tool(str(meta.get("model", "")))))
     buf = io.BytesIO()
-    level = 0 if image.width * image.height * len(image.getbands()) <= 4096 else 1
-    image.save(buf, format="PNG", pnginfo=info, compress_level=level)
+    image.save(buf, format="PNG", pnginfo=info, compress_level=1)
     return buf.getvalue()
 
 
@@ -228,10 +227,6 @@ def read_manifest(out: Path) -> tuple[list[dict], bool]:
     return rows, dropped
 
 
-def _identity_of(folder: Path) -> dict | None:
-    return (yaml.safe_load((folder / CONFIG).read_text()) or {}).get("identity")
-
-
 class DatasetGenerator:
     """One object per generation job: holds the pipeline, makes images, owns the output folder."""
 
@@ -268,8 +263,6 @@ class DatasetGenerator:
             self.signer = ManifestSigner(self.cfg.sign)  # a bad certificate or key fails now, not at image 1
         self._pipe = pipeline
         self._device = None
-        # Each prompt is asked for twice, for the pipeline call and then for the saved metadata.
-        self._template_prompt = functools.lru_cache(maxsize=4096)(self.templates.prompt)
 
     @property
     def pipe(self):
@@ -289,7 +282,7 @@ class DatasetGenerator:
 
     def prompt(self, job: Job) -> str:
         """The text the image was made from; a class-conditional generator's 'prompt' is the class name."""
-        return job.cls if self.builtin else self._template_prompt(self.cfg.seed, job.cls, job.index)
+        return job.cls if self.builtin else self.templates.prompt(self.cfg.seed, job.cls, job.index)
 
     def pipeline_kwargs(self, jobs: list[Job]) -> dict:
         """The arguments of the one pipeline call that makes `jobs`
@@ -326,38 +319,30 @@ class DatasetGenerator:
     # -------------------------------------------------------------- the folder
 
     def prepare(self, out: str | Path, new: bool = False) -> Path:
-        """Check or write DIR/generation.yaml; with new=True pick a fresh folder beside an existing one."""
+        """Claim DIR for this config (DIR/generation.yaml); with new=True pick a fresh folder beside an
+        existing one that holds another config."""
         out = Path(out)
         ident = identity(self.cfg, self.templates)
-        cfg_file = out / CONFIG
-        if cfg_file.exists():
-            old = _identity_of(out)
-            if old != ident:
-                if not new:
-                    diff = sorted(k for k in set(ident) | set(old or {}) if (old or {}).get(k) != ident.get(k))
-                    raise SynthgapError(
-                        f"{out} holds images made with a different config (differs in: {', '.join(diff)}); "
-                        "re-run with the same config to resume, use --new for a fresh folder, or choose another --out"
-                    )
-                k = 2  # the first sibling that is free or holds this very config (so --new resumes too)
-                while (out.parent / f"{out.name}-{k}" / CONFIG).exists() and _identity_of(out.parent / f"{out.name}-{k}") != ident:
-                    k += 1
-                out = out.parent / f"{out.name}-{k}"
-                log.info("config differs from %s; writing to %s", cfg_file.parent, out)
+        remedy = "re-run with the same config to resume, use --new for a fresh folder, or choose another --out"
+        folder = RunDir(out, CONFIG, "images")
+        if new and folder.read() is not None and not folder.holds(ident):
+            k = 2  # the first sibling that is free or holds this very config (so --new resumes too)
+            while (sibling := RunDir(out.parent / f"{out.name}-{k}", CONFIG, "images")).read() is not None \
+                    and not sibling.holds(ident):
+                k += 1
+            log.info("config differs from %s; writing to %s", out, sibling.path)
+            out, folder = sibling.path, sibling
+        resuming = folder.claim(self.cfg, ident=ident, remedy=remedy)
         out.mkdir(parents=True, exist_ok=True)
         for tmp in out.rglob(".*.tmp"):  # temp files of a killed run
             tmp.unlink(missing_ok=True)
-        if (out / CONFIG).exists():  # resuming: the first run's record stands
+        if resuming:  # the first run's record stands
             return out
         env = environment()
         import diffusers
 
         env["diffusers"] = diffusers.__version__
-        write_text(out / CONFIG, yaml.safe_dump({
-            "config": to_dict(self.cfg), "identity": ident,
-            "config_hash": sha256_bytes(json.dumps(ident, sort_keys=True).encode())[:16],
-            "templates": self.templates.source, "environment": env,
-        }, sort_keys=False))
+        folder.write(self.cfg, ident=ident, templates=self.templates.source, environment=env)
         return out
 
     def pending(self, out: Path) -> tuple[list[Job], list[dict]]:
@@ -386,7 +371,7 @@ class DatasetGenerator:
         if self.cfg.native:
             native = encode_image(image, meta, fmt, quality)
             write_bytes(out / "native" / rel, self.signer.sign(native, fmt, self.manifest_parameters(meta)) if self.signer else native)
-        return {**signed, 
+        return {**signed,
             "id": job.id, "path": rel, "label": job.cls, "source": "synthetic",
             "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
             "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,

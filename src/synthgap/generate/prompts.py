@@ -30,7 +30,7 @@ class Templates:
     source: str
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Templates":
+    def load(cls, path: str | Path | None = None) -> Templates:
         if path is None:
             text = resources.files("synthgap.generate").joinpath("templates.yaml").read_text(encoding="utf-8")
             source = "synthgap:templates.yaml"

@@ -6,6 +6,9 @@ from torch import nn
 
 from synthgap import SynthgapError
 
+# The one normalisation of synthgap's own classifiers (CIFAR-10's channel statistics), for every arm and domain.
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
 
 class ConvBlock(nn.Sequential):
     """airbench's block: conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU (halves the resolution)."""

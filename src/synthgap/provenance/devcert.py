@@ -32,7 +32,7 @@ def make_dev_pki(folder: str | Path, alg: str = "es256", intermediate: bool = Fa
 
     if alg not in ("es256", "ps256"):
         raise ValueError(f"alg: expected es256 or ps256, got {alg!r}")
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
 
     def cert(subject, public, issuer, issuer_key, ca: bool):
         b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.subject if issuer else subject)

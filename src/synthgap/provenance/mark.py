@@ -49,7 +49,7 @@ class SignConfig:
     def enabled(self) -> bool:
         return bool(self.cert_chain or self.key)
 
-    def check(self, where: str = "sign") -> "SignConfig":
+    def check(self, where: str = "sign") -> SignConfig:
         if bool(self.cert_chain) != bool(self.key):
             raise SynthgapError(f"{where}: give both cert_chain and key (PEM files), or neither")
         for name in ("cert_chain", "key"):

@@ -6,7 +6,6 @@ import html
 import json
 from pathlib import Path
 
-
 from synthgap import SynthgapError
 from synthgap.io import write_text
 from synthgap.report.plots import plot_accuracy_vs_fraction
@@ -19,8 +18,8 @@ def _img(path: Path) -> str:
 
 
 def _md_to_html_table(md: str) -> str:
-    lines = [l for l in md.strip().splitlines() if not set(l) <= set("|-: ")]
-    cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+    lines = [line for line in md.strip().splitlines() if not set(line) <= set("|-: ")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -9,8 +9,6 @@ SYNTHGAP_SERVE_* environment variables, so any WSGI server can run it:
 """
 from __future__ import annotations
 
-import os
-
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
@@ -18,14 +16,12 @@ from synthgap.serve.config import ServeConfig
 
 
 def create_app(config: ServeConfig | None = None) -> Flask:
-    """Build the app and load its models (once per worker process)."""
-    import torch
-
+    """Build the app and load its models (once per worker process). No global side effects: the CPU
+    threads of a worker are the server's to set (`synthgap.serve.server.worker_threads`)."""
     from synthgap.serve import api, ui
     from synthgap.serve.models import Models
 
     cfg = config.check() if config else ServeConfig.load()
-    torch.set_num_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // cfg.workers))
     app = Flask(__name__)
     app.config.from_mapping(MAX_CONTENT_LENGTH=cfg.max_upload_bytes, SYNTHGAP=cfg)
     app.json.sort_keys = False  # keep the documented field order

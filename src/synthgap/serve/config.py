@@ -52,7 +52,7 @@ class ServeConfig:
     allow_empty: bool = False
     setup_hint: str = "synthgap pipeline --config configs/pipeline-small.yaml\nsynthgap serve runs/pipeline-small"
 
-    def check(self) -> "ServeConfig":
+    def check(self) -> ServeConfig:
         for name, least in (("port", 1), ("workers", 1), ("threads", 1), ("torch_threads", 0), ("max_upload_bytes", 1),
                             ("max_pixels", 1), ("max_prompt_chars", 1), ("max_steps", 1), ("generate_queue", 0),
                             ("generate_timeout", 0), ("batch_size", 1), ("batch_wait_ms", 0), ("unsure_band", 0),
@@ -80,7 +80,7 @@ class ServeConfig:
         return self
 
     @classmethod
-    def load(cls, environ: dict[str, str] | None = None, **flags: Any) -> "ServeConfig":
+    def load(cls, environ: dict[str, str] | None = None, **flags: Any) -> ServeConfig:
         """Defaults <- SYNTHGAP_SERVE_* variables <- flags that are not None; checked."""
         environ = os.environ if environ is None else environ
         names = {f.name for f in dataclasses.fields(cls)}

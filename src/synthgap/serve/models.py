@@ -148,7 +148,7 @@ class Models:
     """The loaded models of one worker and the operations the API and the UI share."""
 
     def __init__(self, cfg: ServeConfig):
-        from synthgap.train.loop import select_device
+        from synthgap.device import select_device
 
         self.cfg = cfg
         self.output = Path(cfg.output).resolve() if cfg.output else None

@@ -2,9 +2,18 @@
 development server with debug=True."""
 from __future__ import annotations
 
+import os
+
 from gunicorn.app.base import BaseApplication
 
 from synthgap.serve.config import ServeConfig
+
+
+def worker_threads(cfg: ServeConfig) -> None:
+    """The torch CPU threads of one worker process: torch_threads, or the cores shared among the workers."""
+    from synthgap.device import set_threads
+
+    set_threads(cfg.torch_threads or max(1, (os.cpu_count() or 1) // cfg.workers))
 
 
 class GunicornServer(BaseApplication):
@@ -35,6 +44,7 @@ class GunicornServer(BaseApplication):
         from synthgap import SynthgapError
         from synthgap.serve import create_app
 
+        worker_threads(self.cfg_serve)
         try:
             return create_app(self.cfg_serve)
         except SynthgapError as e:  # gunicorn prints this line alone and stops (exit code 4)
@@ -46,6 +56,7 @@ def run(cfg: ServeConfig) -> None:
     if cfg.debug:
         from synthgap.serve import create_app
 
+        worker_threads(cfg)
         create_app(cfg).run(cfg.host, cfg.port, debug=True, threaded=True, use_reloader=False)
     else:
         GunicornServer(cfg).run()

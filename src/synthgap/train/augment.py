@@ -6,11 +6,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from synthgap.config import AugmentConfig
+from synthgap.models import CIFAR_MEAN, CIFAR_STD
+from synthgap.train.config import AugmentConfig
 
 # Fixed normalisation for every arm and domain: "same preprocessing" means the same constants.
-MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
-STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+MEAN = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
 
 
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:

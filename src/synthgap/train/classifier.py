@@ -1,6 +1,7 @@
-"""A trained classifier as one folder: `model.pt` (weights) and `classifier.json` (architecture, classes,
-input size, flip TTA, test figures, what it was trained on, versions). `synthgap train` and every run of a
-transfer study write it; `synthgap classify` and the web app load it, the one format for both.
+"""A trained classifier as one folder: `model.safetensors` (weights) and `classifier.json` (architecture,
+classes, input size, normalisation, flip TTA, test figures, what it was trained on, versions). `synthgap
+train`, every run of a transfer study and the pipeline write it; `synthgap classify` and the web app load it,
+the one format for both. Folders made before safetensors hold `model.pt` (a state dict), read the same way.
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from pathlib import Path
 import torch
 
 from synthgap import SynthgapError
-from synthgap.config import TrainConfig, to_dict
-from synthgap.io import save_torch, write_json
+from synthgap.config import to_dict
+from synthgap.io import load_weights, save_weights, write_json
+from synthgap.train.config import TrainConfig
 
-META, WEIGHTS = "classifier.json", "model.pt"
+META, WEIGHTS, OLD_WEIGHTS = "classifier.json", "model.safetensors", "model.pt"
 
 
 @dataclass
@@ -68,31 +70,37 @@ def classifier_meta(cfg: TrainConfig, classes: list[str], image_size: int, metri
                     name: str | None = None) -> dict:
     """The classifier.json of a trained model: metrics {name: value} on its test data, trained_on its data."""
     from synthgap.io import environment
+    from synthgap.models import CIFAR_MEAN, CIFAR_STD
 
     env = environment()
     return {"kind": "synthgap-classifier", "name": name, "architecture": cfg.model, "widths": cfg.widths,
-            "classes": list(classes), "image_size": int(image_size), "tta": cfg.tta, "epochs": cfg.epochs,
+            "classes": list(classes), "image_size": int(image_size),
+            # What train.augment.normalize applies to [0, 1] pixels before the model (the same for every run).
+            "normalization": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}, "tta": cfg.tta, "epochs": cfg.epochs,
             "seed": cfg.seed, "metrics": metrics, "trained_on": trained_on, "config": to_dict(cfg),
             "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def save_classifier(folder: str | os.PathLike, model: torch.nn.Module | None, meta: dict) -> Path:
-    """model.pt (unless model is None: already saved), then classifier.json, last: a folder with it is complete."""
+    """model.safetensors (unless model is None: already saved), then classifier.json, last: a folder with it
+    is complete."""
     folder = Path(folder)
     if model is not None:
-        save_torch(folder / WEIGHTS, model.state_dict())
+        save_weights(folder / WEIGHTS, model)
     write_json(folder / META, meta)
     return folder
 
 
 def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Classifier:
-    """A folder with classifier.json and model.pt: a `synthgap train` output, or a transfer study's runs/<set>/seed<k>."""
+    """A folder with classifier.json and its weights: a `synthgap train` output, or a transfer study's
+    runs/<set>/seed<k>."""
     from synthgap.config import from_dict
     from synthgap.models import build_model
 
     folder = Path(folder)
-    if not (folder / META).is_file() or not (folder / WEIGHTS).is_file():
+    weights = next((folder / w for w in (WEIGHTS, OLD_WEIGHTS) if (folder / w).is_file()), None)
+    if not (folder / META).is_file() or weights is None:
         raise SynthgapError(f"{folder}: not a classifier (expected {META} and {WEIGHTS}); make one with `synthgap train "
                             "--data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k> (a study made before "
                             f"{META} existed writes it when run again: its finished runs are read back, not retrained)")
@@ -104,8 +112,10 @@ def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
     model = build_model(cfg.model, len(classes), widths=cfg.widths)
     try:
-        model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+        state = load_weights(weights) if weights.name == WEIGHTS else torch.load(weights, map_location="cpu",
+                                                                                  weights_only=True)
+        model.load_state_dict(state)
     except Exception as e:
-        raise SynthgapError(f"{folder / WEIGHTS}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None
+        raise SynthgapError(f"{weights}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None
     info = {k: v for k, v in meta.items() if k not in ("config", "kind", "name")}
     return Classifier(meta.get("name") or folder.name, model.to(device).eval(), classes, image_size, cfg.tta, info)

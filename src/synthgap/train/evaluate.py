@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-import torch.nn.functional as F
-
-from synthgap.config import AugmentConfig
 from synthgap.train.augment import augment, normalize
+from synthgap.train.config import AugmentConfig
 from synthgap.train.robust import robust_augment, uses_robust
 
 

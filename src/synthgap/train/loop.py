@@ -8,47 +8,23 @@ uninterrupted one would.
 from __future__ import annotations
 
 import math
-import os
-import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from synthgap import SynthgapError
-from synthgap.config import TrainConfig, to_dict
+from synthgap.config import to_dict
 from synthgap.data.sets import ImageSet, holdout_split
-from synthgap.io import save_torch
+from synthgap.device import mixed_precision, seed_everything, select_device, set_threads
+from synthgap.io import progress_bar, save_torch
 from synthgap.models import build_model
+from synthgap.runs import check_resume, identity, recorded_identity
+from synthgap.train.config import TrainConfig
 from synthgap.train.evaluate import image_input, loss_fn, predict_proba
 
 CHECKPOINT = "checkpoint.pt"
-MODEL = "model.pt"
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SynthgapError("device 'cuda' requested but no CUDA GPU is available (use device=auto or cpu)")
-    return torch.device(name)
-
-
-def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
 
 
 @dataclass
@@ -66,13 +42,6 @@ def _epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Gener
     g = torch.Generator(device=device if device.type == "cuda" else "cpu")
     g.manual_seed(seed * 1_000_003 + epoch)
     return g
-
-
-def _amp(device: torch.device):
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype), dtype == torch.float16
-    return nullcontext(), False
 
 
 def check_config(cfg: TrainConfig, where: str = "train") -> None:
@@ -95,6 +64,236 @@ def check_config(cfg: TrainConfig, where: str = "train") -> None:
             raise SynthgapError(f"config field '{where}.{name}': expected {want}, got {value}")
 
 
+@dataclass
+class Run:
+    """What `fit` sets up once, before the first epoch: the data on the device, the step budget, the
+    model and everything that updates it."""
+    device: torch.device
+    train: ImageSet
+    val: ImageSet | None
+    x_train: torch.Tensor | None  # None when a batch source supplies the images
+    y_train: torch.Tensor
+    batches: object | None
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    model: torch.nn.Module
+    prepare: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: object
+    scaler: torch.amp.GradScaler | None
+    train_sha256: str
+
+
+@dataclass
+class State:
+    """What changes from epoch to epoch; with the model, optimizer and schedule it is what a checkpoint
+    must carry for a resumed run to continue exactly where it stopped."""
+    result: FitResult
+    epoch: int = 0  # the next epoch to train
+    step: int = 0
+    seconds: float = 0.0
+    best_state: dict | None = None
+    stopped: bool = False
+
+
+def split_data(train: ImageSet, val: ImageSet | None, cfg: TrainConfig, batches=None,
+               desc: str = "train") -> tuple[ImageSet, ImageSet | None]:
+    """(training set, validation set): `val` if given, else a stratified `cfg.val_fraction` of `train`."""
+    if batches is not None and val is None:
+        raise SynthgapError(f"{desc}: a batch source needs its validation set given")
+    if val is None and cfg.val_fraction > 0:
+        keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
+        train, val = train.subset(keep), train.subset(held)
+    if len(train) == 0:
+        raise SynthgapError(f"{train.name or 'training set'}: no training images")
+    return train, val
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, desc: str = "train") -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW over the parameters with requires_grad; biases and norms get no weight decay."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise SynthgapError(f"{desc}: the model has no trainable parameter")
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    raise SynthgapError(f"config field 'train.optimizer': unknown '{cfg.optimizer}' (sgd or adamw)")
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """The learning-rate schedule, stepped once per batch over `total_steps`."""
+    if cfg.schedule == "onecycle" and total_steps < 4:  # too few steps to ramp up and down: constant
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    if cfg.schedule == "onecycle":
+        # Each phase needs at least two steps (OneCycleLR divides by their lengths).
+        pct = min(max(cfg.warmup, 2 / total_steps), 1 - 2 / total_steps)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct, anneal_strategy="linear",
+            div_factor=10, final_div_factor=100, cycle_momentum=False,
+        )
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup * total_steps))
+            * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+        )
+    raise SynthgapError(f"config field 'train.schedule': unknown '{cfg.schedule}' (onecycle or cosine)")
+
+
+def setup(train: ImageSet, cfg: TrainConfig, *, val: ImageSet | None = None, budget_images: int | None = None,
+          model: torch.nn.Module | None = None, prepare=None, batches=None, desc: str = "train") -> Run:
+    """Check the config, seed, split the data and build the model, optimizer, schedule and AMP scaler.
+
+    The order matters: seeding comes before the model's initial weights are drawn.
+    """
+    check_config(cfg)
+    set_threads(cfg.threads)
+    device = select_device(cfg.device)
+    seed_everything(cfg.seed)
+    train, val = split_data(train, val, cfg, batches, desc)
+
+    x_train = train.images.to(device) if batches is None else None
+    y_train = train.labels.to(device)
+    n = len(train)
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN likes full batches
+    total_steps = (
+        max(1, math.ceil(budget_images / batch_size)) if budget_images else steps_per_epoch * cfg.epochs
+    )
+    epochs = math.ceil(total_steps / steps_per_epoch)
+
+    if model is None:
+        model = build_model(cfg.model, len(train.classes), widths=cfg.widths)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    prepare = prepare or image_input(cfg.augment)
+    opt = build_optimizer(model, cfg, desc)
+    sched = build_scheduler(opt, cfg, total_steps)
+    autocast, scaler = mixed_precision(device)
+    return Run(device=device, train=train, val=val, x_train=x_train, y_train=y_train, batches=batches,
+               batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=epochs,
+               model=model, prepare=prepare, optimizer=opt, scheduler=sched, autocast=autocast, scaler=scaler,
+               train_sha256=train.sha256())
+
+
+def train_one_epoch(run: Run, cfg: TrainConfig, epoch: int, state: State, *, desc: str = "train",
+                    progress: bool = True) -> dict:
+    """Train epoch `epoch` (0-based) from `state.step`, advancing `state.step` and `state.seconds`;
+    returns the epoch's record for the history."""
+    model, opt, device, batch_size = run.model, run.optimizer, run.device, run.batch_size
+    g = _epoch_generator(cfg.seed, epoch, device)
+    order = torch.randperm(len(run.train), generator=g, device=g.device).to(device)
+    n_steps = min(run.steps_per_epoch, run.total_steps - state.step)  # a budget may end mid-epoch
+    model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per batch
+    bar = progress_bar(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{run.epochs}", unit="batch", leave=False,
+                       enabled=progress, mininterval=1.0)
+    source = run.batches.epoch(order, batch_size, n_steps, g) if run.batches is not None else None
+    for i in bar:
+        idx = order[i * batch_size : (i + 1) * batch_size]
+        x = run.prepare(run.x_train[idx] if source is None else next(source).to(device), g)
+        with run.autocast():
+            loss = loss_fn(model(x), run.y_train[idx], cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        if run.scaler:
+            run.scaler.scale(loss).backward()
+            run.scaler.step(opt)
+            run.scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        lr = opt.param_groups[0]["lr"]  # the rate this step used, before the schedule moves it
+        run.scheduler.step()
+        state.step += 1
+        loss_sum += loss.detach()
+        if progress and i % 10 == 9:
+            bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
+    bar.close()
+    source = None  # a batch source's worker processes end here, before validation starts its own
+    seconds = time.perf_counter() - t0
+    state.seconds += seconds
+    return {"epoch": epoch + 1, "step": state.step, "train_loss": round(loss_sum.item() / n_steps, 4),
+            "lr": round(lr, 6), "seconds": round(seconds, 2),
+            "images_per_second": round(n_steps * batch_size / seconds, 1)}
+
+
+def validate(run: Run, cfg: TrainConfig, val_proba=None) -> float:
+    """Accuracy on the validation set (4 decimals, as the history keeps it)."""
+    proba = (val_proba(run.model, run.prepare) if val_proba else
+             predict_proba(run.model, run.val.images, tta=cfg.tta, device=run.device, prepare=run.prepare))
+    return round(float((proba.argmax(1) == run.val.labels).float().mean()), 4)
+
+
+def keep_best(state: State, record: dict, model: torch.nn.Module) -> None:
+    """Remember the epoch to end with: the first with the best validation accuracy, or the latest
+    when there is no validation set."""
+    result = state.result
+    if "val_accuracy" not in record:
+        result.best_epoch = record["epoch"]
+    elif result.best_val_accuracy is None or record["val_accuracy"] > result.best_val_accuracy:
+        result.best_val_accuracy, result.best_epoch = record["val_accuracy"], record["epoch"]
+        # A copy: the live tensors keep training.
+        state.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def log_epoch(desc: str, record: dict, epochs: int) -> None:
+    """One line per epoch, printed through tqdm so it does not tear a progress bar."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.3f}"
+               + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
+               + f", {record['images_per_second']:.0f} img/s")
+
+
+def save_checkpoint(path: Path, run: Run, cfg: TrainConfig, state: State, epoch: int) -> None:
+    """The checkpoint after epoch `epoch`: one dict with the config it was made with (atomic write)."""
+    result = state.result
+    save_torch(path, {
+        "config": to_dict(cfg), "total_steps": run.total_steps, "epoch": epoch, "step": state.step,
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "best_state": state.best_state, "history": result.history, "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy, "seconds": state.seconds,
+        "train_sha256": run.train_sha256, "stopped": state.stopped,
+    })
+
+
+def load_checkpoint(path: Path, run: Run, cfg: TrainConfig, state: State) -> None:
+    """Restore `run` and `state` from a checkpoint made by the same config on the same data; any other
+    is refused, since continuing from it would silently mix two runs."""
+    ck = torch.load(path, map_location=run.device, weights_only=False)
+    # The step count is part of the identity: a budget set by the caller, not by the config.
+    check_resume(path, "a checkpoint", {
+        "identity": {**recorded_identity(TrainConfig, ck["config"]), "total_steps": ck["total_steps"]},
+        "data": {"train": ck["train_sha256"]},
+    }, {"identity": {**identity(cfg), "total_steps": run.total_steps}, "data": {"train": run.train_sha256}},
+        remedy="remove it to start over")
+    run.model.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    run.scheduler.load_state_dict(ck["scheduler"])
+    result = state.result
+    state.best_state, state.epoch, state.step = ck["best_state"], ck["epoch"] + 1, ck["step"]
+    result.history, result.best_epoch, result.best_val_accuracy = ck["history"], ck["best_epoch"], ck["best_val_accuracy"]
+    state.seconds, state.stopped = ck["seconds"], ck["stopped"]
+
+
+def finish(run: Run, state: State) -> FitResult:
+    """The result: the model with the best epoch's weights, and the throughput over all epochs trained."""
+    if state.best_state is not None:
+        run.model.load_state_dict(state.best_state)
+    result = state.result
+    result.seconds = state.seconds
+    total_images = sum(r["images_per_second"] * r["seconds"] for r in result.history)
+    result.images_per_second = total_images / max(state.seconds, 1e-9)
+    return result
+
+
 def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,
         val: ImageSet | None = None, budget_images: int | None = None, progress: bool = True,
         desc: str = "train", model: torch.nn.Module | None = None, prepare=None, on_epoch=None,
@@ -115,152 +314,29 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     yields the batches of order[i * batch_size : ...]; needs `val`. val_proba(model, prepare): the
     validation set's N x C probabilities, when they are not predict_proba of `val.images`.
     """
-    check_config(cfg)
-    set_threads(cfg.threads)
-    device = select_device(cfg.device)
-    seed_everything(cfg.seed)
-    if batches is not None and val is None:
-        raise SynthgapError(f"{desc}: a batch source needs its validation set given")
-    if val is None and cfg.val_fraction > 0:
-        keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
-        train, val = train.subset(keep), train.subset(held)
-    if len(train) == 0:
-        raise SynthgapError(f"{train.name or 'training set'}: no training images")
-
-    x_train = train.images.to(device) if batches is None else None
-    y_train = train.labels.to(device)
-    n = len(train)
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN likes full batches
-    total_steps = (
-        max(1, math.ceil(budget_images / batch_size)) if budget_images else steps_per_epoch * cfg.epochs
-    )
-    epochs = math.ceil(total_steps / steps_per_epoch)
-
-    if model is None:
-        model = build_model(cfg.model, len(train.classes), widths=cfg.widths)
-    model = model.to(device).to(memory_format=torch.channels_last)
-    prepare = prepare or image_input(cfg.augment)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise SynthgapError(f"{desc}: the model has no trainable parameter")
-    decay = [p for p in trainable if p.ndim > 1]
-    no_decay = [p for p in trainable if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    elif cfg.optimizer == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg.lr)
-    else:
-        raise SynthgapError(f"config field 'train.optimizer': unknown '{cfg.optimizer}' (sgd or adamw)")
-    if cfg.schedule == "onecycle" and total_steps < 4:  # too few steps to ramp up and down: constant
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    elif cfg.schedule == "onecycle":
-        # Each phase needs at least two steps (OneCycleLR divides by their lengths).
-        pct = min(max(cfg.warmup, 2 / total_steps), 1 - 2 / total_steps)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct, anneal_strategy="linear",
-            div_factor=10, final_div_factor=100, cycle_momentum=False,
-        )
-    elif cfg.schedule == "cosine":
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup * total_steps))
-            * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
-        )
-    else:
-        raise SynthgapError(f"config field 'train.schedule': unknown '{cfg.schedule}' (onecycle or cosine)")
-    autocast, use_scaler = _amp(device)
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-
-    result = FitResult(model=model, device=str(device))
-    best_state, start_epoch, step, trained_seconds, stopped = None, 0, 0, 0.0, False
-    data_sha = train.sha256()
+    run = setup(train, cfg, val=val, budget_images=budget_images, model=model, prepare=prepare, batches=batches,
+                desc=desc)
+    state = State(FitResult(model=run.model, device=str(run.device)))
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir else None
     if resume and ckpt_path and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck["config"] != to_dict(cfg) or ck["total_steps"] != total_steps:
-            raise SynthgapError(f"{ckpt_path}: checkpoint was made with a different config; remove it to start over")
-        if ck["train_sha256"] != data_sha:
-            raise SynthgapError(f"{ckpt_path}: checkpoint was made on other training data; remove it to start over")
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        best_state, start_epoch, step = ck["best_state"], ck["epoch"] + 1, ck["step"]
-        result.history, result.best_epoch, result.best_val_accuracy = ck["history"], ck["best_epoch"], ck["best_val_accuracy"]
-        trained_seconds, stopped = ck["seconds"], ck["stopped"]
+        load_checkpoint(ckpt_path, run, cfg, state)
 
-    from tqdm.auto import tqdm
-
-    from synthgap.io import progress_bar
-
-    for epoch in range(start_epoch, epochs):
-        if step >= total_steps or stopped:
+    for epoch in range(state.epoch, run.epochs):
+        if state.step >= run.total_steps or state.stopped:
             break
-        g = _epoch_generator(cfg.seed, epoch, device)
-        order = torch.randperm(n, generator=g, device=g.device).to(device)
-        n_steps = min(steps_per_epoch, total_steps - step)
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        bar = progress_bar(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
-                   enabled=progress, mininterval=1.0)
-        source = batches.epoch(order, batch_size, n_steps, g) if batches is not None else None
-        for i in bar:
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            x = prepare(x_train[idx] if source is None else next(source).to(device), g)
-            with autocast:
-                loss = loss_fn(model(x), y_train[idx], cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            if scaler:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            lr = opt.param_groups[0]["lr"]
-            sched.step()
-            step += 1
-            loss_sum += loss.detach()
-            if progress and i % 10 == 9:
-                bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
-        bar.close()
-        source = None  # a batch source's worker processes end here, before validation starts its own
-        seconds = time.perf_counter() - t0
-        trained_seconds += seconds
-        record = {"epoch": epoch + 1, "step": step, "train_loss": round(loss_sum.item() / n_steps, 4),
-                  "lr": round(lr, 6), "seconds": round(seconds, 2),
-                  "images_per_second": round(n_steps * batch_size / seconds, 1)}
-        if val is not None and len(val):
-            proba = (val_proba(model, prepare) if val_proba else
-                     predict_proba(model, val.images, tta=cfg.tta, device=device, prepare=prepare))
-            record["val_accuracy"] = round(float((proba.argmax(1) == val.labels).float().mean()), 4)
-            if result.best_val_accuracy is None or record["val_accuracy"] > result.best_val_accuracy:
-                result.best_val_accuracy, result.best_epoch = record["val_accuracy"], epoch + 1
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            result.best_epoch = epoch + 1
-        result.history.append(record)
+        record = train_one_epoch(run, cfg, epoch, state, desc=desc, progress=progress)
+        if run.val is not None and len(run.val):
+            record["val_accuracy"] = validate(run, cfg, val_proba)
+        keep_best(state, record, run.model)
+        state.result.history.append(record)
         if progress:
-            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.3f}"
-                       + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
-                       + f", {record['images_per_second']:.0f} img/s")
-        stopped = bool(cfg.patience and epoch + 1 - result.best_epoch >= cfg.patience)
+            log_epoch(desc, record, run.epochs)
+        # Decided before the checkpoint is written, so a run resumed after an early stop stays stopped.
+        state.stopped = bool(cfg.patience and epoch + 1 - state.result.best_epoch >= cfg.patience)
         if on_epoch:
             on_epoch(record)
         if ckpt_path:
-            save_torch(ckpt_path, {
-                "config": to_dict(cfg), "total_steps": total_steps, "epoch": epoch, "step": step,
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "best_state": best_state, "history": result.history, "best_epoch": result.best_epoch,
-                "best_val_accuracy": result.best_val_accuracy, "seconds": trained_seconds,
-                "train_sha256": data_sha, "stopped": stopped,
-            })
-        if stopped:
+            save_checkpoint(ckpt_path, run, cfg, state, epoch)
+        if state.stopped:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    result.seconds = trained_seconds
-    total_images = sum(r["images_per_second"] * r["seconds"] for r in result.history)
-    result.images_per_second = total_images / max(trained_seconds, 1e-9)
-    return result
+    return finish(run, state)

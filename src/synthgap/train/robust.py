@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg
 
-from synthgap.config import AugmentConfig
+from synthgap.train.config import AugmentConfig
 
 
 def _per_image(value: float | torch.Tensor, n: int) -> torch.Tensor:

@@ -1,0 +1,67 @@
+"""The detector's config: a backbone, the shared head and its training stages, with their defaults."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from synthgap import ANIMALS
+from synthgap.train.config import AugmentConfig, TrainConfig
+
+
+def _head_stage() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=256, optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine",
+                       warmup=0.05, label_smoothing=0.0, tta=False, augment=AugmentConfig(crop_pad=0, flip=False))
+
+
+def _finetune_stage() -> TrainConfig:
+    return TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine",
+                       warmup=0.1, label_smoothing=0.0, tta=True,
+                       augment=AugmentConfig(crop_pad=0, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+
+
+def _scratch_stage() -> TrainConfig:
+    return TrainConfig(epochs=10, label_smoothing=0.0, tta=True,
+                       augment=AugmentConfig(crop_pad=2, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+
+
+@dataclass
+class DetectorConfig:
+    """Real-vs-synthetic detector: a backbone, the shared head, and up to two training stages.
+
+    Stage configs are TrainConfigs; their `model` field is unused (the backbone decides).
+    A pretrained backbone trains `head` (backbone frozen) then `finetune` (top blocks unfrozen);
+    a backbone without weights (airnet, or --no-pretrained) trains end to end with `scratch`.
+    """
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    backbone_model: str | None = None  # hub backbones (clip_vit_l14, dinov2_base): another model id or a local folder
+    backbone_revision: str | None = None  # ... and its hub revision (a commit or tag), recorded in the bundle
+    input_size: int | None = None  # backbone input resolution; None: the backbone's CPU default
+    head_width: int = 128
+    dropout: float = 0.3
+    cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images
+    finetune_blocks: int = 2  # top backbone blocks trained in stage 2 (0: no stage 2)
+    classes: list[str] = field(default_factory=lambda: list(ANIMALS))  # content classes taken from class folders
+    image_size: int = 32  # images are decoded to this square size, both sides alike (input: resize, and the audit)
+    # crop: the model sees crop_size windows of each image's own pixels (photo-sized data; thumbnail-sized
+    # data such as CIFAR-10 is taken whole either way); resize: each image whole at image_size.
+    input: str = "crop"
+    crop_size: int = 224
+    crop_grid: int = 3  # crop_grid x crop_grid windows averaged at evaluation and prediction
+    workers: int = 2  # DataLoader processes that decode and cut the crops of sets too large for memory
+    in_memory_mb: int = 1024  # a crop-mode training set whose native pixels fit in this is decoded once
+    val_fraction: float = 0.1
+    train_size: int | None = None  # cap per side (real, synthetic); None: all
+    test_size: int | None = None
+    normalize_format: bool = False  # re-encode both sides identically (JPEG) before anything else
+    normalize_quality: int = 90
+    dedupe: str = "drop"  # drop | warn | off: the data audit before training, as in TransferConfig
+    seed: int = 0
+    head: TrainConfig = field(default_factory=_head_stage)
+    finetune: TrainConfig = field(default_factory=_finetune_stage)
+    scratch: TrainConfig = field(default_factory=_scratch_stage)
+
+
+# --quick: a first look at a detector in minutes.
+DETECTOR_QUICK = {"train_size": 2000, "test_size": 1000, "head": {"epochs": 6}, "finetune": {"epochs": 1},
+                  "scratch": {"epochs": 6}}
