@@ -11,6 +11,7 @@ Inception-FID) of the set and of real training images against the real test spli
 Every stage resumes: re-running after an interruption continues training from its checkpoint
 and skips finished images and classifier runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0, help="training budget of the generator")
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--per-class", type=int, default=1000, help="generated images per class (80%% train the CAS classifier)")
+    ap.add_argument(
+        "--per-class", type=int, default=1000, help="generated images per class (80%% train the CAS classifier)"
+    )
     ap.add_argument("--batch-size", type=int, default=100, help="images per sampling call")
     ap.add_argument("--sampler", default="dpm", help="dpm (DPM-Solver++) | ddim: the scheduler saved with the model")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance scale for sampling [default: the model's, 4]; each value gets its own set")
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale for sampling [default: the model's, 4]; each value gets its own set",
+    )
     ap.add_argument("--out", default="runs/bench-builtin")
     ap.add_argument("--root", default=None, help="data root holding CIFAR-10 (default: $SYNTHGAP_DATA)")
     args = ap.parse_args()
@@ -54,27 +61,44 @@ def main() -> None:
 
     gen_dir = out / "generator"
     t0 = time.perf_counter()
-    train_generator("cifar10", gen_dir, GeneratorConfig(preset=args.preset, classes=classes, time_budget=args.minutes,
-                                                     sampler=args.sampler),
-                    root=args.root, resume=gen_dir.exists())
+    train_generator(
+        "cifar10",
+        gen_dir,
+        GeneratorConfig(preset=args.preset, classes=classes, time_budget=args.minutes, sampler=args.sampler),
+        root=args.root,
+        resume=gen_dir.exists(),
+    )
     training = json.loads((gen_dir / "training.json").read_text())
-    print(f"generator: {args.preset} preset, {training['parameters'] / 1e6:.2f}M parameters, {training['steps']} steps "
-          f"in {training['seconds'] / 60:.1f} min ({training['images_per_second']:.0f} training images/s), "
-          f"loss (mean of last 100 steps) {training['final_loss_mean_last_100']:.4f}, "
-          f"LR cooldown from step {training.get('cooldown_from_step')}", flush=True)
+    print(
+        f"generator: {args.preset} preset, {training['parameters'] / 1e6:.2f}M parameters, {training['steps']} steps "
+        f"in {training['seconds'] / 60:.1f} min ({training['images_per_second']:.0f} training images/s), "
+        f"loss (mean of last 100 steps) {training['final_loss_mean_last_100']:.4f}, "
+        f"LR cooldown from step {training.get('cooldown_from_step')}",
+        flush=True,
+    )
 
     t1 = time.perf_counter()
     name = "synthetic" if args.guidance is None else f"synthetic-guidance{args.guidance:g}"
-    synthetic = generate(GenerateConfig(model=str(gen_dir), classes=classes, per_class=args.per_class,
-                                        batch_size=args.batch_size, guidance_scale=args.guidance), out / name)
+    synthetic = generate(
+        GenerateConfig(
+            model=str(gen_dir),
+            classes=classes,
+            per_class=args.per_class,
+            batch_size=args.batch_size,
+            guidance_scale=args.guidance,
+        ),
+        out / name,
+    )
     wall = time.perf_counter() - t1
     rows = read_manifest(synthetic)[0]
     class_grid_of_set(synthetic, rows, [Image.open(synthetic / r["path"]).convert("RGB") for r in rows])
     per_image = sum(r["seconds"] for r in rows) / len(rows)
-    print(f"sampling: {len(rows)} images, {rows[0]['steps']} {args.sampler} steps, guidance {rows[0]['guidance_scale']}, "
-          f"batch {args.batch_size}: {1 / per_image:.1f} images/s in the model "
-          f"({len(rows) / wall:.1f} images/s end to end this run{' (resumed)' if wall < 0.5 * len(rows) * per_image else ''})",
-          flush=True)
+    print(
+        f"sampling: {len(rows)} images, {rows[0]['steps']} {args.sampler} steps, guidance {rows[0]['guidance_scale']}, "
+        f"batch {args.batch_size}: {1 / per_image:.1f} images/s in the model "
+        f"({len(rows) / wall:.1f} images/s end to end this run{' (resumed)' if wall < 0.5 * len(rows) * per_image else ''})",
+        flush=True,
+    )
 
     real_test = load_spec("cifar10", "test", classes, 32, args.root)
     real_train = load_spec("cifar10", "train", classes, 32, args.root)
@@ -84,8 +108,11 @@ def main() -> None:
     fid = frechet_distance(lite0_features(fake.images), test_features)
     reference = real_train.subset(stratified_sample(real_train.labels, n, np.random.default_rng(0)))
     fid_ref = frechet_distance(lite0_features(reference.images), test_features)
-    print(f"FID-Lite0 ({FEATURES}) vs the real test split ({len(real_test)} images): generated {fid:.2f}; "
-          f"{n} real training images {fid_ref:.2f} (the floor)", flush=True)
+    print(
+        f"FID-Lite0 ({FEATURES}) vs the real test split ({len(real_test)} images): generated {fid:.2f}; "
+        f"{n} real training images {fid_ref:.2f} (the floor)",
+        flush=True,
+    )
 
     n_train = int(len(fake) * 0.8)  # a folder without splits holds 20% out as its test split
     cfg = TransferConfig(classes=classes, seeds=[0], fractions=[0.0, 1.0], extra_synthetic=[], train_size=n_train)
@@ -94,18 +121,32 @@ def main() -> None:
     records = run_transfer("cifar10", str(synthetic), out / f"transfer{tag}", cfg, root=args.root)
     acc = {(r["training_set"], r["test_domain"]): r["accuracy"] for r in records}
     cas, real_real = acc[("synthetic", "real")], acc[("real", "real")]
-    print(f"classifier: airnet, {n_train} training images, same budget both ways, tested on {len(real_test)} real test photos")
-    print(f"CAS (synthetic -> real): {cas:.2%}   real -> real: {real_real:.2%}   chance: {1 / len(classes):.1%}   "
-          f"(target CAS >= 50%: {'met' if cas >= 0.5 else 'not met'})")
-    write_json(out / f"results{tag}.json", {
-        "preset": args.preset, "budget_minutes": args.minutes, "training": training,
-        "sampling_images_per_second": round(1 / per_image, 2), "images": len(rows),
-        "fid_lite0": round(fid, 3), "fid_lite0_real_train_reference": round(fid_ref, 3), "fid_features": FEATURES,
-        "cas": cas, "real_to_real": real_real, "classifier_train_size": n_train,
-        "total_minutes": round((time.perf_counter() - t0) / 60, 1), "torch_threads": torch.get_num_threads(),
-    })
-    print(f"results: {out}/results{tag}.json; grids: {gen_dir / 'samples'}; "
-          f"set: {synthetic} (grid.png)")
+    print(
+        f"classifier: airnet, {n_train} training images, same budget both ways, tested on {len(real_test)} real test photos"
+    )
+    print(
+        f"CAS (synthetic -> real): {cas:.2%}   real -> real: {real_real:.2%}   chance: {1 / len(classes):.1%}   "
+        f"(target CAS >= 50%: {'met' if cas >= 0.5 else 'not met'})"
+    )
+    write_json(
+        out / f"results{tag}.json",
+        {
+            "preset": args.preset,
+            "budget_minutes": args.minutes,
+            "training": training,
+            "sampling_images_per_second": round(1 / per_image, 2),
+            "images": len(rows),
+            "fid_lite0": round(fid, 3),
+            "fid_lite0_real_train_reference": round(fid_ref, 3),
+            "fid_features": FEATURES,
+            "cas": cas,
+            "real_to_real": real_real,
+            "classifier_train_size": n_train,
+            "total_minutes": round((time.perf_counter() - t0) / 60, 1),
+            "torch_threads": torch.get_num_threads(),
+        },
+    )
+    print(f"results: {out}/results{tag}.json; grids: {gen_dir / 'samples'}; set: {synthetic} (grid.png)")
 
 
 if __name__ == "__main__":

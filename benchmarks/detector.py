@@ -9,6 +9,7 @@ table and format-bias verdict of the best model. Outputs (bundles, reports) go t
 
     SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector.py [--only airnet|lite0|speed]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,8 +54,10 @@ def head_speedup(data, n: int = 4096) -> None:
     t = time.perf_counter()
     fit(_as_features(part, feats), cfg_f, model=model.head, prepare=lambda x, g=None: x, progress=False)
     cached = time.perf_counter() - t
-    print(f"head epoch over {n} images: through the frozen backbone {frozen:.2f} s, on cached features "
-          f"{cached:.3f} s -> {frozen / cached:.0f}x faster (target >= 20x); extracting the features once: {extract:.2f} s")
+    print(
+        f"head epoch over {n} images: through the frozen backbone {frozen:.2f} s, on cached features "
+        f"{cached:.3f} s -> {frozen / cached:.0f}x faster (target >= 20x); extracting the features once: {extract:.2f} s"
+    )
 
 
 def run(name: str, config: str, data, out: Path) -> dict:
@@ -63,9 +66,12 @@ def run(name: str, config: str, data, out: Path) -> dict:
     meta = run_detector(data, cfg, out / name, progress=False)
     wall = time.perf_counter() - t
     m = meta["metrics"]
-    print(f"{name}: test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}; "
-          f"training {meta['training']['seconds'] / 60:.1f} min ({wall / 60:.1f} min with evaluation); stages "
-          + json.dumps(meta["training"]["stages"]), flush=True)
+    print(
+        f"{name}: test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}; "
+        f"training {meta['training']['seconds'] / 60:.1f} min ({wall / 60:.1f} min with evaluation); stages "
+        + json.dumps(meta["training"]["stages"]),
+        flush=True,
+    )
     return meta
 
 
@@ -91,9 +97,11 @@ def main() -> None:
     for name, (meta, acc_target, auc_target) in results.items():
         m, minutes = meta["metrics"], meta["training"]["seconds"] / 60
         ok = m["accuracy"] >= acc_target and (auc_target is None or m["auc"] >= auc_target) and minutes <= 30
-        print(f"TARGET {name}: accuracy {100 * m['accuracy']:.2f}% (>= {100 * acc_target:.0f}%)"
-              + (f", AUC {m['auc']:.4f} (>= {auc_target})" if auc_target else "")
-              + f", {minutes:.1f} min (<= 30): {'met' if ok else 'NOT met'}")
+        print(
+            f"TARGET {name}: accuracy {100 * m['accuracy']:.2f}% (>= {100 * acc_target:.0f}%)"
+            + (f", AUC {m['auc']:.4f} (>= {auc_target})" if auc_target else "")
+            + f", {minutes:.1f} min (<= 30): {'met' if ok else 'NOT met'}"
+        )
     if results:
         best_name, (best, _, _) = max(results.items(), key=lambda kv: kv[1][0]["metrics"]["auc"])
         print(f"\nrobustness of the best model ({best_name}):\n" + robustness_md(best["robustness"]))

@@ -19,6 +19,7 @@ in-domain accuracy on SD 1.4 >= 97% for the best detector trained on all sources
 
     SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_generalisation.py   # ~2.6 h on 2 cores (2026-12-01)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,17 +57,35 @@ def make_generators(out: Path, minutes: float, short_steps: int, per_class: int,
     ddim = out / "generator-ddim"  # the same weights with the DDIM sampler: re-exported through the trainer's resume
     if not (ddim / "model_index.json").exists():
         shutil.copytree(gen, ddim, dirs_exist_ok=True, ignore=shutil.ignore_patterns("snapshots", "samples"))
-        train_generator("cifar10", ddim, dataclasses.replace(cfg, sampler="ddim", snapshots=[]), root=ROOT, resume=True,
-                        progress=False)
-    variants = {"builtin": (gen, None), "builtin-short": (short, None), "builtin-ddim": (ddim, None),
-                "builtin-g2": (gen, 2.0)}
+        train_generator(
+            "cifar10",
+            ddim,
+            dataclasses.replace(cfg, sampler="ddim", snapshots=[]),
+            root=ROOT,
+            resume=True,
+            progress=False,
+        )
+    variants = {
+        "builtin": (gen, None),
+        "builtin-short": (short, None),
+        "builtin-ddim": (ddim, None),
+        "builtin-g2": (gen, 2.0),
+    }
     sets = {}
     for k, (name, (model, guidance)) in enumerate(variants.items()):
         folder = out / "sets" / name
         # A run seed of its own: with the same seeds the variants start from the same noise and make near-identical
         # images (the audit finds 14,010 such pairs), so no variant would be unseen by a detector trained on another.
-        gcfg = GenerateConfig(model=str(model), classes=list(ANIMALS), per_class=per_class, batch_size=100, seed=1 + k,
-                              guidance_scale=guidance, image_format="jpeg", jpeg_quality=75)
+        gcfg = GenerateConfig(
+            model=str(model),
+            classes=list(ANIMALS),
+            per_class=per_class,
+            batch_size=100,
+            seed=1 + k,
+            guidance_scale=guidance,
+            image_format="jpeg",
+            jpeg_quality=75,
+        )
         t = time.perf_counter()
         generate(gcfg, folder, progress=False)
         stamp(f"sampled {name}: {folder} ({time.perf_counter() - t:.0f} s)", t0)
@@ -89,14 +108,18 @@ def domain_check(bundle_dir: Path, out: Path, t0: float) -> None:
             size = (768, 768) if k % 2 else (3000, 2000)
             Image.open(f).convert("RGB").resize(size, Image.BICUBIC).save(photos / f"{k:03d}.jpg", quality=90)
     bundle = load_bundle(bundle_dir)
-    for name, files in (("photo-sized (768 px and 3000x2000)", sorted(photos.glob("*.jpg"))),
-                        ("CIFAR-10 test", sorted((ROOT / "cifar10-jpeg" / "test").rglob("*.jpg"))[::10]),
-                        ("CIFAKE SD 1.4 test", sorted((ROOT / "cifake-sd14-fake" / "test").rglob("*.jpg"))[::10])):
+    for name, files in (
+        ("photo-sized (768 px and 3000x2000)", sorted(photos.glob("*.jpg"))),
+        ("CIFAR-10 test", sorted((ROOT / "cifar10-jpeg" / "test").rglob("*.jpg"))[::10]),
+        ("CIFAKE SD 1.4 test", sorted((ROOT / "cifake-sd14-fake" / "test").rglob("*.jpg"))[::10]),
+    ):
         recs = bundle.assess_files([str(f) for f in files])
         outside = sum(r["rule"] == "outside_domain" for r in recs)
         unsure = sum(r["rule"] in ("unstable", "near_threshold") for r in recs)
-        print(f"  {name:>36}: {outside}/{len(recs)} ({100 * outside / len(recs):.1f}%) outside the training domain, "
-              f"{unsure} unsure")
+        print(
+            f"  {name:>36}: {outside}/{len(recs)} ({100 * outside / len(recs):.1f}%) outside the training domain, "
+            f"{unsure} unsure"
+        )
     t = time.perf_counter()
     bundle.assess_files([str(sorted(photos.glob("*.jpg"))[0])])
     stamp(f"one 3000x2000 photo through assess_files: {time.perf_counter() - t:.2f} s", t0)
@@ -112,7 +135,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     if not (ROOT / "cifar10-jpeg").is_dir() or not (ROOT / "cifake-sd14-fake").is_dir():
-        raise SystemExit(f"needs {ROOT}/cifar10-jpeg and {ROOT}/cifake-sd14-fake (set SYNTHGAP_DATA to the shared data folder)")
+        raise SystemExit(
+            f"needs {ROOT}/cifar10-jpeg and {ROOT}/cifake-sd14-fake (set SYNTHGAP_DATA to the shared data folder)"
+        )
     out = Path(args.out)
     t0 = time.perf_counter()
     sets = make_generators(out, args.minutes, args.short_steps, args.per_class, t0)
@@ -124,8 +149,14 @@ def main() -> None:
 
     cfg = load_config(DetectorConfig, CONFIGS / "detector-cross.yaml")
     synthetic = [f"sd14={ROOT / 'cifake-sd14-fake'}"] + [f"{k}={v}" for k, v in sets.items()]
-    loaded = load_sources([f"cifar10={ROOT / 'cifar10-jpeg'}"], synthetic, classes=list(ANIMALS), size=cfg.image_size,
-                          dedupe=cfg.dedupe, progress=False)
+    loaded = load_sources(
+        [f"cifar10={ROOT / 'cifar10-jpeg'}"],
+        synthetic,
+        classes=list(ANIMALS),
+        size=cfg.image_size,
+        dedupe=cfg.dedupe,
+        progress=False,
+    )
     if loaded.audit:
         from synthgap.audit import summary_lines
 
@@ -137,18 +168,24 @@ def main() -> None:
     stamp(f"matrix: {out / 'cross' / 'cross.md'}", t0)
     print(f"\nsizes: {result['sizes']}")
     for row in result["summary"]:
-        print(f"{row['backbone']:>20}: unseen (leave-one-out) AUC {100 * row['unseen_leave_one_out_auc']:.1f}%, accuracy "
-              f"{100 * row['unseen_leave_one_out_accuracy']:.1f}%; unseen (single source) AUC "
-              f"{100 * row['unseen_single_source_auc']:.1f}%, accuracy {100 * row['unseen_single_source_accuracy']:.1f}%; "
-              f"trained on all: AUC {100 * row['all_sources_auc']:.1f}%, accuracy {100 * row['all_sources_accuracy']:.1f}%")
+        print(
+            f"{row['backbone']:>20}: unseen (leave-one-out) AUC {100 * row['unseen_leave_one_out_auc']:.1f}%, accuracy "
+            f"{100 * row['unseen_leave_one_out_accuracy']:.1f}%; unseen (single source) AUC "
+            f"{100 * row['unseen_single_source_auc']:.1f}%, accuracy {100 * row['unseen_single_source_accuracy']:.1f}%; "
+            f"trained on all: AUC {100 * row['all_sources_auc']:.1f}%, accuracy {100 * row['all_sources_accuracy']:.1f}%"
+        )
     best = max(result["summary"], key=lambda r: r["unseen_leave_one_out_auc"])
     sd = {r["backbone"]: r["accuracy"] for r in result["rows"] if r["detector"] == "all" and r["test_source"] == "sd14"}
-    print(f"TARGET best family ({best['backbone']}) on unseen sources: AUC {best['unseen_leave_one_out_auc']:.3f} (>= 0.90), "
-          f"accuracy {100 * best['unseen_leave_one_out_accuracy']:.1f}% (>= 80%): "
-          f"{'met' if best['unseen_leave_one_out_auc'] >= 0.9 and best['unseen_leave_one_out_accuracy'] >= 0.8 else 'NOT met'}")
+    print(
+        f"TARGET best family ({best['backbone']}) on unseen sources: AUC {best['unseen_leave_one_out_auc']:.3f} (>= 0.90), "
+        f"accuracy {100 * best['unseen_leave_one_out_accuracy']:.1f}% (>= 80%): "
+        f"{'met' if best['unseen_leave_one_out_auc'] >= 0.9 and best['unseen_leave_one_out_accuracy'] >= 0.8 else 'NOT met'}"
+    )
     top = max(sd, key=sd.get)
-    print(f"TARGET in-domain accuracy on SD 1.4 of the best detector trained on all sources ({top}): "
-          f"{100 * sd[top]:.1f}% (>= 97%): {'met' if sd[top] >= 0.97 else 'NOT met'}")
+    print(
+        f"TARGET in-domain accuracy on SD 1.4 of the best detector trained on all sources ({top}): "
+        f"{100 * sd[top]:.1f}% (>= 97%): {'met' if sd[top] >= 0.97 else 'NOT met'}"
+    )
     print("\ndomain check of the detectors trained on all sources:")
     for b in backbones:
         print(f" {b}:")

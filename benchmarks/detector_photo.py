@@ -15,6 +15,7 @@ Prints, per set size: training images/s of each stage, wall time, peak RSS of th
     .venv/bin/python benchmarks/detector_photo.py                 # ~50 min on 2 cores
     .venv/bin/python benchmarks/detector_photo.py --sizes 1000    # one size only
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,8 +91,11 @@ def train(real: Path, fake: Path, mode: str, out: Path) -> dict:
     from synthgap.detect.data import assemble, load_sources
     from synthgap.detect.train import run_detector
 
-    over = {"input": mode, "in_memory_mb": 0} if mode == "crop" else {"input": "resize", "image_size": 224,
-                                                                      "input_size": 224}
+    over = (
+        {"input": mode, "in_memory_mb": 0}
+        if mode == "crop"
+        else {"input": "resize", "image_size": 224, "input_size": 224}
+    )
     cfg = from_dict(DetectorConfig, over)
     if (out / "detector.json").exists():
         return json.loads((out / "detector.json").read_text()) | {"peak_rss_mb": None, "wall_seconds": None}
@@ -106,13 +110,22 @@ def train(real: Path, fake: Path, mode: str, out: Path) -> dict:
 
 def report(name: str, meta: dict, out: Path) -> None:
     m = json.loads((out / "metrics.json").read_text())
-    stages = ", ".join(f"{k} {v['images_per_second']:.0f} img/s" + (f" (features {v['feature_seconds']:.0f} s)"
-                                                                      if "feature_seconds" in v else "")
-                       for k, v in m["history"].items())
-    rss = f"peak memory {meta['peak_rss_mb']:.0f} MB (PSS of the process and its workers)" if meta.get("peak_rss_mb") else "peak RSS: (read back)"
+    stages = ", ".join(
+        f"{k} {v['images_per_second']:.0f} img/s"
+        + (f" (features {v['feature_seconds']:.0f} s)" if "feature_seconds" in v else "")
+        for k, v in m["history"].items()
+    )
+    rss = (
+        f"peak memory {meta['peak_rss_mb']:.0f} MB (PSS of the process and its workers)"
+        if meta.get("peak_rss_mb")
+        else "peak RSS: (read back)"
+    )
     wall = f"{meta['wall_seconds'] / 60:.1f} min" if meta.get("wall_seconds") else "-"
-    print(f"{name}: test accuracy {100 * m['test']['accuracy']:.1f}%, AUC {100 * m['test']['auc']:.1f}% "
-          f"(n={m['test']['n']}); {stages}; wall {wall}; {rss}; {meta['preprocessing']['input_why']}", flush=True)
+    print(
+        f"{name}: test accuracy {100 * m['test']['accuracy']:.1f}%, AUC {100 * m['test']['auc']:.1f}% "
+        f"(n={m['test']['n']}); {stages}; wall {wall}; {rss}; {meta['preprocessing']['input_why']}",
+        flush=True,
+    )
 
 
 def latency(bundle: Path, root: Path) -> None:
@@ -131,13 +144,20 @@ def latency(bundle: Path, root: Path) -> None:
         t = time.perf_counter()
         rec = b.assess_files([str(photo)])[0]
         times.append(time.perf_counter() - t)
-    print(f"3000x2000 JPEG through the bundle: median {np.median(times):.2f} s (min {min(times):.2f}) for "
-          f"{rec['views']['n']} windows + {3 * rec['views']['n']} perturbed (aim <= 1.5 s); verdict {rec['verdict']}")
+    print(
+        f"3000x2000 JPEG through the bundle: median {np.median(times):.2f} s (min {min(times):.2f}) for "
+        f"{rec['views']['n']} windows + {3 * rec['views']['n']} perturbed (aim <= 1.5 s); verdict {rec['verdict']}"
+    )
     t = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "synthgap"), "detect", str(photo), "--model", str(bundle)], check=True,
-                   stdout=subprocess.DEVNULL)
-    print(f"`synthgap detect` on it, the whole command (Python start, imports, bundle load): "
-          f"{time.perf_counter() - t:.2f} s")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "synthgap"), "detect", str(photo), "--model", str(bundle)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    print(
+        f"`synthgap detect` on it, the whole command (Python start, imports, bundle load): "
+        f"{time.perf_counter() - t:.2f} s"
+    )
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ pipeline on the CPU, so the overhead shows at its largest: a real model spends f
 
     .venv/bin/python benchmarks/generate_overhead.py [--seconds 2.5] [--rounds 8] [--steps 2] [--replay 4096]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,8 +89,12 @@ def own_cpu(pipe, cfg: GenerateConfig, images: list, out: Path) -> tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=2.5, help="about how long one measurement runs")
-    ap.add_argument("--rounds", type=int, default=8,
-                    help="pairs of measurements per batch size (40 narrow the interval to about +-1-3%%)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=8,
+        help="pairs of measurements per batch size (40 narrow the interval to about +-1-3%%)",
+    )
     ap.add_argument("--steps", type=int, default=2, help="diffusion steps per image")
     ap.add_argument("--replay", type=int, default=4096, help="images in a replayed run (synthgap's own work)")
     args = ap.parse_args()
@@ -97,14 +102,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = save_tiny_pipeline(Path(tmp) / "tiny")
         pipe = load_pipeline(str(model))
-        print(f"model: tiny offline StableDiffusionPipeline (32x32), {args.steps} steps, CPU, "
-              f"{torch.get_num_threads()} threads; {args.rounds} pairs of ~{args.seconds:g} s measurements per batch size")
-        print(f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(95% CI)':>11}"
-              f" {'own ms CPU/img (main)':>21} {'bounds':>13}")
+        print(
+            f"model: tiny offline StableDiffusionPipeline (32x32), {args.steps} steps, CPU, "
+            f"{torch.get_num_threads()} threads; {args.rounds} pairs of ~{args.seconds:g} s measurements per batch size"
+        )
+        print(
+            f"{'batch':>5} {'images':>6} {'bare img/s':>11} {'synthgap img/s':>15} {'ratio':>6} {'(95% CI)':>11}"
+            f" {'own ms CPU/img (main)':>21} {'bounds':>13}"
+        )
         for bs in (1, 8, 32):
+
             def config(per_class: int, bs: int = bs) -> GenerateConfig:
-                return GenerateConfig(model=str(model), classes=["bird", "cat"], per_class=per_class,
-                                      steps=args.steps, batch_size=bs)
+                return GenerateConfig(
+                    model=str(model), classes=["bird", "cat"], per_class=per_class, steps=args.steps, batch_size=bs
+                )
 
             probe = [Job("bird", i) for i in range(max(8, bs))]
             probe_gen = DatasetGenerator(config(1), pipeline=pipe)
@@ -124,26 +135,33 @@ def main() -> None:
                     ours.append(synthgap_run(gen, out, len(jobs)))
                 bare.append(rate)
             # The same work both ways: the bare loop's images are the files synthgap wrote.
-            same = all(np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(out / f"{j.cls}/{j.id}.png")))
-                       for j, im in zip(jobs, images))
+            same = all(
+                np.array_equal(np.asarray(im.convert("RGB")), np.asarray(Image.open(out / f"{j.cls}/{j.id}.png")))
+                for j, im in zip(jobs, images)
+            )
 
             # A replayed run long enough (like a real one) for its fixed cost (config record, resume check) to vanish.
             replay = config(args.replay // 2)
             n = 2 * replay.per_class
-            own, own_main = min(own_cpu(pipe, replay, images * (n // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}")
-                            for r in range(3))
+            own, own_main = min(
+                own_cpu(pipe, replay, images * (n // len(images) + 1), Path(tmp) / f"replay-{bs}-{r}") for r in range(3)
+            )
             own, own_main = own / n, max(own_main, 0.0) / n
             ratios = [o / b for o, b in zip(ours, bare)]
             resampled = np.median(np.random.default_rng(0).choice(ratios, (10_000, len(ratios))), axis=1)
             low, high = np.percentile(resampled, [2.5, 97.5])
             model_s = 1 / max(bare)  # the fastest model time: the largest share for synthgap's work
-            print(f"{bs:>5} {len(jobs):>6} {statistics.median(bare):>11.1f} {statistics.median(ours):>15.1f} "
-                  f"{statistics.median(ratios):>6.3f} ({low:.2f}-{high:.2f}) "
-                  f"{own * 1e3:>9.3f} ({own_main * 1e3:.3f}) {model_s / (model_s + own):>7.3f}-{model_s / (model_s + own_main):.3f}"
-                  f"   same images: {'yes' if same else 'NO'}")
-        print(f"own ms CPU/img: synthgap's work per image over a replayed run of {args.replay:,} images (blank check, metadata,\n"
-              "PNG, hash, file, manifest line, writer thread), in brackets the main thread's share of it;\n"
-              "bounds: the ratio if all of it delayed the model, and if only the main thread's share did")
+            print(
+                f"{bs:>5} {len(jobs):>6} {statistics.median(bare):>11.1f} {statistics.median(ours):>15.1f} "
+                f"{statistics.median(ratios):>6.3f} ({low:.2f}-{high:.2f}) "
+                f"{own * 1e3:>9.3f} ({own_main * 1e3:.3f}) {model_s / (model_s + own):>7.3f}-{model_s / (model_s + own_main):.3f}"
+                f"   same images: {'yes' if same else 'NO'}"
+            )
+        print(
+            f"own ms CPU/img: synthgap's work per image over a replayed run of {args.replay:,} images (blank check, metadata,\n"
+            "PNG, hash, file, manifest line, writer thread), in brackets the main thread's share of it;\n"
+            "bounds: the ratio if all of it delayed the model, and if only the main thread's share did"
+        )
 
 
 if __name__ == "__main__":

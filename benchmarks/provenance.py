@@ -13,6 +13,7 @@ No timestamp authority (that is a network call per image) and no thumbnail in th
 
     .venv/bin/python benchmarks/provenance.py [--n 50]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,15 @@ from synthgap.provenance.devcert import make_dev_pki
 from synthgap.provenance.mark import ManifestSigner, SignConfig
 
 CASES = [("32x32 PNG", 32, "png"), ("512x512 PNG", 512, "png"), ("512x512 JPEG q90", 512, "jpeg")]
-META = {"prompt": "a photo of a cat, on a windowsill, soft light", "seed": 12345, "model": "stabilityai/sd-turbo",
-        "steps": 1, "guidance_scale": 0.0, "class": "cat", "synthgap": "0.1.0"}
+META = {
+    "prompt": "a photo of a cat, on a windowsill, soft light",
+    "seed": 12345,
+    "model": "stabilityai/sd-turbo",
+    "steps": 1,
+    "guidance_scale": 0.0,
+    "class": "cat",
+    "synthgap": "0.1.0",
+}
 
 
 def drawn(size: int, seed: int) -> Image.Image:
@@ -57,12 +65,18 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50, help="images per case")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        chains = {"ES256, 1 cert": ("es256", make_dev_pki(f"{tmp}/es", "es256")),
-                  "PS256, 2 certs": ("ps256", make_dev_pki(f"{tmp}/ps", "ps256", intermediate=True))}
-        signers = {k: ManifestSigner(SignConfig(str(p["chain"]), str(p["key"]), alg=alg)) for k, (alg, p) in chains.items()}
+        chains = {
+            "ES256, 1 cert": ("es256", make_dev_pki(f"{tmp}/es", "es256")),
+            "PS256, 2 certs": ("ps256", make_dev_pki(f"{tmp}/ps", "ps256", intermediate=True)),
+        }
+        signers = {
+            k: ManifestSigner(SignConfig(str(p["chain"]), str(p["key"]), alg=alg)) for k, (alg, p) in chains.items()
+        }
         print(f"{args.n} images per case; medians\n")
-        print("| image | synthgap's file (record + mark), encode time | of which the XMP mark | "
-              "+ signed manifest, ES256 1 cert | + signed manifest, PS256 2 certs | read: stripped / marked / signed |")
+        print(
+            "| image | synthgap's file (record + mark), encode time | of which the XMP mark | "
+            "+ signed manifest, ES256 1 cert | + signed manifest, PS256 2 certs | read: stripped / marked / signed |"
+        )
         print("|---|---|---|---|---|---|")
         for label, size, fmt in CASES:
             rows: dict[str, list[float]] = {}
@@ -79,14 +93,20 @@ def main() -> None:
                     rows.setdefault(f"{k} ms", []).append(ms)
                 for what, data in (("stripped", bare), ("marked", marked), ("signed", signed)):
                     rec, ms = timed(read_provenance, data)
-                    assert rec["code"] == {"stripped": "none", "marked": "unsigned_ai", "signed": "signed_ai"}[what], rec
+                    assert rec["code"] == {"stripped": "none", "marked": "unsigned_ai", "signed": "signed_ai"}[what], (
+                        rec
+                    )
                     rows.setdefault(f"read {what}", []).append(ms)
             m = {k: statistics.median(v) for k, v in rows.items()}
-            sig = [f"+{m[f'{k} bytes'] / 1024:.1f} KB ({100 * m[f'{k} bytes'] / m['file']:.0f}%), {m[f'{k} ms']:.1f} ms"
-                   for k in signers]
-            print(f"| {label} | {m['file'] / 1024:.1f} KB, {m['encode_ms']:.2f} ms | {m['mark_bytes']:.0f} B "
-                  f"({100 * m['mark_bytes'] / m['file']:.1f}%) | {sig[0]} | {sig[1]} | "
-                  f"{m['read stripped']:.2f} / {m['read marked']:.2f} / {m['read signed']:.1f} ms |")
+            sig = [
+                f"+{m[f'{k} bytes'] / 1024:.1f} KB ({100 * m[f'{k} bytes'] / m['file']:.0f}%), {m[f'{k} ms']:.1f} ms"
+                for k in signers
+            ]
+            print(
+                f"| {label} | {m['file'] / 1024:.1f} KB, {m['encode_ms']:.2f} ms | {m['mark_bytes']:.0f} B "
+                f"({100 * m['mark_bytes'] / m['file']:.1f}%) | {sig[0]} | {sig[1]} | "
+                f"{m['read stripped']:.2f} / {m['read marked']:.2f} / {m['read signed']:.1f} ms |"
+            )
 
 
 def xmp_bytes(data: bytes) -> int:
@@ -96,7 +116,9 @@ def xmp_bytes(data: bytes) -> int:
     with Image.open(io.BytesIO(data)) as im:
         if im.format == "PNG":
             packet = im.info[XMP_PNG_KEY].encode()
-            return len(packet) + len(XMP_PNG_KEY) + 5 + 12  # key, NUL, flags, language and keyword NULs; length, type, CRC
+            return (
+                len(packet) + len(XMP_PNG_KEY) + 5 + 12
+            )  # key, NUL, flags, language and keyword NULs; length, type, CRC
         (segment,) = [d for m, d in im.applist if m == "APP1" and d.startswith(b"http://ns.adobe.com/xap/1.0/")]
         return len(segment) + 4  # marker and length
 

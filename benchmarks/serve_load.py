@@ -13,6 +13,7 @@ same cores and the GIL. The detector is the untrained head on ImageNet Efficient
 (offline weights): speed does not depend on training. Bounded: the load phase stops after
 --seconds (and --max-requests), the server is stopped at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,16 +68,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(bundle_dir: Path, port: int, workers: int, threads: int, log: Path,
-                 batch_wait_ms: float | None) -> subprocess.Popen:
+def start_server(
+    bundle_dir: Path, port: int, workers: int, threads: int, log: Path, batch_wait_ms: float | None
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SYNTHGAP_SERVE_")}
     env["SYNTHGAP_SERVE_THREADS"] = str(threads)
     if batch_wait_ms is not None:
         env["SYNTHGAP_SERVE_BATCH_WAIT_MS"] = str(batch_wait_ms)
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "synthgap.cli", "serve", "--detector", str(bundle_dir),
-                                 "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "synthgap.cli",
+                "serve",
+                "--detector",
+                str(bundle_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -147,7 +165,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the load phase")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="gunicorn workers [one per core]")
-    ap.add_argument("--raw-seconds", type=float, default=None, help="length of each raw-model measurement [min(10, seconds)]")
+    ap.add_argument(
+        "--raw-seconds", type=float, default=None, help="length of each raw-model measurement [min(10, seconds)]"
+    )
     ap.add_argument("--batch-wait-ms", type=float, default=None, help="the server's batch_wait_ms [its default]")
     ap.add_argument("--max-requests", type=int, default=1_000_000)
     args = ap.parse_args()
@@ -158,8 +178,9 @@ def main() -> None:
         raw_batched = raw_images_per_second(bundle, args.clients, raw_seconds)
         raw_single = raw_images_per_second(bundle, 1, raw_seconds)
         port = free_port()
-        server = start_server(bundle, port, args.workers, max(args.clients, 4), Path(tmp) / "server.log",
-                              args.batch_wait_ms)
+        server = start_server(
+            bundle, port, args.workers, max(args.clients, 4), Path(tmp) / "server.log", args.batch_wait_ms
+        )
         try:
             warm = load(port, args.clients, min(2.0, args.seconds), args.max_requests)  # first batches, lazy threads
             latencies, errors, elapsed = load(port, args.clients, args.seconds, args.max_requests)
@@ -173,15 +194,25 @@ def main() -> None:
     rps = len(latencies) / elapsed
     ms = sorted(x * 1000 for x in latencies) or [float("nan")]
     p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
-    print(f"detector: efficientnet_lite0 (input 64, images 32x32), {os.cpu_count()} CPU cores, torch {torch.__version__}")
-    print(f"raw model, one process:   {raw_batched:8.1f} images/s at batch {args.clients}, "
-          f"{raw_single:.1f} images/s at batch 1")
-    print(f"server ({args.workers} gunicorn worker(s), {args.clients} clients, {elapsed:.1f} s, after "
-          f"{len(warm[0])} warm-up requests): {rps:8.1f} requests/s")
-    print(f"latency: p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms; errors: {errors}; "
-          f"recent batch sizes: {batches}")
-    print(f"requests/s / raw images/s (batch {args.clients}): {rps / raw_batched:.2f} (target >= 0.8); "
-          f"/ raw batch 1: {rps / raw_single:.2f}")
+    print(
+        f"detector: efficientnet_lite0 (input 64, images 32x32), {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    )
+    print(
+        f"raw model, one process:   {raw_batched:8.1f} images/s at batch {args.clients}, "
+        f"{raw_single:.1f} images/s at batch 1"
+    )
+    print(
+        f"server ({args.workers} gunicorn worker(s), {args.clients} clients, {elapsed:.1f} s, after "
+        f"{len(warm[0])} warm-up requests): {rps:8.1f} requests/s"
+    )
+    print(
+        f"latency: p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms; errors: {errors}; "
+        f"recent batch sizes: {batches}"
+    )
+    print(
+        f"requests/s / raw images/s (batch {args.clients}): {rps / raw_batched:.2f} (target >= 0.8); "
+        f"/ raw batch 1: {rps / raw_single:.2f}"
+    )
 
 
 if __name__ == "__main__":

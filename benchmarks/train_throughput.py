@@ -11,6 +11,7 @@ Data: the six animal classes of CIFAR-10 under $SYNTHGAP_DATA (e.g. ../shared/da
 
     SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/train_throughput.py [--time-to-accuracy]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,10 +57,14 @@ def synthgap_step_rate(train: ImageSet, cfg: TrainConfig, steps: int) -> float:
 def naive_loader_rate(folder: Path, cfg: TrainConfig, steps: int) -> float:
     from torchvision import datasets, transforms
 
-    tf = transforms.Compose([
-        transforms.RandomCrop(32, padding=2, padding_mode="reflect"), transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(), transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    ])
+    tf = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=2, padding_mode="reflect"),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
     ds = datasets.ImageFolder(str(folder), transform=tf)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=2, drop_last=True)
     model = build_model(cfg.model, len(ds.classes), widths=cfg.widths).to(memory_format=torch.channels_last)
@@ -97,8 +102,13 @@ def main() -> None:
     else:
         n = 30000
         g = torch.Generator().manual_seed(0)
-        train = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
-                         torch.arange(n) % 6, list(ANIMALS), "random", "real")
+        train = ImageSet(
+            torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+            torch.arange(n) % 6,
+            list(ANIMALS),
+            "random",
+            "real",
+        )
         folder = None
         source = "random uint8 images (no $SYNTHGAP_DATA/cifar10-jpeg)"
     print(f"data: {source}; {len(train)} images; {os.cpu_count()} CPU threads; torch {torch.__version__}")
@@ -133,9 +143,11 @@ def main() -> None:
             t = time.perf_counter()
             r = fit(train, cfg, progress=True, desc="real->real")
             acc = evaluate(r.model, test, tta=cfg.tta)["accuracy"]
-            print(f"time-to-accuracy: real->real test accuracy {100 * acc:.2f}% on {len(test)} images after "
-                  f"{r.seconds / 60:.1f} min of training ({(time.perf_counter() - t) / 60:.1f} min with validation), "
-                  f"{cfg.epochs} epochs, {r.images_per_second:.0f} img/s")
+            print(
+                f"time-to-accuracy: real->real test accuracy {100 * acc:.2f}% on {len(test)} images after "
+                f"{r.seconds / 60:.1f} min of training ({(time.perf_counter() - t) / 60:.1f} min with validation), "
+                f"{cfg.epochs} epochs, {r.images_per_second:.0f} img/s"
+            )
     print(f"peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -1,4 +1,5 @@
 """Shared test helpers: an isolated decode cache and tiny, class-distinguishable image folders."""
+
 from __future__ import annotations
 
 import logging
@@ -15,16 +16,16 @@ from PIL import Image, ImageDraw
 # One colour per class index (up to ten classes, as CIFAR-10): far apart in RGB so that a small
 # network, or a test looking at the median pixel, can tell the classes apart at any size.
 CLASS_COLOURS = (
-    (220, 30, 30),    # red
-    (30, 200, 40),    # green
-    (40, 60, 220),    # blue
-    (230, 220, 40),   # yellow
-    (200, 40, 210),   # magenta
-    (40, 210, 210),   # cyan
-    (240, 140, 20),   # orange
-    (120, 60, 20),    # brown
+    (220, 30, 30),  # red
+    (30, 200, 40),  # green
+    (40, 60, 220),  # blue
+    (230, 220, 40),  # yellow
+    (200, 40, 210),  # magenta
+    (40, 210, 210),  # cyan
+    (240, 140, 20),  # orange
+    (120, 60, 20),  # brown
     (245, 245, 245),  # white
-    (25, 25, 25),     # black
+    (25, 25, 25),  # black
 )
 NOISE = 8  # +- per channel
 
@@ -144,8 +145,13 @@ def synthgap(*args, env=None, check=True, in_subprocess=False) -> subprocess.Com
     as it would in a terminal. check: raise unless the command succeeded."""
     args = [str(a) for a in args]
     if in_subprocess:
-        proc = subprocess.run([sys.executable, "-m", "synthgap.cli", *args], capture_output=True, text=True,
-                              env={**os.environ, **(env or {})}, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-m", "synthgap.cli", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **(env or {})},
+            timeout=600,
+        )
     else:
         from click.testing import CliRunner
 

@@ -1,5 +1,6 @@
 """The builtin class-conditional diffusion generator: training, resume, sampling, `synthgap generate`,
 FID-Lite0, the pipeline with `generator: builtin`, and clear errors. All with the tiny preset."""
+
 import json
 
 import numpy as np
@@ -28,8 +29,17 @@ CLASSES = ["bird", "cat", "frog"]
 
 
 def tiny(**kw) -> GeneratorConfig:
-    return GeneratorConfig(**{"preset": "tiny", "classes": CLASSES, "steps": 8, "batch_size": 8, "checkpoint_every": 4,
-                              "cooldown": 0.0, **kw})
+    return GeneratorConfig(
+        **{
+            "preset": "tiny",
+            "classes": CLASSES,
+            "steps": 8,
+            "batch_size": 8,
+            "checkpoint_every": 4,
+            "cooldown": 0.0,
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +55,19 @@ def trained(real, tmp_path_factory):
 
 
 def test_training_writes_a_diffusers_pipeline_grids_and_figures(trained):
-    for name in ("model_index.json", "unet/config.json", "scheduler/scheduler_config.json", CHECKPOINT,
-                 "training.yaml", "training.json", "loss.csv", "loss.png", "samples/step_000004.png",
-                 "samples/step_000008.png", "samples/final.png"):
+    for name in (
+        "model_index.json",
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+        CHECKPOINT,
+        "training.yaml",
+        "training.json",
+        "loss.csv",
+        "loss.png",
+        "samples/step_000004.png",
+        "samples/step_000008.png",
+        "samples/final.png",
+    ):
         assert (trained / name).is_file(), name
     assert not list(trained.rglob("*.tmp"))
     index = json.loads((trained / "model_index.json").read_text())
@@ -72,7 +92,12 @@ def test_a_snapshot_is_the_model_as_it_was_at_that_step(trained):
     early, final = load_generator(snap, "cpu"), load_generator(trained, "cpu")
     a, b = early.unet.state_dict(), final.unet.state_dict()
     assert a.keys() == b.keys() and not all(torch.equal(a[k], b[k]) for k in a)
-    assert early(["bird"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt").images.shape[-1] == 16
+    assert (
+        early(
+            ["bird"], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="pt"
+        ).images.shape[-1]
+        == 16
+    )
 
 
 def test_the_saved_model_holds_the_ema_weights_and_loads_with_from_pretrained(trained):
@@ -102,8 +127,16 @@ def test_sampling_is_deterministic_per_image_and_seed(trained):
 
 def test_guidance_mixes_the_conditional_and_unconditional_predictions(trained):
     pipe = load_generator(trained)
-    run = lambda scale: pipe(["cat"], num_inference_steps=4, guidance_scale=scale,  # noqa: E731
-                             generator=[torch.Generator().manual_seed(0)], output_type="pt").images[0]
+
+    def run(scale):
+        return pipe(
+            ["cat"],
+            num_inference_steps=4,
+            guidance_scale=scale,
+            generator=[torch.Generator().manual_seed(0)],
+            output_type="pt",
+        ).images[0]
+
     cond, uncond, guided = run(1.0), run(0.0), run(3.0)
     assert not torch.allclose(cond, uncond) and not torch.allclose(guided, cond)
 
@@ -167,7 +200,9 @@ def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys, 
     info = json.loads((out / "training.json").read_text())
     assert 0 < info["steps"] < 10_000 and info["seconds"] >= 1.2
     assert (out / "model_index.json").is_file()
-    bar = [s for s in capsys.readouterr().err.split("\r") if "generator:" in s][-1]  # counts the budget, not 10,000 steps
+    bar = [s for s in capsys.readouterr().err.split("\r") if "generator:" in s][
+        -1
+    ]  # counts the budget, not 10,000 steps
     assert "100%" in bar and "1/1s" in bar and f"step={info['steps']}" in bar, bar
 
 
@@ -192,15 +227,18 @@ def test_training_cools_the_learning_rate_down_and_records_where(real, tmp_path)
     assert last_lr == pytest.approx(resolve_generator_config(cfg).lr * 0.2)  # the 10th step ran at (1 - 9/10) / 0.5
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"preset": "huge"}, "'preset': unknown 'huge' (known: tiny, small, base)"),
-    ({"classes": []}, "'classes': give at least one class"),
-    ({"image_size": 18}, "'image_size': 18 is not divisible by 4"),
-    ({"channels": [16, 18]}, "multiple of 4"),
-    ({"sampler": "euler"}, "'sampler': expected one of dpm, ddim"),
-    ({"label_dropout": 1.0}, "'label_dropout'"),
-    ({"cooldown": 1.5}, "'cooldown': expected a share of the run between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"preset": "huge"}, "'preset': unknown 'huge' (known: tiny, small, base)"),
+        ({"classes": []}, "'classes': give at least one class"),
+        ({"image_size": 18}, "'image_size': 18 is not divisible by 4"),
+        ({"channels": [16, 18]}, "multiple of 4"),
+        ({"sampler": "euler"}, "'sampler': expected one of dpm, ddim"),
+        ({"label_dropout": 1.0}, "'label_dropout'"),
+        ({"cooldown": 1.5}, "'cooldown': expected a share of the run between 0 and 1"),
+    ],
+)
 def test_bad_configs_are_clear_errors(change, message):
     with pytest.raises(SynthgapError) as e:
         resolve_generator_config(tiny(**change))
@@ -238,9 +276,13 @@ def test_generate_with_the_builtin_model_same_layout_manifest_and_resume(trained
     generate(cfg, out, progress=False)  # a re-run finds everything made
     assert len(read_manifest(out)[0]) == 6
     with pytest.raises(SynthgapError, match="different config"):
-        generate(GenerateConfig(model=str(trained), classes=["cat"], per_class=3, guidance_scale=2.0), out, progress=False)
+        generate(
+            GenerateConfig(model=str(trained), classes=["cat"], per_class=3, guidance_scale=2.0), out, progress=False
+        )
     with pytest.raises(SynthgapError, match="cannot make dog"):
-        generate(GenerateConfig(model=str(trained), classes=["cat", "dog"], per_class=1), tmp_path / "x", progress=False)
+        generate(
+            GenerateConfig(model=str(trained), classes=["cat", "dog"], per_class=1), tmp_path / "x", progress=False
+        )
 
 
 def test_frechet_distance_matches_the_gaussian_closed_form():
@@ -267,20 +309,68 @@ def test_fid_lite0_ranks_a_closer_set_lower(real):
 @pytest.mark.slow
 def test_cli_train_generate_and_quality(real, tmp_path):
     gen = tmp_path / "gen"
-    proc = synthgap("generator", "train", "--real", str(real), "--out", str(gen), "--preset", "tiny",
-                    "--classes", ",".join(CLASSES), "--steps", "4", in_subprocess=True)
+    proc = synthgap(
+        "generator",
+        "train",
+        "--real",
+        str(real),
+        "--out",
+        str(gen),
+        "--preset",
+        "tiny",
+        "--classes",
+        ",".join(CLASSES),
+        "--steps",
+        "4",
+        in_subprocess=True,
+    )
     assert "generator ready" in proc.stdout and (gen / "model_index.json").is_file()
-    proc = synthgap("generate", "--model", str(gen), "--classes", "bird,cat,frog", "--per-class", "4",
-                    "--out", str(tmp_path / "set"), "--quality-against", str(real))
+    proc = synthgap(
+        "generate",
+        "--model",
+        str(gen),
+        "--classes",
+        "bird,cat,frog",
+        "--per-class",
+        "4",
+        "--out",
+        str(tmp_path / "set"),
+        "--quality-against",
+        str(real),
+    )
     q = json.loads((tmp_path / "set" / "quality.json").read_text())
     assert q["fid_lite0"] > 0 and "EfficientNet-Lite0" in q["fid_features"] and "FID-Lite0" in proc.stdout
     with Image.open(tmp_path / "set" / "grid.png") as grid:  # one row per class, 10 columns of 32 px tiles
         assert grid.size == (2 * (10 * 33 + 1), 2 * (3 * 33 + 1))
-    again = synthgap("generator", "train", "--real", str(real), "--out", str(gen), "--preset", "tiny", "--steps", "4",
-                     "--classes", ",".join(CLASSES), check=False)
+    again = synthgap(
+        "generator",
+        "train",
+        "--real",
+        str(real),
+        "--out",
+        str(gen),
+        "--preset",
+        "tiny",
+        "--steps",
+        "4",
+        "--classes",
+        ",".join(CLASSES),
+        check=False,
+    )
     assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
-    bad = synthgap("generator", "train", "--real", str(real), "--out", str(tmp_path / "g2"), "--preset", "tiny",
-                   "--set", "image_size=18", check=False)
+    bad = synthgap(
+        "generator",
+        "train",
+        "--real",
+        str(real),
+        "--out",
+        str(tmp_path / "g2"),
+        "--preset",
+        "tiny",
+        "--set",
+        "image_size=18",
+        check=False,
+    )
     assert bad.returncode == 2 and "not divisible" in bad.stderr and "Traceback" not in bad.stderr
     assert "--minutes" in synthgap("generator", "train", "--help").stdout
 
@@ -289,13 +379,25 @@ def test_cli_train_generate_and_quality(real, tmp_path):
 def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
     real = make_image_folder(tmp_path / "real", ["bird", "cat"], 20, size=32)
     cfg = {
-        "out": str(tmp_path / "study"), "real": str(real), "classes": ["bird", "cat"], "generator": "builtin",
+        "out": str(tmp_path / "study"),
+        "real": str(real),
+        "classes": ["bird", "cat"],
+        "generator": "builtin",
         "builtin": {"preset": "tiny", "steps": 6},
         "generate": {"per_class": 15, "batch_size": 8, "steps": 4},
-        "transfer": {"seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [], "train_size": 24,
-                     "real_baseline": 32, "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
-        "detector": {"backbone": "airnet", "val_fraction": 0.25,
-                     "scratch": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+        "transfer": {
+            "seeds": [0],
+            "fractions": [0.0, 1.0],
+            "extra_synthetic": [],
+            "train_size": 24,
+            "real_baseline": 32,
+            "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]},
+        },
+        "detector": {
+            "backbone": "airnet",
+            "val_fraction": 0.25,
+            "scratch": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]},
+        },
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
     proc = synthgap("pipeline", "--config", str(tmp_path / "p.yaml"), in_subprocess=True)
@@ -314,8 +416,11 @@ def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
     found = models_of_run(study)
     on_real = sorted((r["training_set"], r["accuracy"]) for r in summary if r["test_domain"] == "real")
     best = max(on_real, key=lambda kv: kv[1])[0]  # the first of the best, in folder order
-    assert found == {"generator": str(study / "generator"), "classifier": str(study / "transfer" / "runs" / best / "seed0"),
-                     "detector": str(study / "detector")}
+    assert found == {
+        "generator": str(study / "generator"),
+        "classifier": str(study / "transfer" / "runs" / best / "seed0"),
+        "detector": str(study / "detector"),
+    }
     assert (study / "generator" / "model_index.json").is_file()
     assert (study / "transfer" / "report.html").is_file()
     rows = read_manifest(study / "synthetic")[0]

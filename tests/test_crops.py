@@ -5,6 +5,7 @@
 Data: 512 x 384 images the tests draw (conftest.draw_photo); the "synthetic" ones carry a +-6 checkerboard
 of period 2 px, which a thumbnail averages away and a window keeps.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,14 +30,26 @@ CROP = InputChain("crop", image_size=32, crop_size=64, crop_grid=2)
 
 
 def _config(mode: str) -> DetectorConfig:
-    return from_dict(DetectorConfig, {"backbone": "npr", "input": mode, "crop_size": 64, "crop_grid": 2, "image_size": 32,
-                                      "workers": 1, "scratch": {"epochs": 12, "batch_size": 16}})
+    return from_dict(
+        DetectorConfig,
+        {
+            "backbone": "npr",
+            "input": mode,
+            "crop_size": 64,
+            "crop_grid": 2,
+            "image_size": 32,
+            "workers": 1,
+            "scratch": {"epochs": 12, "batch_size": 16},
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     root = tmp_path_factory.mktemp("photos")
-    return make_photo_folder(root / "real", 60, planted=False, seed=1), make_photo_folder(root / "fake", 60, planted=True, seed=2)
+    return make_photo_folder(root / "real", 60, planted=False, seed=1), make_photo_folder(
+        root / "fake", 60, planted=True, seed=2
+    )
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +58,9 @@ def detectors(photos, tmp_path_factory):
     out = {}
     for mode in ("crop", "resize"):
         cfg = _config(mode)
-        loaded = load_sources(str(photos[0]), str(photos[1]), classes=cfg.classes, size=cfg.image_size, dedupe="off",
-                              progress=False)
+        loaded = load_sources(
+            str(photos[0]), str(photos[1]), classes=cfg.classes, size=cfg.image_size, dedupe="off", progress=False
+        )
         data = assemble(loaded, val_fraction=cfg.val_fraction, seed=cfg.seed)
         folder = tmp_path_factory.mktemp(f"detector-{mode}")
         out[mode] = (run_detector(data, cfg, folder, progress=False), folder)
@@ -77,7 +91,7 @@ def test_windows_are_pixel_exact_copies_of_the_file(photos):
         window = views[(i, 0.37, 0.81)].permute(1, 2, 0).numpy()
         src = np.asarray(Image.open(f).convert("RGB"))
         top, left = int(0.37 * (384 - 64 + 1)), int(0.81 * (512 - 64 + 1))
-        assert np.array_equal(window, src[top:top + 64, left:left + 64])
+        assert np.array_equal(window, src[top : top + 64, left : left + 64])
 
 
 def test_a_small_image_is_upscaled_to_a_window_and_thumbnail_data_is_taken_whole(tmp_path):
@@ -119,11 +133,14 @@ def test_one_file_gets_one_answer_from_detect_the_api_and_the_check_page(detecto
     cli_rec = json.loads(result.output.splitlines()[-1])
     client = create_app(ServeConfig(detector=str(folder))).test_client()
     data = open(photo, "rb").read()
-    api = client.post("/api/detect", data={"image": (io.BytesIO(data), "x.png")}, content_type="multipart/form-data").json
+    api = client.post(
+        "/api/detect", data={"image": (io.BytesIO(data), "x.png")}, content_type="multipart/form-data"
+    ).json
     for rec in (cli_rec, api):
         assert rec["p_synthetic"] == pytest.approx(first["p_synthetic"], abs=1e-6)
         assert rec["verdict"] == first["verdict"] and rec["views"]["n"] == 4
-    page = client.post("/check", data={"image": (io.BytesIO(data), "x.png")},
-                       content_type="multipart/form-data").get_data(as_text=True)
+    page = client.post(
+        "/check", data={"image": (io.BytesIO(data), "x.png")}, content_type="multipart/form-data"
+    ).get_data(as_text=True)
     assert f"{100 * first['p_synthetic']:.1f}%" in page
     assert "mean over 4 windows" in page

@@ -1,4 +1,5 @@
 """The data layer: image folders, manifests, CIFAR-10 location, decoding of odd files, the decode cache."""
+
 from __future__ import annotations
 
 import json
@@ -490,7 +491,9 @@ def _rows_for(root: Path, base: Path, classes, split_field: str | None = None, s
 def test_manifest_with_split_field_loads_only_that_split(tmp_path):
     """Rows are filtered by 'split'; paths are relative to the manifest; labels follow the requested order."""
     root = make_image_folder(tmp_path / "imgs", CLASSES, 3, splits=("train", "test"))
-    rows = _rows_for(root / "train", tmp_path, CLASSES, "train") + _rows_for(root / "test", tmp_path, CLASSES[:2], "test")
+    rows = _rows_for(root / "train", tmp_path, CLASSES, "train") + _rows_for(
+        root / "test", tmp_path, CLASSES[:2], "test"
+    )
     m = _write_manifest(tmp_path / "m.jsonl", rows)
     train = load_spec(str(m), "train", ["frog", "cat", "bird"], size=16)
     assert len(train) == 9 and train.class_counts() == {"frog": 3, "cat": 3, "bird": 3}

@@ -4,6 +4,7 @@ Optuna resume, the bundle, and the `synthgap detector` / `synthgap detect` comma
 Data: small images the tests draw. "Synthetic" images carry a faint periodic grid that "real"
 ones lack: a learnable difference, like a generator's upsampling artefacts.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,7 +67,10 @@ def pair(tmp_path_factory):
 def tiny_cfg(**kw) -> DetectorConfig:
     stage = dict(epochs=3, batch_size=16, threads=2)
     base = DetectorConfig(
-        backbone="airnet", classes=CLASSES, image_size=32, val_fraction=0.25,
+        backbone="airnet",
+        classes=CLASSES,
+        image_size=32,
+        val_fraction=0.25,
         head=dataclasses.replace(DetectorConfig().head, **stage),
         finetune=dataclasses.replace(DetectorConfig().finetune, **{**stage, "epochs": 1}),
         scratch=dataclasses.replace(DetectorConfig().scratch, **{**stage, "epochs": 6, "lr": 0.05}),
@@ -76,9 +80,15 @@ def tiny_cfg(**kw) -> DetectorConfig:
 
 def data_of(pair, cfg: DetectorConfig):
     real, fake = pair
-    return load_detector_data(real=str(real), synthetic=str(fake), classes=cfg.classes, size=cfg.image_size,
-                              val_fraction=cfg.val_fraction, seed=cfg.seed,
-                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None)
+    return load_detector_data(
+        real=str(real),
+        synthetic=str(fake),
+        classes=cfg.classes,
+        size=cfg.image_size,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        normalize_format=cfg.normalize_quality if cfg.normalize_format else None,
+    )
 
 
 # ---------------------------------------------------------------- backbones and the head
@@ -105,8 +115,11 @@ def _tiny_hub_model(name: str, folder: Path):
 
     torch.manual_seed(0)
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8)
-    m = (CLIPVisionModel(CLIPVisionConfig(intermediate_size=64, **small)) if name.startswith("clip")
-         else Dinov2Model(Dinov2Config(mlp_ratio=2, **small)))
+    m = (
+        CLIPVisionModel(CLIPVisionConfig(intermediate_size=64, **small))
+        if name.startswith("clip")
+        else Dinov2Model(Dinov2Config(mlp_ratio=2, **small))
+    )
     m.save_pretrained(str(folder))
     return m.eval()
 
@@ -253,8 +266,20 @@ def trained(pair, tmp_path_factory):
 def test_small_cnn_learns_the_difference_and_writes_everything(trained):
     cfg, data, out, meta = trained
     assert meta["metrics"]["accuracy"] >= 0.9 and meta["metrics"]["auc"] >= 0.95
-    for f in ("model.safetensors", "detector.json", "metrics.json", "format_bias.json", "audit/audit.json", "audit/audit.html", "summary.md", "confusion.png",
-              "roc_calibration.png", "report.html", "config.yaml", "environment.json"):
+    for f in (
+        "model.safetensors",
+        "detector.json",
+        "metrics.json",
+        "format_bias.json",
+        "audit/audit.json",
+        "audit/audit.html",
+        "summary.md",
+        "confusion.png",
+        "roc_calibration.png",
+        "report.html",
+        "config.yaml",
+        "environment.json",
+    ):
         assert (out / f).stat().st_size > 0, f
     html = (out / "report.html").read_text()
     assert "Robustness" in html and "Format-bias audit" in html and "data:image/png;base64" in html
@@ -318,8 +343,9 @@ def test_one_logit_training_uses_the_sigmoid_loss():
 
     logits = torch.tensor([[2.0], [-1.0]])
     y = torch.tensor([1, 0])
-    assert loss_fn(logits, y, 0.0) == pytest.approx(torch.nn.functional.binary_cross_entropy_with_logits(
-        logits[:, 0], y.float()).item())
+    assert loss_fn(logits, y, 0.0) == pytest.approx(
+        torch.nn.functional.binary_cross_entropy_with_logits(logits[:, 0], y.float()).item()
+    )
     p = logits_to_proba(logits)
     assert torch.allclose(p[:, 1], torch.sigmoid(logits[:, 0])) and torch.allclose(p.sum(1), torch.ones(2))
 
@@ -342,8 +368,17 @@ def test_pretrained_two_stages_with_cached_features(pair, tmp_path):
 
 
 def test_jpeg_degrades_more_at_lower_quality():
-    x = torch.from_numpy(np.asarray(Image.open(__import__("matplotlib").cbook.get_sample_data("grace_hopper.jpg"))
-                                    .convert("RGB").resize((64, 64)))).permute(2, 0, 1)[None].contiguous()
+    x = (
+        torch.from_numpy(
+            np.asarray(
+                Image.open(__import__("matplotlib").cbook.get_sample_data("grace_hopper.jpg"))
+                .convert("RGB")
+                .resize((64, 64))
+            )
+        )
+        .permute(2, 0, 1)[None]
+        .contiguous()
+    )
     err = {q: (robust.jpeg(x, q).float() - x.float()).abs().mean().item() for q in (95, 75, 50)}
     assert 0 < err[95] < err[75] < err[50]
     assert robust.jpeg(x, 75).dtype == torch.uint8 and robust.jpeg(x, 75).shape == x.shape
@@ -440,33 +475,67 @@ def test_interrupted_study_resumes_where_it_stopped(pair, tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_cli_train_detect_and_compare(pair, tmp_path):
     real, fake = pair
-    common = ["--real", str(real), "--synthetic", str(fake), "--set", "classes=bird,cat,frog",
-              "--set", "scratch.epochs=4", "--set", "scratch.batch_size=16", "--set", "scratch.lr=0.05",
-              "--set", "head.epochs=2", "--set", "head.batch_size=16", "--set", "finetune_blocks=0",
-              "--set", "input_size=32", "--set", "val_fraction=0.25"]
+    common = [
+        "--real",
+        str(real),
+        "--synthetic",
+        str(fake),
+        "--set",
+        "classes=bird,cat,frog",
+        "--set",
+        "scratch.epochs=4",
+        "--set",
+        "scratch.batch_size=16",
+        "--set",
+        "scratch.lr=0.05",
+        "--set",
+        "head.epochs=2",
+        "--set",
+        "head.batch_size=16",
+        "--set",
+        "finetune_blocks=0",
+        "--set",
+        "input_size=32",
+        "--set",
+        "val_fraction=0.25",
+    ]
     out = tmp_path / "bundle"
     proc = synthgap("detector", "train", *common, "--backbone", "airnet", "--out", str(out), in_subprocess=True)
     assert "test accuracy" in proc.stdout and "format-bias audit" in proc.stdout
     # detect: files and folders, a table or JSON lines; a broken file is reported, not fatal.
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     files = sorted((fake / "test" / "cat").glob("*.jpg"))[:3] + sorted((real / "test" / "cat").glob("*.jpg"))[:3]
-    proc = synthgap("detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json",
-                    in_subprocess=True)
+    proc = synthgap(
+        "detect", *map(str, files), str(tmp_path / "broken.jpg"), "--model", str(out), "--json", in_subprocess=True
+    )
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 7 and rows[-1]["p_synthetic"] is None and "error" in rows[-1]
     t = rows[0]["threshold"]
     assert [r["p_synthetic"] >= t for r in rows[:6]] == [True] * 3 + [False] * 3
     # The planted grid moves under a 1-pixel shift: a verdict may be "unsure", never the wrong side.
-    assert {r["verdict"] for r in rows[:3]} <= {"synthetic", "unsure"} and {r["verdict"] for r in rows[3:6]} <= {"real", "unsure"}
+    assert {r["verdict"] for r in rows[:3]} <= {"synthetic", "unsure"} and {r["verdict"] for r in rows[3:6]} <= {
+        "real",
+        "unsure",
+    }
     assert all(r["rule"] in ("threshold", "unstable") and r["domain"]["inside"] for r in rows[:6])
     table = synthgap("detect", str(fake / "test"), "--model", str(out)).stdout.splitlines()
     assert len(table) == len(list((fake / "test").rglob("*.jpg")))
     # compare: the same head, data and budget for each backbone.
-    proc = synthgap("detector", "compare", *common, "--backbones", "airnet,efficientnet_lite0",
-                    "--out", str(tmp_path / "cmp"), in_subprocess=True)
+    proc = synthgap(
+        "detector",
+        "compare",
+        *common,
+        "--backbones",
+        "airnet,efficientnet_lite0",
+        "--out",
+        str(tmp_path / "cmp"),
+        in_subprocess=True,
+    )
     rows = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert [r["backbone"] for r in rows] == ["airnet", "efficientnet_lite0"]
-    assert (tmp_path / "cmp" / "comparison.png").exists() and (tmp_path / "cmp" / "efficientnet_lite0" / "detector.json").exists()
+    assert (tmp_path / "cmp" / "comparison.png").exists() and (
+        tmp_path / "cmp" / "efficientnet_lite0" / "detector.json"
+    ).exists()
     assert "| airnet |" in (tmp_path / "cmp" / "comparison.md").read_text()
 
 
@@ -491,20 +560,27 @@ def test_cifake_layout_loads_through_data(tmp_path):
     assert len(data.train) + len(data.val) == 21
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--real", "{real}"], "needs both a real and a synthetic"),
-    (["--data", "{real}"], "expected a real and a synthetic folder"),
-    (["--real", "{real}", "--synthetic", "{real}/nope"], "no such file or folder"),
-    (["--real", "{real}", "--synthetic", "{fake}", "--backbone", "alexnet"], "unknown 'alexnet'"),
-    (["--real", "{real}", "--synthetic", "{fake}", "--set", "head_width=abc"], "head_width"),
-    (["--real", "{real}", "--synthetic", "{fake}", "--set", "finetune.augment.jpeg_quality=[0,50]"],
-     "finetune.augment.jpeg_quality"),
-    (["--real", "{real}", "--synthetic", "{fake}", "--set", "train_size=-1"], "'train_size': expected at least 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--real", "{real}"], "needs both a real and a synthetic"),
+        (["--data", "{real}"], "expected a real and a synthetic folder"),
+        (["--real", "{real}", "--synthetic", "{real}/nope"], "no such file or folder"),
+        (["--real", "{real}", "--synthetic", "{fake}", "--backbone", "alexnet"], "unknown 'alexnet'"),
+        (["--real", "{real}", "--synthetic", "{fake}", "--set", "head_width=abc"], "head_width"),
+        (
+            ["--real", "{real}", "--synthetic", "{fake}", "--set", "finetune.augment.jpeg_quality=[0,50]"],
+            "finetune.augment.jpeg_quality",
+        ),
+        (["--real", "{real}", "--synthetic", "{fake}", "--set", "train_size=-1"], "'train_size': expected at least 1"),
+    ],
+)
 def test_user_mistakes_are_clear_errors(pair, tmp_path, args, message):
     real, fake = pair
     args = [a.format(real=real, fake=fake) for a in args]
-    proc = synthgap("detector", "train", *args, "--set", "classes=bird,cat,frog", "--out", str(tmp_path / "o"), check=False)
+    proc = synthgap(
+        "detector", "train", *args, "--set", "classes=bird,cat,frog", "--out", str(tmp_path / "o"), check=False
+    )
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
@@ -522,9 +598,13 @@ def test_the_bundle_records_its_training_domain_and_sources(trained):
     _, _, _, meta = trained
     domain = meta["domain"]
     assert domain["width"] == domain["height"] == [32, 32] and domain["formats"] == ["JPEG"]
-    assert domain["jpeg_quality"][0] <= 90 <= domain["jpeg_quality"][1]  # the files' q90, widened by the JPEG augmentation
+    assert (
+        domain["jpeg_quality"][0] <= 90 <= domain["jpeg_quality"][1]
+    )  # the files' q90, widened by the JPEG augmentation
     assert domain["sources"] == {"real": ["real"], "synthetic": ["fake"]}
-    assert meta["sources"]["synthetic"]["fake"]["test"] == 3 * 24 // 5 or meta["sources"]["synthetic"]["fake"]["test"] > 0
+    assert (
+        meta["sources"]["synthetic"]["fake"]["test"] == 3 * 24 // 5 or meta["sources"]["synthetic"]["fake"]["test"] > 0
+    )
 
 
 def test_a_photo_sized_image_is_outside_a_32px_detector_and_a_training_like_one_is_not(trained, tmp_path):

@@ -1,5 +1,6 @@
 """The container files agree with each other and with the code (images cannot be built on CI machines):
 compose.yaml, the Dockerfile, scripts/setup.sh, the settings ServeConfig reads and the pipeline's folder."""
+
 from __future__ import annotations
 
 import re
@@ -48,7 +49,10 @@ def test_the_app_and_the_one_shot_pipeline_share_the_image_and_the_models_volume
     config = cmd[cmd.index("--config") + 1]
     assert (ROOT / config).is_file()  # relative to the image's WORKDIR, where the checkout is copied
     assert f"out={run}" in cmd  # the pipeline writes where the app reads
-    mounts = {s: {v.split(":")[1]: v.split(":")[0] for v in compose["services"][s]["volumes"]} for s in ("synthgap", "pipeline")}
+    mounts = {
+        s: {v.split(":")[1]: v.split(":")[0] for v in compose["services"][s]["volumes"]}
+        for s in ("synthgap", "pipeline")
+    }
     owner = next(m for m in mounts["synthgap"] if run.startswith(m + "/"))
     assert mounts["pipeline"][owner] == mounts["synthgap"][owner] in compose["volumes"]  # the same named volume
     # The app says how to fill it: the commands name these services
@@ -57,18 +61,24 @@ def test_the_app_and_the_one_shot_pipeline_share_the_image_and_the_models_volume
 
 
 def test_every_setting_the_container_files_give_is_one_the_code_reads(compose, dockerfile):
-    env = {**dockerfile_env(dockerfile), **{k: _defaults(v) for k, v in compose["services"]["synthgap"]["environment"].items()}}
+    env = {
+        **dockerfile_env(dockerfile),
+        **{k: _defaults(v) for k, v in compose["services"]["synthgap"]["environment"].items()},
+    }
     serve = {k: v for k, v in env.items() if k.startswith("SYNTHGAP_SERVE_")}
     assert {"SYNTHGAP_SERVE_HOST", "SYNTHGAP_SERVE_PORT", "SYNTHGAP_SERVE_RUN"} <= set(serve)
-    others = {k for k in env if k.startswith("SYNTHGAP_") and k not in serve} | set(compose["services"]["pipeline"]["environment"])
+    others = {k for k in env if k.startswith("SYNTHGAP_") and k not in serve} | set(
+        compose["services"]["pipeline"]["environment"]
+    )
     source = "".join(p.read_text() for p in (ROOT / "src" / "synthgap").rglob("*.py"))
     for name in others:  # SYNTHGAP_CACHE, SYNTHGAP_DATA: read by the code, not a typo
         assert f'"{name}"' in source, name
     # The container's settings load as they stand (unknown SYNTHGAP_SERVE_* names are an error there)
     cfg = ServeConfig.load(serve)
     assert cfg.host == "0.0.0.0" and cfg.port == int(re.search(r"EXPOSE (\d+)", dockerfile).group(1))
-    assert compose["services"]["synthgap"]["ports"][0].endswith(f":{cfg.port}\"") or \
-        _defaults(compose["services"]["synthgap"]["ports"][0]).endswith(f":{cfg.port}")
+    assert compose["services"]["synthgap"]["ports"][0].endswith(f':{cfg.port}"') or _defaults(
+        compose["services"]["synthgap"]["ports"][0]
+    ).endswith(f":{cfg.port}")
 
 
 def test_on_an_empty_models_volume_the_app_starts_and_says_what_to_run(compose, dockerfile, tmp_path, caplog):
@@ -92,6 +102,8 @@ def test_the_dockerfile_is_a_thin_wrapper_over_setup_and_serve(dockerfile):
     assert "RUN bash scripts/setup.sh" in dockerfile and "-m venv .venv" in setup  # the venv the CMD runs from
     assert re.search(r'CMD \["\.venv/bin/synthgap", "serve"\]', dockerfile)
     assert 'synthgap = "synthgap.cli:main"' in (ROOT / "pyproject.toml").read_text()
-    assert "/healthz" in dockerfile and any(r.rule == "/healthz" for r in create_app(ServeConfig(allow_empty=True)).url_map.iter_rules())
+    assert "/healthz" in dockerfile and any(
+        r.rule == "/healthz" for r in create_app(ServeConfig(allow_empty=True)).url_map.iter_rules()
+    )
     owned = re.search(r"mkdir -p ([^&]+)&& chown synthgap ([^\n\\]+)", dockerfile)
     assert owned and {"/models", "/cache", "/data"} <= set(owned.group(2).split())  # volumes the user writes to

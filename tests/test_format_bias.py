@@ -1,4 +1,5 @@
 """Format-bias audit: planted metadata shortcuts are caught, identical encodings are not flagged."""
+
 from __future__ import annotations
 
 import io

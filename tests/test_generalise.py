@@ -1,5 +1,6 @@
 """Detectors beyond their training data: several sources in equal shares, `detector evaluate` on any data,
 the generalisation matrix of `detector cross`, and the NPR backbone."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,8 +52,13 @@ def sources(tmp_path_factory):
 
 def tiny(epochs: int = 4, **kw) -> DetectorConfig:
     stage = dict(epochs=epochs, batch_size=16, threads=2)
-    base = DetectorConfig(backbone="airnet", classes=CLASSES, image_size=32, val_fraction=0.2,
-                          scratch=dataclasses.replace(DetectorConfig().scratch, **stage, lr=0.05))
+    base = DetectorConfig(
+        backbone="airnet",
+        classes=CLASSES,
+        image_size=32,
+        val_fraction=0.2,
+        scratch=dataclasses.replace(DetectorConfig().scratch, **stage, lr=0.05),
+    )
     return dataclasses.replace(base, **kw)
 
 
@@ -61,8 +67,13 @@ def test_a_folder_per_generator_and_named_specs_are_sources(sources, tmp_path):
     assert [s.name for s in parse_sources([str(gens)])] == ["checker", "grid", "stripes"]
     assert [s.name for s in parse_sources([f"a={gens / 'grid'}", str(real)])] == ["a", "real"]
     manifest = tmp_path / "mixed.jsonl"
-    manifest.write_text("".join(json.dumps({"path": str(p), "label": "bird", "generator": g}) + "\n"
-                                for g in ("sd", "gan") for p in sorted((gens / "grid").rglob("*.jpg"))[:3]))
+    manifest.write_text(
+        "".join(
+            json.dumps({"path": str(p), "label": "bird", "generator": g}) + "\n"
+            for g in ("sd", "gan")
+            for p in sorted((gens / "grid").rglob("*.jpg"))[:3]
+        )
+    )
     assert [(s.name, s.generator) for s in parse_sources([str(manifest)])] == [("mixed:gan", "gan"), ("mixed:sd", "sd")]
 
 
@@ -77,7 +88,12 @@ def test_sources_are_drawn_in_equal_shares(sources):
     # equal_shares itself: one label, two sources of 2 and 8 images, 6 wanted
     from synthgap.data import ImageSet
 
-    s = ImageSet(torch.zeros(10, 3, 4, 4, dtype=torch.uint8), torch.zeros(10, dtype=torch.long), ["x"], sources=["a"] * 2 + ["b"] * 8)
+    s = ImageSet(
+        torch.zeros(10, 3, 4, 4, dtype=torch.uint8),
+        torch.zeros(10, dtype=torch.long),
+        ["x"],
+        sources=["a"] * 2 + ["b"] * 8,
+    )
     idx = equal_shares(s, 6, np.random.default_rng(0), repeat=True)
     assert sorted(s.sources[i] for i in idx) == ["a"] * 3 + ["b"] * 3 and len(set(idx[:3].tolist()) & {0, 1}) == 2
     idx = equal_shares(s, 6, np.random.default_rng(0), repeat=False)
@@ -87,19 +103,35 @@ def test_sources_are_drawn_in_equal_shares(sources):
 def test_evaluate_on_the_training_data_reproduces_the_test_metrics(sources, tmp_path):
     real, gens = sources
     cfg = tiny()
-    data = load_detector_data(real=[str(real)], synthetic=[str(gens / "grid")], classes=CLASSES, size=32,
-                              val_fraction=cfg.val_fraction, progress=False)
+    data = load_detector_data(
+        real=[str(real)],
+        synthetic=[str(gens / "grid")],
+        classes=CLASSES,
+        size=32,
+        val_fraction=cfg.val_fraction,
+        progress=False,
+    )
     meta = run_detector(data, cfg, tmp_path / "det", progress=False)
-    r = evaluate_bundle(tmp_path / "det", tmp_path / "eval", real=[str(real)], synthetic=[str(gens / "grid")], progress=False)
+    r = evaluate_bundle(
+        tmp_path / "det", tmp_path / "eval", real=[str(real)], synthetic=[str(gens / "grid")], progress=False
+    )
     # Every training image is an exact twin of the bundle's training data: dropped; what is left is its test split.
     assert r["test"]["n"] == meta["metrics"]["n"]
     assert r["test"]["accuracy"] == pytest.approx(meta["metrics"]["accuracy"])
     assert r["test"]["auc"] == pytest.approx(meta["metrics"]["auc"])
     assert r["threshold"] == meta["threshold"] and r["audit_against_training_data"] == "checked"
-    assert (tmp_path / "eval" / "report.html").is_file() and "Per source" in (tmp_path / "eval" / "report.html").read_text()
+    assert (tmp_path / "eval" / "report.html").is_file() and "Per source" in (
+        tmp_path / "eval" / "report.html"
+    ).read_text()
     # On another generator: the same threshold, its own figures, and the domain check counted.
-    other = evaluate_bundle(tmp_path / "det", tmp_path / "eval2", real=[str(real)], synthetic=[str(gens / "stripes")],
-                            split="test", progress=False)
+    other = evaluate_bundle(
+        tmp_path / "det",
+        tmp_path / "eval2",
+        real=[str(real)],
+        synthetic=[str(gens / "stripes")],
+        split="test",
+        progress=False,
+    )
     assert other["threshold"] == meta["threshold"] and other["domain"]["checked"] == other["test"]["n"]
     assert {row["source"] for row in other["per_source"]} == {"real", "stripes"}
 
@@ -108,27 +140,48 @@ def test_evaluate_on_the_training_data_reproduces_the_test_metrics(sources, tmp_
 def test_the_matrix_has_every_cell_and_leave_one_out_never_saw_its_source(sources, tmp_path):
     real, gens = sources
     loaded = load_sources([str(real)], [str(gens)], classes=CLASSES, size=32, progress=False)
-    result = cross_matrix(loaded, tiny(epochs=1), ["airnet"], tmp_path / "cross", progress=False)  # 7 detectors: cells, not accuracy
+    result = cross_matrix(
+        loaded, tiny(epochs=1), ["airnet"], tmp_path / "cross", progress=False
+    )  # 7 detectors: cells, not accuracy
     names = list(detector_sets(["checker", "grid", "stripes"]))
-    assert names == ["only checker", "only grid", "only stripes", "without checker", "without grid", "without stripes", "all"]
+    assert names == [
+        "only checker",
+        "only grid",
+        "only stripes",
+        "without checker",
+        "without grid",
+        "without stripes",
+        "all",
+    ]
     cells = {(r["detector"], r["test_source"]) for r in result["rows"]}
     assert cells == {(d, s) for d in names for s in ("checker", "grid", "stripes")}
     for held in ("checker", "grid", "stripes"):
         meta = json.loads((tmp_path / "cross" / "airnet" / f"without-{held}" / "detector.json").read_text())
         assert held not in meta["sources"]["synthetic"] and len(meta["sources"]["synthetic"]) == 2
         # The data hashes it recorded: none of them is the held-out source's.
-        held_hashes = {row[f"{split}_sha256"] for split in ("train", "test")
-                       for row in [json.loads((tmp_path / "cross" / "airnet" / f"only-{held}" / "detector.json")
-                                              .read_text())["sources"]["synthetic"][held]]}
+        held_hashes = {
+            row[f"{split}_sha256"]
+            for split in ("train", "test")
+            for row in [
+                json.loads((tmp_path / "cross" / "airnet" / f"only-{held}" / "detector.json").read_text())["sources"][
+                    "synthetic"
+                ][held]
+            ]
+        }
         mine = {v for row in meta["sources"]["synthetic"].values() for k, v in row.items() if k.endswith("sha256")}
         assert not held_hashes & mine
     seen = [r for r in result["rows"] if r["seen"]]
-    assert len(seen) == 3 + 3 * 2 + 3 and all(r["detector"] == "all" or r["test_source"] in r["detector"] or
-                                              r["detector"].startswith("without") for r in seen)
+    assert len(seen) == 3 + 3 * 2 + 3 and all(
+        r["detector"] == "all" or r["test_source"] in r["detector"] or r["detector"].startswith("without") for r in seen
+    )
     summary = result["summary"][0]
     assert summary["backbone"] == "airnet" and 0 <= summary["unseen_leave_one_out_auc"] <= 1
-    assert (tmp_path / "cross" / "airnet_auc.png").is_file() and "| only grid |" in (tmp_path / "cross" / "cross.md").read_text()
-    again = cross_matrix(loaded, tiny(epochs=1), ["airnet"], tmp_path / "cross", progress=False)  # finished ones read back
+    assert (tmp_path / "cross" / "airnet_auc.png").is_file() and "| only grid |" in (
+        tmp_path / "cross" / "cross.md"
+    ).read_text()
+    again = cross_matrix(
+        loaded, tiny(epochs=1), ["airnet"], tmp_path / "cross", progress=False
+    )  # finished ones read back
     assert [r["auc"] for r in again["rows"]] == [r["auc"] for r in result["rows"]]
 
 

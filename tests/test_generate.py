@@ -1,4 +1,5 @@
 """Generation with a tiny diffusers pipeline saved to disk and loaded through the real from_pretrained path."""
+
 import json
 import os
 import re
@@ -37,8 +38,9 @@ def tiny_model(tmp_path_factory):
 
 
 def cfg_for(model, **kw):
-    return GenerateConfig(**{"model": str(model), "classes": ["bird", "cat"], "per_class": 3, "steps": 2,
-                             "batch_size": 4, **kw})
+    return GenerateConfig(
+        **{"model": str(model), "classes": ["bird", "cat"], "per_class": 3, "steps": 2, "batch_size": 4, **kw}
+    )
 
 
 def check_folder(out: Path, classes, per_class):
@@ -109,7 +111,9 @@ def test_png_metadata_is_one_json_chunk_and_pixels_are_deflated(tmp_path):
 
 
 def test_a_jpeg_set_is_stored_like_the_real_one_and_still_carries_its_record(tiny_model, tmp_path):
-    out = generate(cfg_for(tiny_model, image_format="jpeg", jpeg_quality=75, per_class=2), tmp_path / "jpeg", progress=False)
+    out = generate(
+        cfg_for(tiny_model, image_format="jpeg", jpeg_quality=75, per_class=2), tmp_path / "jpeg", progress=False
+    )
     rows = read_manifest(out)[0]
     assert len(rows) == 4 and all(r["path"].endswith(".jpg") for r in rows)
     from synthgap.detect.audit import file_metadata
@@ -127,8 +131,11 @@ def test_every_generated_image_is_marked_ai_generated_by_default(made):
     for r in read_manifest(made)[0]:
         rec = read_provenance(made / r["path"])
         assert rec["code"] == "unsigned_ai" and rec["c2pa"] is None and "c2pa" not in r
-        assert [m["where"] for m in rec["metadata"]] == ["XMP Iptc4xmpExt:DigitalSourceType", "XMP xmp:CreatorTool",
-                                                         "PNG text 'synthgap'"]
+        assert [m["where"] for m in rec["metadata"]] == [
+            "XMP Iptc4xmpExt:DigitalSourceType",
+            "XMP xmp:CreatorTool",
+            "PNG text 'synthgap'",
+        ]
         assert rec["metadata"][0]["what"] == "digital source type trainedAlgorithmicMedia"
         assert "synthgap" in rec["metadata"][1]["what"]
 
@@ -149,7 +156,9 @@ def test_sign_embeds_a_valid_manifest_per_image_and_says_what_it_costs(tiny_mode
             rec = read_provenance(path, trust)
             assert rec["code"] == "signed_ai" and rec["c2pa"]["state"] == "trusted"
             params = rec["c2pa"]["actions"][0]["parameters"]
-            assert params["seed"] == str(r["seed"]) and params["class"] == r["label"] and params["prompt"] == r["prompt"]
+            assert (
+                params["seed"] == str(r["seed"]) and params["class"] == r["label"] and params["prompt"] == r["prompt"]
+            )
             assert params["model"] == str(tiny_model)
         assert r["c2pa"]["bytes_added"] > 1000 and r["c2pa"]["ms"] > 0
     assert "signed C2PA manifests: +" in caplog.text and "KB per image" in caplog.text
@@ -164,11 +173,17 @@ def test_a_bad_signing_certificate_fails_before_the_first_image(tiny_model, test
     with pytest.raises(SynthgapError, match="give both cert_chain and key"):
         generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["chain"]))), tmp_path / "a", progress=False)
     with pytest.raises(SynthgapError, match="not a PEM private key"):
-        generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["chain"]), str(test_pki["root"]))), tmp_path / "b",
-                 progress=False)
+        generate(
+            cfg_for(tiny_model, sign=SignConfig(str(test_pki["chain"]), str(test_pki["root"]))),
+            tmp_path / "b",
+            progress=False,
+        )
     with pytest.raises(SynthgapError, match="signing with .* failed"):  # the root's own key is not the signer's
-        generate(cfg_for(tiny_model, sign=SignConfig(str(test_pki["root"]), str(test_pki["key"]))), tmp_path / "c",
-                 progress=False)
+        generate(
+            cfg_for(tiny_model, sign=SignConfig(str(test_pki["root"]), str(test_pki["key"]))),
+            tmp_path / "c",
+            progress=False,
+        )
     assert not (tmp_path / "c").exists()
 
 
@@ -254,8 +269,24 @@ def test_blanked_images_are_regenerated_with_the_next_seed(tiny_model, tmp_path,
 @pytest.mark.slow
 def test_kill_9_mid_run_then_resume_gives_an_exact_set(tiny_model, tmp_path):
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "synthgap.cli", "generate", "--model", str(tiny_model), "--classes", "bird,cat",
-            "--per-class", "10", "--batch-size", "2", "--out", str(out), "--set", "steps=2"]
+    args = [
+        sys.executable,
+        "-m",
+        "synthgap.cli",
+        "generate",
+        "--model",
+        str(tiny_model),
+        "--classes",
+        "bird,cat",
+        "--per-class",
+        "10",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+        "--set",
+        "steps=2",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     manifest = out / "manifest.jsonl"
@@ -305,11 +336,15 @@ def test_the_pipeline_refuses_a_stage_setting_that_contradicts_its_shared_one(tm
     from synthgap.experiments.pipeline import check_shared
 
     config = tmp_path / "p.yaml"
-    config.write_text(f"out: {tmp_path / 'run'}\nclasses: [cat, dog]\nimage_size: 32\n"
-                      "generate: {classes: 'cat,dog', size: 32, per_class: 2}\n")
+    config.write_text(
+        f"out: {tmp_path / 'run'}\nclasses: [cat, dog]\nimage_size: 32\n"
+        "generate: {classes: 'cat,dog', size: 32, per_class: 2}\n"
+    )
     check_shared(load_config(PipelineConfig, config), written_fields(config))  # agreeing values are fine
-    for override, message in (("generate.classes=[cat,frog]", r"'generate.classes' \(\['cat', 'frog'\]\) contradicts 'classes'"),
-                              ("detector.image_size=64", r"'detector.image_size' \(64\) contradicts 'image_size' \(32\)")):
+    for override, message in (
+        ("generate.classes=[cat,frog]", r"'generate.classes' \(\['cat', 'frog'\]\) contradicts 'classes'"),
+        ("detector.image_size=64", r"'detector.image_size' \(64\) contradicts 'image_size' \(32\)"),
+    ):
         proc = synthgap("pipeline", "--config", config, "--set", override, check=False)
         assert proc.returncode == 2 and re.search(message, proc.stderr)
     assert not (tmp_path / "run").exists()  # refused before any stage ran
@@ -321,10 +356,17 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
 
     real = make_image_folder(tmp_path / "real", ["bird", "cat"], 20, size=32)
     cfg = {
-        "out": str(tmp_path / "study"), "real": str(real), "classes": ["bird", "cat"],
+        "out": str(tmp_path / "study"),
+        "real": str(real),
+        "classes": ["bird", "cat"],
         "generate": {"model": "synthgap-tiny", "per_class": 15, "steps": 1, "batch_size": 8},
-        "transfer": {"seeds": [0], "fractions": [0.0, 1.0], "extra_synthetic": [], "train_size": 24,
-                     "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]}},
+        "transfer": {
+            "seeds": [0],
+            "fractions": [0.0, 1.0],
+            "extra_synthetic": [],
+            "train_size": 24,
+            "train": {"epochs": 2, "batch_size": 8, "widths": [8, 16, 16]},
+        },
         "detect": False,  # the detector stage: tests/test_builtin.py
     }
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(cfg))
@@ -333,7 +375,11 @@ def test_pipeline_end_to_end_with_the_tiny_model(tmp_path, tiny_model):
     check_folder(tmp_path / "study" / "synthetic", ["bird", "cat"], 15)
     records = json.loads((tmp_path / "study" / "transfer" / "summary.json").read_text())
     assert {(r["train_domain"], r["test_domain"]) for r in records} == {
-        ("real", "real"), ("real", "synthetic"), ("synthetic", "real"), ("synthetic", "synthetic")}
+        ("real", "real"),
+        ("real", "synthetic"),
+        ("synthetic", "real"),
+        ("synthetic", "synthetic"),
+    }
     assert "report:" in proc.stdout and not (tmp_path / "study" / "detector").exists()
 
 

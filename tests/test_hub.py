@@ -1,4 +1,5 @@
 """hf: specs: data sets in the Hugging Face `datasets` format, saved to disk or as parquet by the test itself."""
+
 import numpy as np
 import pytest
 import torch
@@ -80,8 +81,15 @@ def test_the_detector_takes_both_sides_of_one_data_set_from_its_label_column(tmp
         load_detector_data(data=f"hf:{tmp_path / 'd'}?label=is_fake&real=0", classes=CLASSES, size=16, dedupe="off")
 
 
-@pytest.mark.parametrize("query, match", [("?image=photo", "no column 'photo'"), ("?label=kind", "no column 'kind'"),
-                                          ("?colour=1", "unknown option"), ("?map=bird", "VALUE:TARGET")])
+@pytest.mark.parametrize(
+    "query, match",
+    [
+        ("?image=photo", "no column 'photo'"),
+        ("?label=kind", "no column 'kind'"),
+        ("?colour=1", "unknown option"),
+        ("?map=bird", "VALUE:TARGET"),
+    ],
+)
 def test_bad_options_name_the_column_or_option(tmp_path, query, match):
     path, _ = _class_set(tmp_path)
     with pytest.raises(SynthgapError, match=match):
@@ -108,11 +116,13 @@ def test_synthgap_audit_finds_a_training_twin_in_the_test_split_of_a_saved_set(t
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
     train = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
     test_images, test_labels = _rows(2, 1)
-    test = datasets.Dataset.from_dict({"image": test_images + images[:1], "label": test_labels + labels[:1]},
-                                      features=features)
+    test = datasets.Dataset.from_dict(
+        {"image": test_images + images[:1], "label": test_labels + labels[:1]}, features=features
+    )
     datasets.DatasetDict({"train": train, "test": test}).save_to_disk(str(tmp_path / "d"))
-    code, out, err = synthgap(capsys, "audit", f"hf:{tmp_path / 'd'}", "--classes", "bird,cat,deer", "--out",
-                              str(tmp_path / "a"))
+    code, out, err = synthgap(
+        capsys, "audit", f"hf:{tmp_path / 'd'}", "--classes", "bird,cat,deer", "--out", str(tmp_path / "a")
+    )
     assert code == 0, err
     assert "1 of 7 test images" in out
 

@@ -1,6 +1,7 @@
 """Provenance: C2PA manifests signed with a test CA and read back, tampering, generator and camera
 metadata, stripped images, hostile input within a time bound, no network, the marks on generated sets,
 and metadata presence in the format-bias audit."""
+
 from __future__ import annotations
 
 import http.server
@@ -38,15 +39,16 @@ def plain_png(image: Image.Image, **save) -> bytes:
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     out, i = [], 8
     while i < len(data):
-        (n,) = struct.unpack(">I", data[i:i + 4])
-        out.append((data[i + 4:i + 8], data[i + 8:i + 8 + n]))
+        (n,) = struct.unpack(">I", data[i : i + 4])
+        out.append((data[i + 4 : i + 8], data[i + 8 : i + 8 + n]))
         i += 12 + n
     return out
 
 
 def png_from_chunks(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + b"".join(struct.pack(">I", len(d)) + c + d + struct.pack(">I", zlib.crc32(c + d))
-                                           for c, d in chunks)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(d)) + c + d + struct.pack(">I", zlib.crc32(c + d)) for c, d in chunks
+    )
 
 
 def change_one_pixel(png: bytes) -> bytes:
@@ -110,12 +112,17 @@ def test_a_pixel_changed_after_signing_is_reported_as_tampered(signer):
 
 def test_stable_diffusion_webui_and_comfyui_chunks_are_recognised_as_unsigned_hints():
     info = PngInfo()
-    info.add_text("parameters", "a cat on a sofa\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
-                                "Seed: 1234, Size: 512x512, Model: v1-5-pruned-emaonly")
+    info.add_text(
+        "parameters",
+        "a cat on a sofa\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, CFG scale: 7, "
+        "Seed: 1234, Size: 512x512, Model: v1-5-pruned-emaonly",
+    )
     webui = read_provenance(plain_png(picture(64, 64), pnginfo=info))
     assert webui["code"] == "unsigned_ai" and webui["c2pa"] is None
     (m,) = webui["metadata"]
-    assert m["where"] == "PNG text 'parameters'" and "Stable Diffusion WebUI" in m["what"] and "Seed: 1234" in m["excerpt"]
+    assert (
+        m["where"] == "PNG text 'parameters'" and "Stable Diffusion WebUI" in m["what"] and "Seed: 1234" in m["excerpt"]
+    )
 
     info = PngInfo()
     info.add_text("prompt", json.dumps({"3": {"class_type": "KSampler", "inputs": {"seed": 5}}}))
@@ -125,7 +132,9 @@ def test_stable_diffusion_webui_and_comfyui_chunks_are_recognised_as_unsigned_hi
     assert [m["what"] for m in comfy["metadata"]] == ["ComfyUI prompt graph", "ComfyUI workflow"]
     # Unsigned: a hint beside the pixel detector, which decides.
     answer = combine(comfy, {"verdict": "real"})
-    assert answer["verdict"] == "real" and answer["decided_by"] == "pixel detector" and "hint, not proof" in answer["why"]
+    assert (
+        answer["verdict"] == "real" and answer["decided_by"] == "pixel detector" and "hint, not proof" in answer["why"]
+    )
 
 
 def test_a_camera_exif_block_is_recognised_as_a_capture_claim():
@@ -165,7 +174,7 @@ def test_a_malformed_manifest_is_reported_not_raised_within_a_time_bound(signer)
     chunks = png_chunks(signed)
     cabx = next(i for i, (c, _) in enumerate(chunks) if c == b"caBX")
     for broken in (chunks[cabx][1][:40], bytes(b ^ 0x5A for b in chunks[cabx][1]), b"\x00" * 16):
-        data = png_from_chunks(chunks[:cabx] + [(b"caBX", broken)] + chunks[cabx + 1:])
+        data = png_from_chunks(chunks[:cabx] + [(b"caBX", broken)] + chunks[cabx + 1 :])
         rec, seconds = _timed(data)
         assert seconds < TIME_BOUND
         assert rec["code"] == "invalid" and rec["c2pa"]["state"] in ("unreadable", "invalid")
@@ -216,11 +225,19 @@ def test_a_manifest_stored_at_a_url_is_not_fetched_unless_allowed(test_pki):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/manifest.c2pa"
     try:
-        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", test_pki["chain"].read_bytes(),
-                                                           test_pki["key"].read_bytes(), None))
-        created = {"action": "c2pa.created", "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"}
-        builder = c2pa.Builder({"claim_generator_info": [{"name": "test"}],
-                                "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [created]}}]})
+        signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(b"es256", test_pki["chain"].read_bytes(), test_pki["key"].read_bytes(), None)
+        )
+        created = {
+            "action": "c2pa.created",
+            "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+        }
+        builder = c2pa.Builder(
+            {
+                "claim_generator_info": [{"name": "test"}],
+                "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [created]}}],
+            }
+        )
         builder.set_no_embed()
         builder.set_remote_url(url)
         out = io.BytesIO()
@@ -258,8 +275,9 @@ def bundle(tmp_path_factory):
     from synthgap.detect.train import bundle_meta
 
     torch.manual_seed(0)
-    return DetectorBundle(build_detector("airnet", pretrained=False),
-                          bundle_meta(DetectorConfig(backbone="airnet"), 0.5)).save(tmp_path_factory.mktemp("det") / "bundle")
+    return DetectorBundle(
+        build_detector("airnet", pretrained=False), bundle_meta(DetectorConfig(backbone="airnet"), 0.5)
+    ).save(tmp_path_factory.mktemp("det") / "bundle")
 
 
 def test_detect_shows_provenance_and_the_answer_beside_the_pixel_verdict(bundle, signer, test_pki, tmp_path):
@@ -274,8 +292,9 @@ def test_detect_shows_provenance_and_the_answer_beside_the_pixel_verdict(bundle,
     (tmp_path / "webui.png").write_bytes(plain_png(picture(32, 32), pnginfo=info))
     files = [str(tmp_path / f) for f in ("signed.png", "stripped.png", "webui.png")]
 
-    result = CliRunner().invoke(cli, ["detect", *files, "--model", str(bundle), "--json",
-                                      "--trust-anchors", str(test_pki["root"])])
+    result = CliRunner().invoke(
+        cli, ["detect", *files, "--model", str(bundle), "--json", "--trust-anchors", str(test_pki["root"])]
+    )
     assert result.exit_code == 0, result.output
     signed, stripped, webui = (json.loads(line) for line in result.output.splitlines())
     assert signed["provenance"]["c2pa"]["state"] == "trusted"

@@ -5,6 +5,7 @@ payloads from Hypothesis, the micro-batcher and the generation queue, and one ru
 Models are built here: an untrained classifier run, an untrained airnet detector bundle and the
 tiny offline diffusers pipeline.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,15 +57,19 @@ def make_classifier_run(folder: Path) -> Path:
 
     cfg = TrainConfig(widths=[8, 16, 16])
     torch.manual_seed(0)
-    meta = classifier_meta(cfg, CLASSES, 32, {"accuracy": 0.61, "macro_f1": 0.6, "n": 30},
-                           {"spec": "shapes", "n": 30}, name=folder.name)
+    meta = classifier_meta(
+        cfg, CLASSES, 32, {"accuracy": 0.61, "macro_f1": 0.6, "n": 30}, {"spec": "shapes", "n": 30}, name=folder.name
+    )
     return save_classifier(folder, build_model("airnet", len(CLASSES), widths=cfg.widths), meta)
 
 
 def make_detector_bundle(folder: Path) -> Path:
     torch.manual_seed(0)
-    meta = {**bundle_meta(DetectorConfig(backbone="airnet"), 0.5), "metrics": {"accuracy": 0.9, "auc": 0.95},
-            "created": "2026-11-24T00:00:00Z"}
+    meta = {
+        **bundle_meta(DetectorConfig(backbone="airnet"), 0.5),
+        "metrics": {"accuracy": 0.9, "auc": 0.95},
+        "created": "2026-11-24T00:00:00Z",
+    }
     return DetectorBundle(build_detector("airnet", pretrained=False), meta).save(folder)
 
 
@@ -97,8 +102,11 @@ def tiff_two_samples() -> bytes:
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve-models")
-    return {"classifier": make_classifier_run(root / "classifier"), "detector": make_detector_bundle(root / "detector"),
-            "generator": save_tiny_pipeline(root / "generator")}
+    return {
+        "classifier": make_classifier_run(root / "classifier"),
+        "detector": make_detector_bundle(root / "detector"),
+        "generator": save_tiny_pipeline(root / "generator"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +135,10 @@ def pipeline_run(model_files, tmp_path_factory):
 def test_a_pipeline_folder_serves_whole_and_flags_override_one_model(pipeline_run, model_files, tmp_path):
     cfg = ServeConfig.load({}, run=str(pipeline_run))
     assert (cfg.classifier, cfg.detector, cfg.generator) == (
-        str(pipeline_run / "transfer" / "runs" / "synthetic" / "seed0"), str(pipeline_run / "detector"),
-        str(pipeline_run / "generator"))
+        str(pipeline_run / "transfer" / "runs" / "synthetic" / "seed0"),
+        str(pipeline_run / "detector"),
+        str(pipeline_run / "generator"),
+    )
     other = ServeConfig.load({"SYNTHGAP_SERVE_RUN": str(pipeline_run)}, detector=str(model_files["detector"]))
     assert other.detector == str(model_files["detector"]) and other.classifier == cfg.classifier
     with pytest.raises(SynthgapError, match="not a `synthgap pipeline` output folder.*synthgap pipeline --config"):
@@ -137,8 +147,14 @@ def test_a_pipeline_folder_serves_whole_and_flags_override_one_model(pipeline_ru
 
 @pytest.fixture(scope="module")
 def app(model_files, tmp_path_factory):
-    cfg = ServeConfig(**{k: str(v) for k, v in model_files.items()}, output=str(tmp_path_factory.mktemp("out")),
-                      max_upload_bytes=MAX_UPLOAD, max_pixels=MAX_PIXELS, max_steps=4, max_prompt_chars=200)
+    cfg = ServeConfig(
+        **{k: str(v) for k, v in model_files.items()},
+        output=str(tmp_path_factory.mktemp("out")),
+        max_upload_bytes=MAX_UPLOAD,
+        max_pixels=MAX_PIXELS,
+        max_steps=4,
+        max_prompt_chars=200,
+    )
     return create_app(cfg)
 
 
@@ -175,7 +191,9 @@ def test_models_lists_what_is_loaded_its_metrics_and_origin(client, model_files)
     assert "path" not in m["classifier"] and m["classifier"]["trained_on"]["spec"] == "shapes"
     assert "path" not in m["detector"] and m["detector"]["name"] == "serve-models0/detector"
     server_root = str(model_files["detector"].resolve().parent)  # no visitor sees where the models live
-    assert server_root not in r.get_data(as_text=True) and server_root not in client.get("/models").get_data(as_text=True)
+    assert server_root not in r.get_data(as_text=True) and server_root not in client.get("/models").get_data(
+        as_text=True
+    )
     assert m["detector"]["threshold"] == 0.5 and m["detector"]["metrics"]["auc"] == 0.95
     assert m["detector"]["architecture"]["backbone"] == "airnet"
     assert m["generator"]["pipeline"] == "StableDiffusionPipeline" and "bird" in m["generator"]["classes"]
@@ -186,8 +204,12 @@ def test_openapi_document_matches_the_routes(app, client):
     doc = client.get("/api/openapi.json").json
     assert doc["openapi"].startswith("3.1")
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-    served = {(rule.rule, method) for rule in app.url_map.iter_rules() if rule.endpoint.startswith("api.")
-              for method in rule.methods - {"HEAD", "OPTIONS"}}
+    served = {
+        (rule.rule, method)
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("api.")
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
     assert documented == served
     from jsonschema import Draft202012Validator
 
@@ -199,8 +221,10 @@ def test_classify_multipart_and_base64_json_agree(client):
     data = png_bytes()
     a = post_file(client, "/api/classify", data)
     b = client.post("/api/classify", json={"image": base64.b64encode(data).decode()})
-    c = client.post("/api/classify", json={"image": "data:image/png;base64," + base64.b64encode(data).decode(),
-                                           "model": "classifier"})
+    c = client.post(
+        "/api/classify",
+        json={"image": "data:image/png;base64," + base64.b64encode(data).decode(), "model": "classifier"},
+    )
     assert a.status_code == b.status_code == c.status_code == 200, a.json
     assert a.json == b.json == c.json
     probs = a.json["probabilities"]
@@ -211,8 +235,20 @@ def test_classify_multipart_and_base64_json_agree(client):
     schema_validator("Classification").validate(a.json)
 
 
-@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("RGBA", "PNG"), ("P", "GIF"), ("RGB", "JPEG"), ("CMYK", "JPEG"),
-                                      ("I;16", "PNG"), ("RGB", "WEBP"), ("RGB", "BMP"), ("RGB", "TIFF")])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "PNG"),
+        ("RGBA", "PNG"),
+        ("P", "GIF"),
+        ("RGB", "JPEG"),
+        ("CMYK", "JPEG"),
+        ("I;16", "PNG"),
+        ("RGB", "WEBP"),
+        ("RGB", "BMP"),
+        ("RGB", "TIFF"),
+    ],
+)
 def test_detect_accepts_common_formats_and_modes(client, mode, fmt):
     r = post_file(client, "/api/detect", png_bytes(20, mode=mode, fmt=fmt))
     assert r.status_code == 200, r.json
@@ -220,7 +256,9 @@ def test_detect_accepts_common_formats_and_modes(client, mode, fmt):
     assert 0 <= d["p_range"][0] <= d["p_synthetic"] <= d["p_range"][1] <= 1
     assert d["threshold"] == 0.5 and d["unsure_band"] == [0.4, 0.6]
     if d["rule"] == "threshold":
-        assert d["verdict"] == ("synthetic" if d["p_synthetic"] >= 0.5 else "real") and abs(d["p_synthetic"] - 0.5) >= 0.1
+        assert (
+            d["verdict"] == ("synthetic" if d["p_synthetic"] >= 0.5 else "real") and abs(d["p_synthetic"] - 0.5) >= 0.1
+        )
     else:
         assert d["verdict"] == "unsure" and d["reliable"] is False
     schema_validator("Detection").validate(d)
@@ -266,9 +304,12 @@ def test_a_builtin_class_conditional_generator_is_served_by_class(model_files, t
     from synthgap.generate.config import GeneratorConfig
 
     real = make_image_folder(tmp_path / "real", CLASSES, 4, size=16)
-    gen = train_generator(str(real), tmp_path / "gen", GeneratorConfig(preset="tiny", classes=CLASSES, steps=2),
-                          progress=False)
-    client = create_app(ServeConfig(generator=str(gen), detector=str(model_files["detector"]), max_steps=4)).test_client()
+    gen = train_generator(
+        str(real), tmp_path / "gen", GeneratorConfig(preset="tiny", classes=CLASSES, steps=2), progress=False
+    )
+    client = create_app(
+        ServeConfig(generator=str(gen), detector=str(model_files["detector"]), max_steps=4)
+    ).test_client()
     body = {"class": CLASSES[1], "seed": 5, "steps": 2}
     a, b = client.post("/api/generate", json=body), client.post("/api/generate", json=body)
     assert a.status_code == 200, a.json
@@ -294,7 +335,12 @@ def test_generate_without_a_seed_picks_one_and_reports_it(client):
 IMAGE_ERRORS = [
     ("not an image", dict(file=b"hello, world"), 400, "not an image in a supported format"),
     ("pdf", dict(file=b"%PDF-1.4\n%...."), 400, "not an image in a supported format"),
-    ("postscript", dict(file=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), 400, "not an image in a supported"),
+    (
+        "postscript",
+        dict(file=b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"),
+        400,
+        "not an image in a supported",
+    ),
     ("empty", dict(file=b""), 400, "empty"),
     ("truncated", dict(file=png_bytes(64)[:300]), 400, "corrupt or truncated PNG"),
     ("corrupt header", dict(file=png_bytes()[:20] + b"\x00" * 40), 400, "cannot be decoded"),
@@ -452,7 +498,7 @@ def test_nothing_is_written_but_generated_images_and_uploads_only_when_asked(mod
 def test_generate_page_works_as_a_plain_form(client):
     page = client.get("/")
     html = page.get_data(as_text=True)
-    assert page.status_code == 200 and 'name="prompt"' in html and '<option>cat</option>' in html
+    assert page.status_code == 200 and 'name="prompt"' in html and "<option>cat</option>" in html
     r = client.post("/", data={"prompt": "a <b>bold</b> cat", "seed": "5", "steps": "2"})
     html = r.get_data(as_text=True)
     assert r.status_code == 200 and 'id="generated"' in html and "data:image/png;base64," in html
@@ -479,7 +525,9 @@ def test_detect_classify_and_the_check_page_carry_the_files_provenance(client, t
 
     from synthgap.provenance.mark import ManifestSigner, SignConfig
 
-    signed = ManifestSigner(SignConfig(str(test_pki["chain"]), str(test_pki["key"]))).sign(png_bytes(32), "png", {"seed": 1})
+    signed = ManifestSigner(SignConfig(str(test_pki["chain"]), str(test_pki["key"]))).sign(
+        png_bytes(32), "png", {"seed": 1}
+    )
     d = post_file(client, "/api/detect", signed).json
     schema_validator("Detection").validate(d)
     assert d["provenance"]["code"] == "signed_ai" and d["provenance"]["c2pa"]["state"] == "untrusted"
@@ -508,7 +556,9 @@ def test_generated_images_are_marked_and_signed_where_large_enough(model_files, 
     assert g["provenance"]["code"] == "unsigned_ai" and g["provenance"]["c2pa"] is None  # the default: the XMP mark
     sign = {"sign_cert_chain": str(test_pki["chain"]), "sign_key": str(test_pki["key"])}
     for min_side, code in ((256, "unsigned_ai"), (0, "signed_ai")):  # the tiny model's images are 32 px
-        app = create_app(ServeConfig(generator=str(model_files["generator"]), max_steps=2, sign_min_side=min_side, **sign))
+        app = create_app(
+            ServeConfig(generator=str(model_files["generator"]), max_steps=2, sign_min_side=min_side, **sign)
+        )
         r = app.test_client().post("/api/generate", json={"prompt": "a red bird", "seed": 3}).json
         assert r["width"] < 256 and r["provenance"]["code"] == code
         schema_validator("Generation").validate(r)
@@ -529,19 +579,49 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
-field_names = st.sampled_from(["image", "prompt", "class", "seed", "steps", "guidance_scale", "model", "file"]) | st.text(max_size=8)
-image_like = st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", png_bytes(8)[:40], png_claiming(5000, 5000), tiff_two_samples(),
-                              png_bytes(12), b"GIF89a\x01\x00"]) | st.binary(max_size=300)
+field_names = st.sampled_from(
+    ["image", "prompt", "class", "seed", "steps", "guidance_scale", "model", "file"]
+) | st.text(max_size=8)
+image_like = st.sampled_from(
+    [
+        b"",
+        b"\x89PNG\r\n\x1a\n",
+        png_bytes(8)[:40],
+        png_claiming(5000, 5000),
+        tiff_two_samples(),
+        png_bytes(12),
+        b"GIF89a\x01\x00",
+    ]
+) | st.binary(max_size=300)
 payloads = st.one_of(
     st.builds(lambda v: {"json": v}, st.dictionaries(field_names, json_values | st.text(max_size=600), max_size=5)),
     st.builds(lambda v: {"json": v}, json_values),
-    st.builds(lambda b, v: {"json": {"image": base64.b64encode(b).decode(), **v}}, image_like,
-              st.dictionaries(field_names, json_values, max_size=2)),
-    st.builds(lambda name, b, form: {"files": {name: b}, "form": form}, field_names, image_like,
-              st.dictionaries(field_names, st.text(max_size=40), max_size=3)),
-    st.builds(lambda b, ct: {"raw": b, "content_type": ct}, st.binary(max_size=300),
-              st.sampled_from([None, "application/json", "multipart/form-data", "multipart/form-data; boundary=x",
-                               "application/x-www-form-urlencoded", "text/plain", "image/png"])),
+    st.builds(
+        lambda b, v: {"json": {"image": base64.b64encode(b).decode(), **v}},
+        image_like,
+        st.dictionaries(field_names, json_values, max_size=2),
+    ),
+    st.builds(
+        lambda name, b, form: {"files": {name: b}, "form": form},
+        field_names,
+        image_like,
+        st.dictionaries(field_names, st.text(max_size=40), max_size=3),
+    ),
+    st.builds(
+        lambda b, ct: {"raw": b, "content_type": ct},
+        st.binary(max_size=300),
+        st.sampled_from(
+            [
+                None,
+                "application/json",
+                "multipart/form-data",
+                "multipart/form-data; boundary=x",
+                "application/x-www-form-urlencoded",
+                "text/plain",
+                "image/png",
+            ]
+        ),
+    ),
 )
 
 
@@ -671,11 +751,23 @@ def test_device_queues_of_two_workers_share_the_device_through_their_lock_file(t
 
 
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):
-    env = {"SYNTHGAP_SERVE_DETECTOR": str(tmp_path), "SYNTHGAP_SERVE_PORT": "9001", "SYNTHGAP_SERVE_DEBUG": "true",
-           "SYNTHGAP_SERVE_UNSURE_BAND": "0.05", "SYNTHGAP_SERVE_OUTPUT": "", "PATH": "/bin"}
+    env = {
+        "SYNTHGAP_SERVE_DETECTOR": str(tmp_path),
+        "SYNTHGAP_SERVE_PORT": "9001",
+        "SYNTHGAP_SERVE_DEBUG": "true",
+        "SYNTHGAP_SERVE_UNSURE_BAND": "0.05",
+        "SYNTHGAP_SERVE_OUTPUT": "",
+        "PATH": "/bin",
+    }
     cfg = ServeConfig.load(env, port=9002, host=None)
     assert (cfg.detector, cfg.port, cfg.debug, cfg.unsure_band, cfg.output, cfg.host) == (
-        str(tmp_path), 9002, True, 0.05, None, "127.0.0.1")
+        str(tmp_path),
+        9002,
+        True,
+        0.05,
+        None,
+        "127.0.0.1",
+    )
     with pytest.raises(SynthgapError, match="unknown environment variable SYNTHGAP_SERVE_WORKRES"):
         ServeConfig.load({**env, "SYNTHGAP_SERVE_WORKRES": "2"})
     with pytest.raises(SynthgapError, match="serve setting 'workers': expected int, got 'two'"):
@@ -723,8 +815,15 @@ def test_cli_refuses_to_serve_nothing():
 # ------------------------------------------------------------------ the real server, in a browser
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def free_port() -> int:
@@ -738,7 +837,17 @@ def live_server(pipeline_run, tmp_path_factory):
     """`synthgap serve RUN_DIR` (gunicorn) on a free loopback port, stopped after the module."""
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    args = [sys.executable, "-m", "synthgap.cli", "serve", str(pipeline_run), "--port", str(port), "--host", "127.0.0.1"]
+    args = [
+        sys.executable,
+        "-m",
+        "synthgap.cli",
+        "serve",
+        str(pipeline_run),
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -799,12 +908,15 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
 
             # Drag & drop: a dropped file is checked at once.
             page.goto(live_server + "/check")
-            page.evaluate("""async (b64) => {
+            page.evaluate(
+                """async (b64) => {
                 const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
                 const dt = new DataTransfer();
                 dt.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
                 document.querySelector(".dropzone").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
-            }""", base64.b64encode(photo.read_bytes()).decode())
+            }""",
+                base64.b64encode(photo.read_bytes()).decode(),
+            )
             page.wait_for_selector(".verdict")
             assert "%" in page.inner_text(".p-ai")
         finally:

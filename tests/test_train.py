@@ -1,4 +1,5 @@
 """The model zoo, augmentation, the training loop (seeding, resume, learning) and metrics."""
+
 import numpy as np
 import pytest
 import torch

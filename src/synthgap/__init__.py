@@ -21,4 +21,3 @@ def lazy_exports(package: str, exports: dict[str, str]):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
-

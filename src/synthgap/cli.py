@@ -1,4 +1,5 @@
 """The `synthgap` command: a thin layer over the Python API."""
+
 from __future__ import annotations
 
 import logging
@@ -27,13 +28,25 @@ def _setup_logging(verbose: bool) -> None:
 
 
 root_option = click.option(
-    "--root", type=click.Path(file_okay=False), default=None,
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
     help="Data root holding CIFAR-10 (default: $SYNTHGAP_DATA, else ~/.cache/synthgap/data).",
 )
-config_option = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                             help="YAML config file; see configs/ for examples.")
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                          help="Override one config field, e.g. --set train.epochs=5 (repeatable).")
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML config file; see configs/ for examples.",
+)
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override one config field, e.g. --set train.epochs=5 (repeatable).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -74,14 +87,24 @@ def data_cifar10(root: str | None, no_download: bool) -> None:
 
 
 @cli.command()
-@click.option("--data", "spec", required=True, help="Training data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.")
+@click.option(
+    "--data",
+    "spec",
+    required=True,
+    help="Training data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--classes", default=None, help="Comma-separated class names (default: bird,cat,deer,dog,frog,horse).")
 @click.option("--size", default=32, show_default=True, help="Image size the data is resized to.")
 @click.option("--resume", is_flag=True, help="Continue from the checkpoint in --out.")
-@click.option("--dedupe", type=click.Choice(["drop", "warn", "off"]), default="drop", show_default=True,
-              help="The data audit first: drop test images with a twin in the training split and second copies inside "
-                   "it (warn: only report them; off: no audit).")
+@click.option(
+    "--dedupe",
+    type=click.Choice(["drop", "warn", "off"]),
+    default="drop",
+    show_default=True,
+    help="The data audit first: drop test images with a twin in the training split and second copies inside "
+    "it (warn: only report them; off: no audit).",
+)
 @root_option
 @config_option
 @set_option
@@ -113,22 +136,42 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
     write_json(out / "environment.json", env)
     result = fit(train_set, cfg, out_dir=out, resume=resume)
     metrics = evaluate(result.model, test_set, tta=cfg.tta, device=result.device)
-    metrics.update(history=result.history, train_seconds=round(result.seconds, 1),
-                   images_per_second=round(result.images_per_second, 1))
-    trained_on = {"spec": spec, "n": len(train_set), "class_counts": train_set.class_counts(), "sha256": train_set.sha256()}
+    metrics.update(
+        history=result.history,
+        train_seconds=round(result.seconds, 1),
+        images_per_second=round(result.images_per_second, 1),
+    )
+    trained_on = {
+        "spec": spec,
+        "n": len(train_set),
+        "class_counts": train_set.class_counts(),
+        "sha256": train_set.sha256(),
+    }
     scores = {k: metrics[k] for k in ("accuracy", "macro_f1", "n")}
     save_classifier(out, result.model, classifier_meta(cfg, names, size, scores, trained_on, name=out.name))
     write_json(out / "metrics.json", metrics)
     plot_confusion(metrics, out / "confusion.png", f"{spec} test")
-    click.echo(f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
-               f"({result.seconds:.0f} s of training, {result.images_per_second:.0f} img/s); outputs in {out}")
+    click.echo(
+        f"test accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} "
+        f"({result.seconds:.0f} s of training, {result.images_per_second:.0f} img/s); outputs in {out}"
+    )
 
 
 @cli.command()
-@click.option("--real", required=True, help="Real data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.")
-@click.option("--synthetic", required=True, help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.")
+@click.option(
+    "--real", required=True, help="Real data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set."
+)
+@click.option(
+    "--synthetic",
+    required=True,
+    help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-run to resume).")
-@click.option("--quick", is_flag=True, help="Small preset: 2 seeds, 3 fractions, 3,000 training images, about 4 minutes on 2 cores.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Small preset: 2 seeds, 3 fractions, 3,000 training images, about 4 minutes on 2 cores.",
+)
 @root_option
 @config_option
 @set_option
@@ -151,30 +194,73 @@ def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
 
 
 @cli.command()
-@click.option("--model", default=None, help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo], "
-              "or a folder made by `synthgap generator train` (class-conditional: no prompts); "
-              "'synthgap-tiny' builds a tiny offline demo pipeline (noise-like images).")
+@click.option(
+    "--model",
+    default=None,
+    help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo], "
+    "or a folder made by `synthgap generator train` (class-conditional: no prompts); "
+    "'synthgap-tiny' builds a tiny offline demo pipeline (noise-like images).",
+)
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
 @click.option("--per-class", type=int, default=None, help="Images per class [default: 100].")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Output folder (re-run to resume).")
-@click.option("--seed", type=int, default=None, help="Run seed: image i of class c gets a seed derived from (seed, c, i).")
+@click.option(
+    "--seed", type=int, default=None, help="Run seed: image i of class c gets a seed derived from (seed, c, i)."
+)
 @click.option("--batch-size", type=int, default=None, help="Images per pipeline call [default: 8].")
-@click.option("--templates", type=click.Path(dir_okay=False, exists=True), default=None, help="Your own prompt template YAML.")
-@click.option("--new", is_flag=True, help="If --out holds a run with another config, write to a fresh folder beside it.")
+@click.option(
+    "--templates", type=click.Path(dir_okay=False, exists=True), default=None, help="Your own prompt template YAML."
+)
+@click.option(
+    "--new", is_flag=True, help="If --out holds a run with another config, write to a fresh folder beside it."
+)
 @click.option("--ray", "use_ray", is_flag=True, help="Shard the work over Ray actors (a running cluster, or local).")
-@click.option("--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group].")
-@click.option("--quality-against", "quality_against", default=None, metavar="SPEC",
-              help="After generating, write OUT/quality.json: FID-Lite0 against SPEC's test split (e.g. cifar10) and "
-                   "the data audit's twins within the set, with SPEC's test split and with its training split (memorisation).")
-@click.option("--reproduce", nargs=2, metavar="DIR ID", default=None,
-              help="Regenerate image ID of folder DIR alone and report its difference to the stored one.")
-@click.option("--sign", nargs=2, metavar="CERT_CHAIN KEY", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Embed a signed C2PA manifest in every image (PEM certificate chain and its private key; "
-                   "config: sign.cert_chain, sign.key, sign.alg). Adds a few KB per image: the run prints how much.")
+@click.option(
+    "--ray-workers", type=int, default=0, help="Number of Ray actors [default: one per GPU, else per CPU group]."
+)
+@click.option(
+    "--quality-against",
+    "quality_against",
+    default=None,
+    metavar="SPEC",
+    help="After generating, write OUT/quality.json: FID-Lite0 against SPEC's test split (e.g. cifar10) and "
+    "the data audit's twins within the set, with SPEC's test split and with its training split (memorisation).",
+)
+@click.option(
+    "--reproduce",
+    nargs=2,
+    metavar="DIR ID",
+    default=None,
+    help="Regenerate image ID of folder DIR alone and report its difference to the stored one.",
+)
+@click.option(
+    "--sign",
+    nargs=2,
+    metavar="CERT_CHAIN KEY",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Embed a signed C2PA manifest in every image (PEM certificate chain and its private key; "
+    "config: sign.cert_chain, sign.key, sign.alg). Adds a few KB per image: the run prints how much.",
+)
 @config_option
 @set_option
-def generate(model, classes, per_class, out, seed, batch_size, templates, new, use_ray, ray_workers, quality_against,
-             reproduce, sign, config_file, overrides) -> None:
+def generate(
+    model,
+    classes,
+    per_class,
+    out,
+    seed,
+    batch_size,
+    templates,
+    new,
+    use_ray,
+    ray_workers,
+    quality_against,
+    reproduce,
+    sign,
+    config_file,
+    overrides,
+) -> None:
     """Generate a labelled synthetic image dataset with a diffusers text-to-image model.
 
     Prompts come from per-class templates (contexts, viewpoints, lighting, styles); each image has its
@@ -195,8 +281,15 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
         return
     if not out:
         raise SynthgapError("--out is required (the folder to write the dataset to)")
-    flags = {"model": model, "classes": classes, "per_class": per_class, "seed": seed, "batch_size": batch_size,
-             "templates": templates, "sign": {"cert_chain": sign[0], "key": sign[1]} if sign else None}
+    flags = {
+        "model": model,
+        "classes": classes,
+        "per_class": per_class,
+        "seed": seed,
+        "batch_size": batch_size,
+        "templates": templates,
+        "sign": {"cert_chain": sign[0], "key": sign[1]} if sign else None,
+    }
     cfg = load_config(GenerateConfig, config_file, overrides, flags=flags)
     written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
     click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
@@ -204,13 +297,17 @@ def generate(model, classes, per_class, out, seed, batch_size, templates, new, u
         from synthgap.data import load_spec, parse_classes
         from synthgap.generate.quality import quality_report
 
-        real, real_train = (load_spec(quality_against, split, parse_classes(cfg.classes), cfg.size) for split in ("test", "train"))
+        real, real_train = (
+            load_spec(quality_against, split, parse_classes(cfg.classes), cfg.size) for split in ("test", "train")
+        )
         q = quality_report(written, real, real_train)
-        click.echo(f"quality: FID-Lite0 {q['fid_lite0']:.2f} against {real.name}; twin pairs: "
-                   f"{len(q['twins_within'])} within the set, {len(q['twins_vs_real_test'])} with {real.name}, "
-                   f"{len(q['twins_vs_real_train'])} with {real_train.name} (memorised); "
-                   f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'}, "
-                   f"pairs side by side: {written / 'audit' / 'audit.html'})")
+        click.echo(
+            f"quality: FID-Lite0 {q['fid_lite0']:.2f} against {real.name}; twin pairs: "
+            f"{len(q['twins_within'])} within the set, {len(q['twins_vs_real_test'])} with {real.name}, "
+            f"{len(q['twins_vs_real_train'])} with {real_train.name} (memorised); "
+            f"{len(q['blanked_and_regenerated'])} blanked images regenerated ({written / 'quality.json'}, "
+            f"pairs side by side: {written / 'audit' / 'audit.html'})"
+        )
 
 
 @cli.group()
@@ -224,15 +321,28 @@ def generator() -> None:
 
 
 @generator.command("train")
-@click.option("--real", required=True, metavar="SPEC",
-              help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*), a manifest "
-                   "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see the README's data specs).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures.")
-@click.option("--preset", default=None, help="tiny (tests, seconds) | small (CPU, under an hour) | base (GPU) [default: small].")
+@click.option(
+    "--real",
+    required=True,
+    metavar="SPEC",
+    help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*), a manifest "
+    "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see the README's data specs).",
+)
+@click.option(
+    "--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures."
+)
+@click.option(
+    "--preset", default=None, help="tiny (tests, seconds) | small (CPU, under an hour) | base (GPU) [default: small]."
+)
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
 @click.option("--steps", type=int, default=None, help="Optimisation steps [default: the preset's].")
-@click.option("--minutes", "time_budget", type=float, default=None,
-              help="Training time budget over all resumes; stops and saves the model when reached [default: none].")
+@click.option(
+    "--minutes",
+    "time_budget",
+    type=float,
+    default=None,
+    help="Training time budget over all resumes; stops and saves the model when reached [default: none].",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (e.g. with more --steps).")
 @root_option
 @config_option
@@ -252,8 +362,10 @@ def generator_train(real, out, preset, classes, steps, time_budget, resume, root
     flags = {"preset": preset, "classes": classes, "steps": steps, "time_budget": time_budget}
     cfg = load_config(GeneratorConfig, config_file, overrides, flags=flags)
     written = train_generator(real, out, cfg, root=root, resume=resume)
-    click.echo(f"generator ready: {written} (sample grid: {written / 'samples' / 'final.png'}); "
-               f"sample it with: synthgap generate --model {written} --out DIR")
+    click.echo(
+        f"generator ready: {written} (sample grid: {written / 'samples' / 'final.png'}); "
+        f"sample it with: synthgap generate --model {written} --out DIR"
+    )
 
 
 TINY_MODEL = "synthgap-tiny"
@@ -274,8 +386,13 @@ def _resolve_tiny(cfg, out: Path):
 
 
 @cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True), required=True,
-              help="Pipeline YAML (see configs/pipeline-*.yaml).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True),
+    required=True,
+    help="Pipeline YAML (see configs/pipeline-*.yaml).",
+)
 @set_option
 def pipeline(config_file, overrides) -> None:
     """The whole study in one command: real data -> generate -> transfer -> report -> detector.
@@ -300,18 +417,42 @@ def pipeline(config_file, overrides) -> None:
 
 @cli.command()
 @click.argument("specs", nargs=-1, metavar="SPEC...")
-@click.option("--synthetic", "synthetic_specs", multiple=True, metavar="SPEC",
-              help="A set to audit as synthetic (repeatable); a `synthgap generate` folder is taken as synthetic by itself.")
-@click.option("--against", "against_specs", multiple=True, metavar="SPEC",
-              help="A reference set (repeatable): only its pairs with the SPECs count, e.g. the real set a generator "
-                   "was trained on, or a detector's training data.")
+@click.option(
+    "--synthetic",
+    "synthetic_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="A set to audit as synthetic (repeatable); a `synthgap generate` folder is taken as synthetic by itself.",
+)
+@click.option(
+    "--against",
+    "against_specs",
+    multiple=True,
+    metavar="SPEC",
+    help="A reference set (repeatable): only its pairs with the SPECs count, e.g. the real set a generator "
+    "was trained on, or a detector's training data.",
+)
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Write audit.json and audit.html here.")
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
-@click.option("--size", default=32, show_default=True, help="Size the images are decoded to for the near-twin search "
-              "(exact twins are always compared at their native size).")
-@click.option("--radius", default=10, show_default=True, help="Hamming radius (of 64 bits) of the perceptual hash for a candidate pair.")
-@click.option("--min-correlation", default=0.96, show_default=True, help="Pixel correlation (at the best small shift) "
-              "that confirms a candidate as a near twin.")
+@click.option(
+    "--size",
+    default=32,
+    show_default=True,
+    help="Size the images are decoded to for the near-twin search "
+    "(exact twins are always compared at their native size).",
+)
+@click.option(
+    "--radius",
+    default=10,
+    show_default=True,
+    help="Hamming radius (of 64 bits) of the perceptual hash for a candidate pair.",
+)
+@click.option(
+    "--min-correlation",
+    default=0.96,
+    show_default=True,
+    help="Pixel correlation (at the best small shift) that confirms a candidate as a near twin.",
+)
 @root_option
 def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min_correlation, root) -> None:
     """Find duplicate images within and across data sets before any number is reported.
@@ -339,8 +480,11 @@ def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min
     settings.check()
     names = parse_classes(classes)
     parts = []
-    for spec, synthetic, reference in ([(s, False, False) for s in specs] + [(s, True, False) for s in synthetic_specs]
-                                       + [(s, False, True) for s in against_specs]):
+    for spec, synthetic, reference in (
+        [(s, False, False) for s in specs]
+        + [(s, True, False) for s in synthetic_specs]
+        + [(s, False, True) for s in against_specs]
+    ):
         parts += load_parts(spec, classes=names, size=size, root=root, synthetic=synthetic, reference=reference)
     result = run_audit(parts, settings)
     for line in summary_lines(result.summary()):
@@ -367,27 +511,54 @@ def report(out) -> None:
 def detector_data_options(f):
     """The data and model options shared by `detector train`, `tune` and `compare`."""
     opts = [
-        click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images: 'cifar10', an image folder "
-                     "(searched recursively; train/ and test/ honoured), a .jsonl manifest or an hf: data set (hf:OWNER/NAME or "
-                     "hf:PATH, options after ?: image=, label=, map=). Repeat it for several sources."),
-        click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC",
-                     help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder). Repeat it for several "
-                     "generators; a folder with a sub-folder per generator, or a manifest whose lines name several "
-                     "`generator`s, is one source each. Training draws each side's sources in equal shares."),
-        click.option("--data", "data_root_dir", default=None, metavar="ROOT",
-                     help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
-                     "at its top or inside train/ and test/; or an hf: data set whose labels name both sides "
-                     "(hf:NAME?label=COLUMN&real=VALUE&synthetic=VALUE)."),
+        click.option(
+            "--real",
+            multiple=True,
+            metavar="[NAME=]SPEC",
+            help="Real images: 'cifar10', an image folder "
+            "(searched recursively; train/ and test/ honoured), a .jsonl manifest or an hf: data set (hf:OWNER/NAME or "
+            "hf:PATH, options after ?: image=, label=, map=). Repeat it for several sources.",
+        ),
+        click.option(
+            "--synthetic",
+            multiple=True,
+            metavar="[NAME=]SPEC",
+            help="Synthetic images: same kinds as --real (e.g. a synthgap generate folder). Repeat it for several "
+            "generators; a folder with a sub-folder per generator, or a manifest whose lines name several "
+            "`generator`s, is one source each. Training draws each side's sources in equal shares.",
+        ),
+        click.option(
+            "--data",
+            "data_root_dir",
+            default=None,
+            metavar="ROOT",
+            help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
+            "at its top or inside train/ and test/; or an hf: data set whose labels name both sides "
+            "(hf:NAME?label=COLUMN&real=VALUE&synthetic=VALUE).",
+        ),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
-        click.option("--backbone", default=None, help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
-                     "resnet50, resnet18, vgg16, airnet (small CNN from scratch), npr (neighbouring-pixel residuals "
-                     "into a small ResNet, from scratch), or from the Hugging Face hub clip_vit_l14 (UnivFD-style) and "
-                     "dinov2_base (set backbone_model=ID|FOLDER to use another model)."),
-        click.option("--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."),
-        click.option("--normalize-format", is_flag=True, help="Re-encode both sides identically (JPEG) before training, "
-                     "so the detector cannot learn file format."),
-        click.option("--quick", is_flag=True, help="Small preset for a first look: 2,000 images per side, short stages."),
-        root_option, config_option, set_option,
+        click.option(
+            "--backbone",
+            default=None,
+            help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
+            "resnet50, resnet18, vgg16, airnet (small CNN from scratch), npr (neighbouring-pixel residuals "
+            "into a small ResNet, from scratch), or from the Hugging Face hub clip_vit_l14 (UnivFD-style) and "
+            "dinov2_base (set backbone_model=ID|FOLDER to use another model).",
+        ),
+        click.option(
+            "--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."
+        ),
+        click.option(
+            "--normalize-format",
+            is_flag=True,
+            help="Re-encode both sides identically (JPEG) before training, so the detector cannot learn file format.",
+        ),
+        click.option(
+            "--quick", is_flag=True, help="Small preset for a first look: 2,000 images per side, short stages."
+        ),
+        root_option,
+        config_option,
+        set_option,
     ]
     for o in reversed(opts):
         f = o(f)
@@ -401,8 +572,11 @@ def _detector_config(backbone, no_pretrained, normalize_format, quick, config_fi
     from synthgap.detect.config import DETECTOR_QUICK, DetectorConfig
     from synthgap.detect.train import check_detector_config
 
-    flags = {"backbone": backbone, "pretrained": False if no_pretrained else None,
-             "normalize_format": True if normalize_format else None}
+    flags = {
+        "backbone": backbone,
+        "pretrained": False if no_pretrained else None,
+        "normalize_format": True if normalize_format else None,
+    }
     cfg = load_config(DetectorConfig, config_file, overrides, presets=[DETECTOR_QUICK] if quick else [], flags=flags)
     cfg.classes = parse_classes(cfg.classes)
     check_detector_config(cfg)
@@ -416,17 +590,30 @@ def _echo_audit(audit) -> None:
         click.echo("\n".join(summary_lines(audit.summary())))
 
 
-def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
-                    config_file, overrides):
+def _detector_setup(
+    real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root, config_file, overrides
+):
     from synthgap.detect.data import load_detector_data
 
     cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
-    data = load_detector_data(real=real, synthetic=synthetic, data=data_root_dir, classes=cfg.classes,
-                              size=cfg.image_size, root=root, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
-                              test_size=cfg.test_size, seed=cfg.seed,
-                              normalize_format=cfg.normalize_quality if cfg.normalize_format else None, dedupe=cfg.dedupe)
-    click.echo(f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
-               f"({', '.join(data.specs['real'])} vs {', '.join(data.specs['synthetic'])})")
+    data = load_detector_data(
+        real=real,
+        synthetic=synthetic,
+        data=data_root_dir,
+        classes=cfg.classes,
+        size=cfg.image_size,
+        root=root,
+        val_fraction=cfg.val_fraction,
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        normalize_format=cfg.normalize_quality if cfg.normalize_format else None,
+        dedupe=cfg.dedupe,
+    )
+    click.echo(
+        f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
+        f"({', '.join(data.specs['real'])} vs {', '.join(data.specs['synthetic'])})"
+    )
     _echo_audit(data.audit)
     return cfg, data
 
@@ -434,8 +621,10 @@ def _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, nor
 def _echo_result(meta: dict, out) -> None:
     m = meta["metrics"]
     click.echo(meta["preprocessing"].get("input_why", "input: resize"))
-    click.echo(f"test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}, "
-               f"F1 {m['f1_synthetic']:.4f} at threshold {meta['threshold']:.3f} ({meta['training']['seconds']:.0f} s)")
+    click.echo(
+        f"test accuracy {100 * m['accuracy']:.2f}%, AUC {m['auc']:.4f}, AP {m['average_precision']:.4f}, "
+        f"F1 {m['f1_synthetic']:.4f} at threshold {meta['threshold']:.3f} ({meta['training']['seconds']:.0f} s)"
+    )
     click.echo("robustness: " + ", ".join(f"{r['test set']} {100 * r['accuracy']:.1f}%" for r in meta["robustness"]))
     click.echo(f"format-bias audit: {meta['format_bias']['verdict']}")
     click.echo(f"bundle and report in {out} (use it: synthgap detect IMAGE --model {out})")
@@ -449,8 +638,20 @@ def detector() -> None:
 @detector.command("train")
 @detector_data_options
 @click.option("--resume", is_flag=True, help="Continue the stages from their checkpoints in --out.")
-def detector_train(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
-                   config_file, overrides, resume) -> None:
+def detector_train(
+    real,
+    synthetic,
+    data_root_dir,
+    out,
+    backbone,
+    no_pretrained,
+    normalize_format,
+    quick,
+    root,
+    config_file,
+    overrides,
+    resume,
+) -> None:
     """Train a detector: frozen backbone + shared head, then fine-tune the top blocks.
 
     \b
@@ -463,20 +664,43 @@ def detector_train(real, synthetic, data_root_dir, out, backbone, no_pretrained,
     """
     from synthgap.detect.train import run_detector
 
-    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
-                                config_file, overrides)
+    cfg, data = _detector_setup(
+        real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root, config_file, overrides
+    )
     _echo_result(run_detector(data, cfg, out, resume=resume), out)
 
 
 @detector.command("tune")
 @detector_data_options
-@click.option("--trials", default=20, show_default=True, help="Finished trials the study should hold (a re-run resumes).")
+@click.option(
+    "--trials", default=20, show_default=True, help="Finished trials the study should hold (a re-run resumes)."
+)
 @click.option("--timeout", type=float, default=None, help="Stop starting new trials after this many seconds.")
-@click.option("--sampler", type=click.Choice(["tpe", "random"]), default="tpe", show_default=True,
-              help="tpe: Optuna's TPE; random: random search (Keras Tuner's RandomSearch).")
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random"]),
+    default="tpe",
+    show_default=True,
+    help="tpe: Optuna's TPE; random: random search (Keras Tuner's RandomSearch).",
+)
 @click.option("--max-finetune-blocks", default=2, show_default=True, help="Largest unfreeze depth searched.")
-def detector_tune(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
-                  config_file, overrides, trials, timeout, sampler, max_finetune_blocks) -> None:
+def detector_tune(
+    real,
+    synthetic,
+    data_root_dir,
+    out,
+    backbone,
+    no_pretrained,
+    normalize_format,
+    quick,
+    root,
+    config_file,
+    overrides,
+    trials,
+    timeout,
+    sampler,
+    max_finetune_blocks,
+) -> None:
     """Search head width, dropout, learning rates, weight decay, unfreeze depth and augmentation.
 
     An Optuna study in --out/study.db (SQLite): run the same command again to resume it. Trials are
@@ -484,46 +708,84 @@ def detector_tune(real, synthetic, data_root_dir, out, backbone, no_pretrained, 
     """
     from synthgap.detect.tune import tune_detector
 
-    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
-                                config_file, overrides)
-    s = tune_detector(data, cfg, out, trials=trials, timeout=timeout, sampler=sampler,
-                      max_finetune_blocks=max_finetune_blocks)
+    cfg, data = _detector_setup(
+        real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root, config_file, overrides
+    )
+    s = tune_detector(
+        data, cfg, out, trials=trials, timeout=timeout, sampler=sampler, max_finetune_blocks=max_finetune_blocks
+    )
     click.echo(f"best validation accuracy {100 * s['best_value']:.2f}% (trial {s['best_trial']}): {s['best_params']}")
     click.echo(f"trials: {s['trials']}; train it: synthgap detector train ... --config {Path(out) / 'best.yaml'}")
 
 
 @detector.command("compare")
 @detector_data_options
-@click.option("--backbones", default="airnet,efficientnet_lite0", show_default=True,
-              help="Comma-separated backbones, e.g. vgg16,resnet50,efficientnet_b0,efficientnet_lite0.")
-def detector_compare(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
-                     config_file, overrides, backbones) -> None:
+@click.option(
+    "--backbones",
+    default="airnet,efficientnet_lite0",
+    show_default=True,
+    help="Comma-separated backbones, e.g. vgg16,resnet50,efficientnet_b0,efficientnet_lite0.",
+)
+def detector_compare(
+    real,
+    synthetic,
+    data_root_dir,
+    out,
+    backbone,
+    no_pretrained,
+    normalize_format,
+    quick,
+    root,
+    config_file,
+    overrides,
+    backbones,
+) -> None:
     """Every backbone with the same head, data and budget: comparison.md, comparison.png, report.html."""
     from synthgap.detect.compare import compare_backbones
 
-    cfg, data = _detector_setup(real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root,
-                                config_file, overrides)
+    cfg, data = _detector_setup(
+        real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root, config_file, overrides
+    )
     names = [b.strip() for b in backbones.split(",") if b.strip()]
     rows = compare_backbones(data, cfg, names, out)
     for r in rows:
-        click.echo(f"{r['backbone']:>20}: accuracy {100 * r['accuracy']:.2f}%, AUC {r['auc']:.4f}, "
-                   f"F1 {r['f1_synthetic']:.4f}, {r['train_seconds']:.0f} s")
+        click.echo(
+            f"{r['backbone']:>20}: accuracy {100 * r['accuracy']:.2f}%, AUC {r['auc']:.4f}, "
+            f"F1 {r['f1_synthetic']:.4f}, {r['train_seconds']:.0f} s"
+        )
     click.echo(f"comparison in {Path(out) / 'comparison.md'} and {Path(out) / 'report.html'}")
 
 
 @detector.command("evaluate")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("--real", multiple=True, metavar="[NAME=]SPEC", help="Real images (repeatable), as for `detector train`.")
-@click.option("--synthetic", multiple=True, metavar="[NAME=]SPEC", help="Synthetic images (repeatable), as for `detector train`.")
-@click.option("--data", "data_root_dir", default=None, metavar="ROOT",
-              help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders, or an hf: data set (see "
-              "`detector train --help`).")
+@click.option(
+    "--synthetic", multiple=True, metavar="[NAME=]SPEC", help="Synthetic images (repeatable), as for `detector train`."
+)
+@click.option(
+    "--data",
+    "data_root_dir",
+    default=None,
+    metavar="ROOT",
+    help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders, or an hf: data set (see "
+    "`detector train --help`).",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--split", type=click.Choice(["all", "test", "train"]), default="all", show_default=True,
-              help="Which split of the data to evaluate on; `all` takes every image (twins of the bundle's training "
-                   "images are dropped first, see --dedupe).")
-@click.option("--dedupe", type=click.Choice(["drop", "warn", "off"]), default="drop", show_default=True,
-              help="Audit the data against the bundle's training data (when it can be loaded here) and drop the twins.")
+@click.option(
+    "--split",
+    type=click.Choice(["all", "test", "train"]),
+    default="all",
+    show_default=True,
+    help="Which split of the data to evaluate on; `all` takes every image (twins of the bundle's training "
+    "images are dropped first, see --dedupe).",
+)
+@click.option(
+    "--dedupe",
+    type=click.Choice(["drop", "warn", "off"]),
+    default="drop",
+    show_default=True,
+    help="Audit the data against the bundle's training data (when it can be loaded here) and drop the twins.",
+)
 @root_option
 def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe, root) -> None:
     """Evaluate a trained detector on other labelled data, without retraining.
@@ -538,26 +800,50 @@ def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe
     """
     from synthgap.detect.generalise import evaluate_bundle
 
-    r = evaluate_bundle(bundle, out, real=real, synthetic=synthetic, data=data_root_dir, split=split, dedupe=dedupe,
-                        root=root)
+    r = evaluate_bundle(
+        bundle, out, real=real, synthetic=synthetic, data=data_root_dir, split=split, dedupe=dedupe, root=root
+    )
     t = r["test"]
-    click.echo(f"accuracy {100 * t['accuracy']:.2f}% at the bundle's threshold {r['threshold']:.3f}, AUC {t['auc']:.4f}, "
-               f"AP {t['average_precision']:.4f} on {t['n']:,} images")
+    click.echo(
+        f"accuracy {100 * t['accuracy']:.2f}% at the bundle's threshold {r['threshold']:.3f}, AUC {t['auc']:.4f}, "
+        f"AP {t['average_precision']:.4f} on {t['n']:,} images"
+    )
     for row in r["per_source"]:
-        click.echo(f"  {row['source']:>24} ({row['side']}): accuracy {100 * row['accuracy']:.1f}%"
-                   + (f", AUC {row['auc']:.4f}" if "auc" in row else "") + f" ({row['n']:,} images)")
+        click.echo(
+            f"  {row['source']:>24} ({row['side']}): accuracy {100 * row['accuracy']:.1f}%"
+            + (f", AUC {row['auc']:.4f}" if "auc" in row else "")
+            + f" ({row['n']:,} images)"
+        )
     if r["domain"].get("outside"):
-        click.echo(f"{r['domain']['outside']:,} of {r['domain']['checked']:,} images lie outside the bundle's training "
-                   f"domain ({r['domain']['reasons']}): its answers on them are not to be trusted")
+        click.echo(
+            f"{r['domain']['outside']:,} of {r['domain']['checked']:,} images lie outside the bundle's training "
+            f"domain ({r['domain']['reasons']}): its answers on them are not to be trusted"
+        )
     click.echo(f"report: {Path(out) / 'report.html'}")
 
 
 @detector.command("cross")
 @detector_data_options
-@click.option("--backbones", default="efficientnet_lite0,npr,airnet", show_default=True,
-              help="Comma-separated detector families, each trained for every cell of the matrix.")
-def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained, normalize_format, quick, root,
-                   config_file, overrides, backbones) -> None:
+@click.option(
+    "--backbones",
+    default="efficientnet_lite0,npr,airnet",
+    show_default=True,
+    help="Comma-separated detector families, each trained for every cell of the matrix.",
+)
+def detector_cross(
+    real,
+    synthetic,
+    data_root_dir,
+    out,
+    backbone,
+    no_pretrained,
+    normalize_format,
+    quick,
+    root,
+    config_file,
+    overrides,
+    backbones,
+) -> None:
     """The generalisation matrix: how detectors do on generators they never saw.
 
     \b
@@ -574,16 +860,19 @@ def detector_cross(real, synthetic, data_root_dir, out, backbone, no_pretrained,
 
     cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
     names = [b.strip() for b in backbones.split(",") if b.strip()]
-    loaded = load_sources(real, synthetic, data=data_root_dir, classes=cfg.classes, size=cfg.image_size, root=root,
-                          dedupe=cfg.dedupe)
+    loaded = load_sources(
+        real, synthetic, data=data_root_dir, classes=cfg.classes, size=cfg.image_size, root=root, dedupe=cfg.dedupe
+    )
     _echo_audit(loaded.audit)
     result = cross_matrix(loaded, cfg, names, out)
     for row in result["summary"]:
         loo = row["unseen_leave_one_out_auc"]
-        click.echo(f"{row['backbone']:>20}: unseen sources: AUC {100 * (loo if loo is not None else row['unseen_single_source_auc']):.1f}%, "
-                   f"accuracy {100 * (row['unseen_leave_one_out_accuracy'] or row['unseen_single_source_accuracy']):.1f}% "
-                   f"({'leave-one-out' if loo is not None else 'single-source'}); trained on all: AUC "
-                   f"{100 * row['all_sources_auc']:.1f}%")
+        click.echo(
+            f"{row['backbone']:>20}: unseen sources: AUC {100 * (loo if loo is not None else row['unseen_single_source_auc']):.1f}%, "
+            f"accuracy {100 * (row['unseen_leave_one_out_accuracy'] or row['unseen_single_source_accuracy']):.1f}% "
+            f"({'leave-one-out' if loo is not None else 'single-source'}); trained on all: AUC "
+            f"{100 * row['all_sources_auc']:.1f}%"
+        )
     click.echo(f"matrix: {Path(out) / 'cross.md'}; report: {Path(out) / 'report.html'}")
 
 
@@ -593,7 +882,9 @@ def _image_paths(paths) -> list[str]:
 
     files = []
     for p in map(Path, paths):
-        files += sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [str(p)]
+        files += (
+            sorted(str(f) for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS) if p.is_dir() else [str(p)]
+        )
     if not files:
         raise SynthgapError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(paths)}")
     return files
@@ -614,8 +905,13 @@ def _echo_records(files: list[str], records: list[dict], as_json: bool, line) ->
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "run_dir", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A classifier: a `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
+@click.option(
+    "--model",
+    "run_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A classifier: a `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.",
+)
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes listed per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
 def classify(paths, run_dir, top, as_json) -> None:
@@ -632,19 +928,35 @@ def classify(paths, run_dir, top, as_json) -> None:
 
     files = _image_paths(paths)
     records = load_classifier(run_dir).classify_files(files, top)
-    _echo_records(files, records, as_json,
-                  lambda rec: "  ".join(f"{r['class']} {100 * r['probability']:.1f}%" for r in rec["probabilities"]))
+    _echo_records(
+        files,
+        records,
+        as_json,
+        lambda rec: "  ".join(f"{r['class']} {100 * r['probability']:.1f}%" for r in rec["probabilities"]),
+    )
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--model", "bundle", required=True, type=click.Path(exists=True, file_okay=False),
-              help="A detector bundle folder (made by `synthgap detector train`).")
-@click.option("--trust-anchors", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="PEM file of the root certificates a C2PA signer must chain to to count as trusted "
-                   "(e.g. the C2PA trust list) [default: none: every signer is 'untrusted', signatures still checked].")
-@click.option("--fetch-remote-manifests", is_flag=True,
-              help="Fetch a C2PA manifest an image points to by URL (a network request) [default: never].")
+@click.option(
+    "--model",
+    "bundle",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A detector bundle folder (made by `synthgap detector train`).",
+)
+@click.option(
+    "--trust-anchors",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="PEM file of the root certificates a C2PA signer must chain to to count as trusted "
+    "(e.g. the C2PA trust list) [default: none: every signer is 'untrusted', signatures still checked].",
+)
+@click.option(
+    "--fetch-remote-manifests",
+    is_flag=True,
+    help="Fetch a C2PA manifest an image points to by URL (a network request) [default: never].",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
 def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> None:
     """Whether each image is AI-generated: the pixel detector, the image's provenance, one answer.
@@ -675,11 +987,18 @@ def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> Non
         if "error" not in rec:
             rec["provenance"] = read_provenance(f, options)
             rec["answer"] = combine(rec["provenance"], rec)
-    _echo_records(files, records, as_json,
-                  lambda rec: f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
-                              f"{rec['verdict']}" + ("" if rec["reliable"] else f" ({rec['why']})") +
-                              f"\tprovenance: {rec['provenance']['verdict']}"
-                              f"\tanswer: {rec['answer']['verdict']} (by {rec['answer']['decided_by']})")
+    _echo_records(
+        files,
+        records,
+        as_json,
+        lambda rec: (
+            f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
+            f"{rec['verdict']}"
+            + ("" if rec["reliable"] else f" ({rec['why']})")
+            + f"\tprovenance: {rec['provenance']['verdict']}"
+            f"\tanswer: {rec['answer']['verdict']} (by {rec['answer']['decided_by']})"
+        ),
+    )
 
 
 # ---------------------------------------------------------------- web app
@@ -687,15 +1006,30 @@ def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> Non
 
 @cli.command()
 @click.argument("run", required=False, metavar="[RUN_DIR]")
-@click.option("--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.")
+@click.option(
+    "--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>."
+)
 @click.option("--detector", default=None, help="A detector bundle folder (`synthgap detector train`).")
-@click.option("--generator", default=None, help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), or synthgap-tiny (offline demo).")
+@click.option(
+    "--generator",
+    default=None,
+    help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), or synthgap-tiny (offline demo).",
+)
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; 0.0.0.0 in the container].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
-@click.option("--workers", type=int, default=None, help="gunicorn worker processes, each with its own models and "
-              "generation queue [default: 1]; one per core gives the most classify/detect throughput on a CPU.")
-@click.option("--output", default=None, help="Folder for generated images (and kept uploads) [default: none, nothing is written].")
-@click.option("--debug", is_flag=True, default=None, help="Flask's development server with the debugger, instead of gunicorn.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="gunicorn worker processes, each with its own models and "
+    "generation queue [default: 1]; one per core gives the most classify/detect throughput on a CPU.",
+)
+@click.option(
+    "--output", default=None, help="Folder for generated images (and kept uploads) [default: none, nothing is written]."
+)
+@click.option(
+    "--debug", is_flag=True, default=None, help="Flask's development server with the debugger, instead of gunicorn."
+)
 def serve(**flags) -> None:
     """The web app and JSON API: generate images, classify them, detect AI-generated ones.
 
@@ -716,7 +1050,9 @@ def serve(**flags) -> None:
     from synthgap.serve.server import run
 
     cfg = ServeConfig.load(**flags)
-    click.echo(f"synthgap serve on http://{cfg.host}:{cfg.port} ({'debug server' if cfg.debug else f'gunicorn, {cfg.workers} worker(s)'})")
+    click.echo(
+        f"synthgap serve on http://{cfg.host}:{cfg.port} ({'debug server' if cfg.debug else f'gunicorn, {cfg.workers} worker(s)'})"
+    )
     run(cfg)
 
 

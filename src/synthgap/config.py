@@ -1,6 +1,7 @@
 """The config loader: YAML files and ``key.sub=value`` overrides map onto the config dataclasses that each
 stage keeps beside its code (synthgap.train.config, generate.config, detect.config, experiments.config,
 serve.config); unknown keys or wrong types are clear errors naming the field."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +88,10 @@ def parse_override(text: str) -> dict:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as e:
-        raise SynthgapError(f"override '{text}': the value is not valid YAML ({e.problem if hasattr(e, 'problem') else e}); "
-                            "quote it, e.g. KEY='\"a: b\"'") from None
+        raise SynthgapError(
+            f"override '{text}': the value is not valid YAML ({e.problem if hasattr(e, 'problem') else e}); "
+            "quote it, e.g. KEY='\"a: b\"'"
+        ) from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
@@ -98,8 +101,13 @@ def parse_override(text: str) -> dict:
     return out
 
 
-def load_config(cls: type, path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                presets: list[dict] | tuple[dict, ...] = (), flags: dict | None = None) -> Any:
+def load_config(
+    cls: type,
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    presets: list[dict] | tuple[dict, ...] = (),
+    flags: dict | None = None,
+) -> Any:
     """Defaults <- presets <- YAML file <- overrides <- flags (CLI options, taken as they are), validated into `cls`."""
     # Start from the full defaults, so a partial nested section (e.g. `head: {epochs: 6}`) keeps
     # its parent's defaults for that section rather than the nested class's own.

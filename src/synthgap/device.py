@@ -1,4 +1,5 @@
 """Where models run: the device, the CPU threads, seeds, and mixed precision (one helper each)."""
+
 from __future__ import annotations
 
 import os
@@ -39,4 +40,6 @@ def mixed_precision(device: torch.device, enabled: bool = True):
     if not (enabled and device.type == "cuda"):
         return nullcontext, None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), (torch.amp.GradScaler("cuda") if dtype == torch.float16 else None)
+    return (lambda: torch.autocast("cuda", dtype=dtype)), (
+        torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    )

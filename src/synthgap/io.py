@@ -1,4 +1,5 @@
 """Small helpers for safe, reproducible outputs: atomic writes, hashes, run environment."""
+
 from __future__ import annotations
 
 import contextlib

@@ -9,6 +9,7 @@ The identity of a config is every field that changes results. Fields that do not
 threads, batch sizes of inference, how many images to make) are declared on the config dataclasses
 with `field(metadata=RUNTIME)`: a run may resume with other values of those.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,11 @@ def recorded_identity(cls: type, config: dict) -> dict:
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """The dotted names of the fields where two nested dicts differ."""
     if isinstance(old, dict) and isinstance(new, dict):
-        return [d for k in sorted(set(old) | set(new), key=str)
-                for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+        return [
+            d
+            for k in sorted(set(old) | set(new), key=str)
+            for d in differences(old.get(k), new.get(k), f"{prefix}{k}.")
+        ]
     return [] if old == new else [prefix.rstrip(".")]
 
 
@@ -69,9 +73,11 @@ def check_resume(where: str | Path, what: str, old: dict | None, new: dict, reme
     data = [k for k, v in (new.get("data") or {}).items() if k in before and before[k] != _data_hash(v)]
     if diff or data:
         parts = ([f"config differs in: {', '.join(diff)}"] if diff else []) + (
-            [f"data differs: {', '.join(data)} changed since"] if data else [])
-        raise SynthgapError(f"{where} holds {what} made with a different config or started on other data "
-                            f"({'; '.join(parts)}); {remedy}")
+            [f"data differs: {', '.join(data)} changed since"] if data else []
+        )
+        raise SynthgapError(
+            f"{where} holds {what} made with a different config or started on other data ({'; '.join(parts)}); {remedy}"
+        )
     return True
 
 
@@ -102,8 +108,15 @@ class RunDir:
             record = {**record, "data": (self._load(self.data_record) or {}).get("data", {})}
         return record
 
-    def claim(self, cfg: Any, *, data: dict | None = None, remedy: str, extra_identity: dict | None = None,
-              ident: dict | None = None) -> bool:
+    def claim(
+        self,
+        cfg: Any,
+        *,
+        data: dict | None = None,
+        remedy: str,
+        extra_identity: dict | None = None,
+        ident: dict | None = None,
+    ) -> bool:
         """True if the folder holds this very run (resume), False if it holds none; refuses another.
         `ident`: the stage's own identity when it is not identity(cfg) + extra_identity."""
         old = self.read()
@@ -124,17 +137,29 @@ class RunDir:
         """Whether the folder's record has this identity (for a stage that picks a free sibling folder)."""
         return (self.read() or {}).get("identity") == ident
 
-    def write(self, cfg: Any, *, data: dict | None = None, extra_identity: dict | None = None,
-              ident: dict | None = None, **extra: Any) -> None:
+    def write(
+        self,
+        cfg: Any,
+        *,
+        data: dict | None = None,
+        extra_identity: dict | None = None,
+        ident: dict | None = None,
+        **extra: Any,
+    ) -> None:
         """Record the run atomically: config, identity, identity hash, data, environment, and `extra`."""
         from synthgap.config import to_dict
         from synthgap.io import environment, write_json, write_text
 
         ident = ident or {**identity(cfg), **(extra_identity or {})}
         env = extra.pop("environment", None) or environment()
-        record = {"config": to_dict(cfg), "identity": ident,
-                  "config_hash": identity_hash(ident),
-                  "data": data or {}, **extra, "environment": env}
+        record = {
+            "config": to_dict(cfg),
+            "identity": ident,
+            "config_hash": identity_hash(ident),
+            "data": data or {},
+            **extra,
+            "environment": env,
+        }
         self.path.mkdir(parents=True, exist_ok=True)
         if self.record.suffix == ".json":
             write_json(self.record, record)

@@ -14,6 +14,7 @@ re-encoding and resizing, not to shifts: a 1-pixel shift of a 32 x 32 photo is f
 Pairs are found by comparing every hash with every other, in chunks of bounded memory
 (`hamming_pairs`): at 72,000 images that is 2.6 billion comparisons, seconds with numpy.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ import torch
 import torch.nn.functional as F
 
 HASH = "imagehash.phash, 64 bit, of the decoded image"
-CORRELATION = ("grayscale Pearson correlation, both images blurred (Gaussian, sigma 0.7 px), at the best shift of up "
-               "to side/16 pixels (at most 64 x 64 compared)")
+CORRELATION = (
+    "grayscale Pearson correlation, both images blurred (Gaussian, sigma 0.7 px), at the best shift of up "
+    "to side/16 pixels (at most 64 x 64 compared)"
+)
 BLUR_SIGMA = 0.7  # px at the compared size: forgives sub-pixel shifts and JPEG noise, not another picture
 FLAT_STD = 1.0  # a grayscale standard deviation below this is a flat image: no structure to correlate
 FLAT_COLOUR = 4.0  # two flat images are twins when no channel's mean differs by more (of 255)
@@ -54,13 +57,16 @@ def phashes(images: torch.Tensor, progress: bool = False) -> np.ndarray:
 
     arrays = images.permute(0, 2, 3, 1).numpy()
     out = np.empty(len(arrays), dtype=np.uint64)
-    for i in progress_bar(range(len(arrays)), desc="perceptual hashes", unit="img", enabled=progress and len(arrays) >= 5000):
+    for i in progress_bar(
+        range(len(arrays)), desc="perceptual hashes", unit="img", enabled=progress and len(arrays) >= 5000
+    ):
         out[i] = int(str(imagehash.phash(Image.fromarray(arrays[i]))), 16)
     return out
 
 
-def hamming_pairs(hashes: np.ndarray, radius: int, other: np.ndarray | None = None,
-                  chunk_elements: int = 1 << 24) -> np.ndarray:
+def hamming_pairs(
+    hashes: np.ndarray, radius: int, other: np.ndarray | None = None, chunk_elements: int = 1 << 24
+) -> np.ndarray:
     """(i, j, distance) rows for every pair within `radius` bits: i < j within `hashes` when `other`
     is None, else i into `hashes` and j into `other`.
 
@@ -138,7 +144,9 @@ class Twins:
     candidates: int  # pairs within the Hamming radius, before confirmation
 
 
-def find_twins(chunks: list[torch.Tensor], native: np.ndarray, settings: AuditSettings, progress: bool = False) -> Twins:
+def find_twins(
+    chunks: list[torch.Tensor], native: np.ndarray, settings: AuditSettings, progress: bool = False
+) -> Twins:
     """Exact and confirmed near twins among the images of `chunks` (uint8 tensors N_k x 3 x H x W, indexed
     as one sequence, never concatenated: memory stays that of the sets) whose native pixel hashes are `native`."""
     starts = np.cumsum([0] + [len(c) for c in chunks])

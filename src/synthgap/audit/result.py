@@ -1,5 +1,6 @@
 """An audit of the parts (set, split, domain) a run uses: every twin pair, where it lies, whether the
 labels agree, counts per kind; cached by the data's hashes; and the `dedupe` rule experiments apply."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,16 @@ AUDIT_VERSION = 1
 DEDUPE_MODES = ("drop", "warn", "off")
 TRAINING_SPLITS = ("train", "val")  # a run learns from (or selects on) these; "test" is what it is measured on
 # Kinds, worst first: a test image with a twin a model was trained on inflates its score.
-KINDS = ("train_test", "memorisation", "real_synthetic", "within_train", "within_test", "within_set", "across_sets",
-         "other")
+KINDS = (
+    "train_test",
+    "memorisation",
+    "real_synthetic",
+    "within_train",
+    "within_test",
+    "within_set",
+    "across_sets",
+    "other",
+)
 KIND_ABOUT = {
     "train_test": "a training and a test image of the same set",
     "memorisation": "a synthetic image and a real training image (the generator copied its data)",
@@ -91,7 +100,11 @@ class Audit:
         return len(self.a_part)
 
     def kinds(self) -> list[str]:
-        table = {(p, q): pair_kind(self.parts[p], self.parts[q]) for p in range(len(self.parts)) for q in range(len(self.parts))}
+        table = {
+            (p, q): pair_kind(self.parts[p], self.parts[q])
+            for p in range(len(self.parts))
+            for q in range(len(self.parts))
+        }
         return [table[p, q] for p, q in zip(self.a_part.tolist(), self.b_part.tolist())]
 
     def label(self, part: int, index: int) -> str:
@@ -103,8 +116,15 @@ class Audit:
         return s.files[index] if s.files else None
 
     def same_labels(self) -> np.ndarray:
-        return np.array([self.label(p, i) == self.label(q, j) for p, i, q, j in
-                         zip(self.a_part.tolist(), self.a_index.tolist(), self.b_part.tolist(), self.b_index.tolist())], dtype=bool)
+        return np.array(
+            [
+                self.label(p, i) == self.label(q, j)
+                for p, i, q, j in zip(
+                    self.a_part.tolist(), self.a_index.tolist(), self.b_part.tolist(), self.b_index.tolist()
+                )
+            ],
+            dtype=bool,
+        )
 
     def leaks(self) -> np.ndarray:
         """Pairs of a test image and a training image (any set, any domain)."""
@@ -132,11 +152,23 @@ class Audit:
         """Counts for environment.json, reports and the terminal (no pairs)."""
         kinds = self.kinds()
         same = self.same_labels()
-        counts = {m: dict(Counter(k for k, e in zip(kinds, self.exact) if e == (m == "exact"))) for m in ("exact", "near")}
+        counts = {
+            m: dict(Counter(k for k, e in zip(kinds, self.exact) if e == (m == "exact"))) for m in ("exact", "near")
+        }
         return {
             "images": int(sum(len(p.data) for p in self.parts)),
-            "parts": [{"name": p.name, "set": p.set, "split": p.split, "domain": p.domain, "n": len(p.data),
-                       "reference": p.reference, "skipped": len(p.data.skipped)} for p in self.parts],
+            "parts": [
+                {
+                    "name": p.name,
+                    "set": p.set,
+                    "split": p.split,
+                    "domain": p.domain,
+                    "n": len(p.data),
+                    "reference": p.reference,
+                    "skipped": len(p.data.skipped),
+                }
+                for p in self.parts
+            ],
             "pairs": {"exact": int(self.exact.sum()), "near": int((~self.exact).sum())},
             "counts": counts,
             "label_conflicts": int((~same).sum()),
@@ -154,20 +186,43 @@ class Audit:
 
         def side(p: int, i: int) -> dict:
             part = self.parts[p]
-            return {"part": part.name, "set": part.set, "split": part.split, "domain": part.domain, "index": i,
-                    "path": self.path(p, i), "label": self.label(p, i)}
+            return {
+                "part": part.name,
+                "set": part.set,
+                "split": part.split,
+                "domain": part.domain,
+                "index": i,
+                "path": self.path(p, i),
+                "label": self.label(p, i),
+            }
 
-        pairs = [{"kind": kinds[k], "match": "exact" if self.exact[k] else "near", "leak": bool(leaks[k]),
-                  "same_label": bool(same[k]), "hamming": int(self.hamming[k]), "correlation": round(float(self.correlation[k]), 4),
-                  "a": side(int(self.a_part[k]), int(self.a_index[k])), "b": side(int(self.b_part[k]), int(self.b_index[k]))}
-                 for k in listed.tolist()]
+        pairs = [
+            {
+                "kind": kinds[k],
+                "match": "exact" if self.exact[k] else "near",
+                "leak": bool(leaks[k]),
+                "same_label": bool(same[k]),
+                "hamming": int(self.hamming[k]),
+                "correlation": round(float(self.correlation[k]), 4),
+                "a": side(int(self.a_part[k]), int(self.a_index[k])),
+                "b": side(int(self.b_part[k]), int(self.b_index[k])),
+            }
+            for k in listed.tolist()
+        ]
         return {
             "version": AUDIT_VERSION,
-            "method": {"exact": "identical pixels at the native size (data.images.pixel_hash)", "hash": HASH,
-                       "radius": self.settings.radius, "confirmed_by": CORRELATION,
-                       "min_correlation": self.settings.min_correlation, "candidate_pairs": self.candidates},
+            "method": {
+                "exact": "identical pixels at the native size (data.images.pixel_hash)",
+                "hash": HASH,
+                "radius": self.settings.radius,
+                "confirmed_by": CORRELATION,
+                "min_correlation": self.settings.min_correlation,
+                "candidate_pairs": self.candidates,
+            },
             **self.summary(),
-            "skipped_files": {p.name: [{"path": f, "reason": r} for f, r in p.data.skipped] for p in self.parts if p.data.skipped},
+            "skipped_files": {
+                p.name: [{"path": f, "reason": r} for f, r in p.data.skipped] for p in self.parts if p.data.skipped
+            },
             "pairs_listed": len(pairs),
             "pair_list": pairs,
         }
@@ -191,8 +246,11 @@ class Audit:
 
 
 def _key(parts: list[AuditPart], settings: AuditSettings) -> str:
-    h = hashlib.sha256(json.dumps({"v": AUDIT_VERSION, "radius": settings.radius,
-                                   "min_correlation": settings.min_correlation}).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            {"v": AUDIT_VERSION, "radius": settings.radius, "min_correlation": settings.min_correlation}
+        ).encode()
+    )
     for p in parts:
         h.update(json.dumps([p.set, p.split, p.domain, p.reference, p.data.classes]).encode())
         h.update(p.data.sha256().encode())
@@ -207,8 +265,9 @@ def _cache_file(key: str) -> Path:
     return cache_dir() / "audit" / f"{key}.json"
 
 
-def audit(parts: list[AuditPart], settings: AuditSettings | None = None, *, progress: bool = True,
-          use_cache: bool = True) -> Audit:
+def audit(
+    parts: list[AuditPart], settings: AuditSettings | None = None, *, progress: bool = True, use_cache: bool = True
+) -> Audit:
     """Find every exact and near twin pair among `parts` (all at one image size); pairs between two
     reference parts are left out. Cached by the parts' data hashes: the same data is audited once."""
     settings = settings or AuditSettings()
@@ -222,11 +281,23 @@ def audit(parts: list[AuditPart], settings: AuditSettings | None = None, *, prog
         try:
             d = json.loads(cached.read_text())
             cols = {k: np.asarray(v) for k, v in d["pairs"].items()}
-            log.info("audit: %s images, read from the cache (%s)", f"{sum(len(p.data) for p in parts):,}", cached.name[:16])
-            return Audit(parts, settings, cols["a_part"].astype(np.int64), cols["a_index"].astype(np.int64),
-                         cols["b_part"].astype(np.int64), cols["b_index"].astype(np.int64), cols["exact"].astype(bool),
-                         cols["hamming"].astype(np.int64), cols["correlation"].astype(np.float64), d["seconds"],
-                         d["candidates"], from_cache=True)
+            log.info(
+                "audit: %s images, read from the cache (%s)", f"{sum(len(p.data) for p in parts):,}", cached.name[:16]
+            )
+            return Audit(
+                parts,
+                settings,
+                cols["a_part"].astype(np.int64),
+                cols["a_index"].astype(np.int64),
+                cols["b_part"].astype(np.int64),
+                cols["b_index"].astype(np.int64),
+                cols["exact"].astype(bool),
+                cols["hamming"].astype(np.int64),
+                cols["correlation"].astype(np.float64),
+                d["seconds"],
+                d["candidates"],
+                from_cache=True,
+            )
         except (OSError, ValueError, KeyError):  # a damaged cache entry is recomputed, never trusted
             log.warning("audit cache file %s unreadable; auditing again", cached)
     t0 = time.perf_counter()
@@ -241,12 +312,32 @@ def audit(parts: list[AuditPart], settings: AuditSettings | None = None, *, prog
     corr = np.r_[np.ones(len(twins.exact)), twins.correlation]
     reference = np.array([p.reference for p in parts], dtype=bool)
     keep = ~(reference[part_of[i]] & reference[part_of[j]]) if len(parts) else np.zeros(0, bool)
-    result = Audit(parts, settings, part_of[i][keep], index_of[i][keep], part_of[j][keep], index_of[j][keep], exact[keep],
-                   hamming[keep], corr[keep], time.perf_counter() - t0, twins.candidates)
+    result = Audit(
+        parts,
+        settings,
+        part_of[i][keep],
+        index_of[i][keep],
+        part_of[j][keep],
+        index_of[j][keep],
+        exact[keep],
+        hamming[keep],
+        corr[keep],
+        time.perf_counter() - t0,
+        twins.candidates,
+    )
     if use_cache:
-        write_json(cached, {"version": AUDIT_VERSION, "seconds": result.seconds, "candidates": result.candidates,
-                            "pairs": {k: getattr(result, k).tolist() for k in
-                                      ("a_part", "a_index", "b_part", "b_index", "exact", "hamming", "correlation")}})
+        write_json(
+            cached,
+            {
+                "version": AUDIT_VERSION,
+                "seconds": result.seconds,
+                "candidates": result.candidates,
+                "pairs": {
+                    k: getattr(result, k).tolist()
+                    for k in ("a_part", "a_index", "b_part", "b_index", "exact", "hamming", "correlation")
+                },
+            },
+        )
     return result
 
 
@@ -269,11 +360,18 @@ def dedupe(result: Audit) -> list[ImageSet]:
         why = ""
         if role[k] == "test":
             idx, other = result.twins_of(k)
-            drop = set(idx[np.array([role[o] == "train" for o in other.tolist()], dtype=bool)].tolist()) if len(idx) else set()
+            drop = (
+                set(idx[np.array([role[o] == "train" for o in other.tolist()], dtype=bool)].tolist())
+                if len(idx)
+                else set()
+            )
             why = "a twin in a training split"
         elif role[k] == "train":
             inside = (result.a_part == k) & (result.b_part == k)
-            first, second = np.minimum(result.a_index, result.b_index)[inside], np.maximum(result.a_index, result.b_index)[inside]
+            first, second = (
+                np.minimum(result.a_index, result.b_index)[inside],
+                np.maximum(result.a_index, result.b_index)[inside],
+            )
             for i, j in sorted(zip(first.tolist(), second.tolist())):
                 if i not in drop:  # a copy of an image already dropped keeps its place
                     drop.add(j)
@@ -299,8 +397,11 @@ def apply_dedupe(parts: list[AuditPart], mode: str, *, progress: bool = True) ->
     if leaked:
         sizes = {p.name: len(p.data) for p in parts}
         action = "dropped from the test splits (dedupe: drop)" if mode == "drop" else "kept (dedupe: warn)"
-        log.warning("audit: test images with a twin in a training split: %s; %s",
-                    ", ".join(f"{v} of {sizes[k]:,} in {k}" for k, v in leaked.items()), action)
+        log.warning(
+            "audit: test images with a twin in a training split: %s; %s",
+            ", ".join(f"{v} of {sizes[k]:,} in {k}" for k, v in leaked.items()),
+            action,
+        )
     sets = dedupe(result) if mode == "drop" else [p.data for p in parts]
     return sets, result
 

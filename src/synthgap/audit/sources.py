@@ -1,4 +1,5 @@
 """The parts of the data sets `synthgap audit` is given: every spec the other commands take."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ def _domain(spec: str, synthetic: bool) -> str | None:
     return "real"
 
 
-def load_parts(spec: str, *, classes: list[str], size: int, root=None, synthetic: bool = False,
-               reference: bool = False) -> list[AuditPart]:
+def load_parts(
+    spec: str, *, classes: list[str], size: int, root=None, synthetic: bool = False, reference: bool = False
+) -> list[AuditPart]:
     """The train and test parts of one spec: 'cifar10', a manifest, a class-folder set (with or without
     train/ and test/; without, the fixed 20% hold-out), a folder of images (searched recursively), or a
     root with REAL/ and FAKE/ folders (CIFAKE style: two sets, one per domain, labelled real/synthetic)."""
@@ -35,14 +37,26 @@ def load_parts(spec: str, *, classes: list[str], size: int, root=None, synthetic
         sides = [k for k, side in enumerate(CLASSES) if side in parse_hub_spec(spec).targets]
         if not sides:
             domain = _domain(spec, synthetic)
-            return [AuditPart(spec, split, domain, load_spec(spec, split, classes, size, root, domain), reference)
-                    for split in SPLITS]
-        return [AuditPart(f"{spec.partition('?')[0]}/{CLASSES[k]}", split, CLASSES[k],
-                          load_side(spec, split, k, classes=classes, size=size, root=root), reference)
-                for split in SPLITS for k in sides]
+            return [
+                AuditPart(spec, split, domain, load_spec(spec, split, classes, size, root, domain), reference)
+                for split in SPLITS
+            ]
+        return [
+            AuditPart(
+                f"{spec.partition('?')[0]}/{CLASSES[k]}",
+                split,
+                CLASSES[k],
+                load_side(spec, split, k, classes=classes, size=size, root=root),
+                reference,
+            )
+            for split in SPLITS
+            for k in sides
+        ]
     path = Path(spec).expanduser()
     if spec.lower() != "cifar10" and not path.exists():
-        raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")
+        raise SynthgapError(
+            f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)"
+        )
     top = path / "train" if (path / "train").is_dir() else path
     if path.is_dir() and _child(top, REAL_NAMES) and _child(top, SYNTHETIC_NAMES):
         parts = []

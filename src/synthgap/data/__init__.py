@@ -1,4 +1,5 @@
 """Real and synthetic image data: sources, decoding, caching, and on-device tensors."""
+
 from synthgap.data.images import decode_files, decode_image, resize_square, to_rgb
 from synthgap.data.sets import (
     ImageSet,
@@ -14,6 +15,18 @@ from synthgap.data.sets import (
 )
 
 __all__ = [
-    "ImageSet", "concat", "data_root", "decode_files", "decode_image", "holdout_split", "load_cifar10",
-    "load_class_folders", "load_manifest", "load_spec", "parse_classes", "prepare_cifar10", "resize_square", "to_rgb",
+    "ImageSet",
+    "concat",
+    "data_root",
+    "decode_files",
+    "decode_image",
+    "holdout_split",
+    "load_cifar10",
+    "load_class_folders",
+    "load_manifest",
+    "load_spec",
+    "parse_classes",
+    "prepare_cifar10",
+    "resize_square",
+    "to_rgb",
 ]

@@ -15,6 +15,7 @@ Rows whose target is not asked for are left out and counted. Splits: SPLIT, or e
 The images go through the same decoder as files (same resampler, same checks, same native pixel hash)
 and are cached by the data set's fingerprint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -51,7 +52,7 @@ def is_hub_spec(spec: str) -> bool:
 
 
 def parse_hub_spec(spec: str) -> HubSpec:
-    body, _, query = spec[len(PREFIX):].partition("?")
+    body, _, query = spec[len(PREFIX) :].partition("?")
     name, split = body, None
     if ":" in body and not Path(body).exists():
         name, split = body.rsplit(":", 1)
@@ -148,7 +149,9 @@ def _image_column(ds, hs: HubSpec, spec: str) -> str:
     for name, feature in ds.features.items():
         if isinstance(feature, datasets.Image):
             return name
-    raise SynthgapError(f"{spec}: no column of the Image type among {', '.join(ds.column_names)}; name it with ?image=COLUMN")
+    raise SynthgapError(
+        f"{spec}: no column of the Image type among {', '.join(ds.column_names)}; name it with ?image=COLUMN"
+    )
 
 
 def _target(value: str, hs: HubSpec, feature) -> str:
@@ -181,9 +184,18 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
         labels = [targets.index(mapped[i]) for i in rows]
         left_out = sorted({v for v, t in zip(values, mapped) if t not in targets})
     raw = ds.cast_column(column, datasets.Image(decode=False)).select_columns([column])
-    key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fingerprint": ds._fingerprint, "size": size,
-                                     "resample": RESAMPLE.name, "column": column,
-                                     "rows": hashlib.sha256(rows.tobytes()).hexdigest()}).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "v": CACHE_VERSION,
+                "fingerprint": ds._fingerprint,
+                "size": size,
+                "resample": RESAMPLE.name,
+                "column": column,
+                "rows": hashlib.sha256(rows.tobytes()).hexdigest(),
+            }
+        ).encode()
+    ).hexdigest()
     cache_file = cache_dir() / "decoded" / f"hf-{key}.pt"
     decoded = read_decoded(cache_file)
     names = [f"{spec.partition('?')[0]}[{split}][{i}]" for i in rows.tolist()]
@@ -192,8 +204,11 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
         write_decoded(cache_file, decoded)
     kept_labels = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
     kept_rows = rows[decoded.kept]
-    files_key = hashlib.sha256(json.dumps({"fingerprint": ds._fingerprint, "column": column,
-                                           "rows": hashlib.sha256(kept_rows.tobytes()).hexdigest()}).encode())
+    files_key = hashlib.sha256(
+        json.dumps(
+            {"fingerprint": ds._fingerprint, "column": column, "rows": hashlib.sha256(kept_rows.tobytes()).hexdigest()}
+        ).encode()
+    )
     files = _as_files(raw, column, kept_rows, cache_dir() / "hub-files" / files_key.hexdigest()[:32], progress)
     return decoded, kept_labels, files, needs_holdout, left_out
 
@@ -212,8 +227,10 @@ def _as_files(raw, column: str, rows: np.ndarray, folder: Path, progress: bool, 
     if index.exists():
         return json.loads(index.read_text())
     files = []
-    for start in progress_bar(range(0, len(rows), chunk), desc="files", unit="chunk", enabled=progress and len(rows) > chunk):
-        for row, cell in zip(rows[start:start + chunk].tolist(), raw.select(rows[start:start + chunk])[column]):
+    for start in progress_bar(
+        range(0, len(rows), chunk), desc="files", unit="chunk", enabled=progress and len(rows) > chunk
+    ):
+        for row, cell in zip(rows[start : start + chunk].tolist(), raw.select(rows[start : start + chunk])[column]):
             if not cell.get("bytes") and cell.get("path") and Path(cell["path"]).is_file():
                 files.append(str(Path(cell["path"]).resolve()))  # an image folder's own file
                 continue
@@ -231,10 +248,13 @@ def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int
     from synthgap.io import progress_bar
 
     images, kept, skipped, hashes = [], [], [], []
-    for start in progress_bar(range(0, len(rows), chunk), desc="decoding", unit="chunk", enabled=progress and len(rows) > chunk):
-        cells = raw.select(rows[start:start + chunk])[column]
-        part = decode_many([c.get("bytes") or c.get("path") or b"" for c in cells], names[start:start + chunk], size,
-                           progress=False)
+    for start in progress_bar(
+        range(0, len(rows), chunk), desc="decoding", unit="chunk", enabled=progress and len(rows) > chunk
+    ):
+        cells = raw.select(rows[start : start + chunk])[column]
+        part = decode_many(
+            [c.get("bytes") or c.get("path") or b"" for c in cells], names[start : start + chunk], size, progress=False
+        )
         images.append(part.images)
         kept += [start + i for i in part.kept]
         skipped += part.skipped
@@ -244,16 +264,18 @@ def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int
     return Decoded(torch.cat(images), kept, skipped, np.concatenate(hashes))
 
 
-def load_hub_set(spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *,
-                 progress: bool = True):
+def load_hub_set(
+    spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *, progress: bool = True
+):
     """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
     data set gives only one split."""
     from synthgap.data.sets import HOLDOUT_FRACTION, ImageSet, _held_out_part, _require_every_class
 
     decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
     name = f"{spec}[{split}]"
-    s = ImageSet(decoded.images, labels, list(targets), name, domain, decoded.skipped, files,
-                 pixel_hashes=decoded.pixel_hashes)
+    s = ImageSet(
+        decoded.images, labels, list(targets), name, domain, decoded.skipped, files, pixel_hashes=decoded.pixel_hashes
+    )
     _require_every_class(s, name)
     if needs_holdout:
         s = _held_out_part(s, split, f"{spec}[{split}, held out {HOLDOUT_FRACTION:g}]")

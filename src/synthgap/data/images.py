@@ -3,6 +3,7 @@
 Epochs never touch PIL: a folder is decoded a single time, the result cached on disk keyed by
 a hash of its file list (paths, sizes, modification times) and the target size.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,7 +92,10 @@ def decode_native(path: str | os.PathLike | bytes) -> tuple[Image.Image | None, 
         with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
             w, h = im.size
             if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
-                return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})"
+                return (
+                    None,
+                    f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})",
+                )
             im.load()
             return to_rgb(ImageOps.exif_transpose(im)), None
     except UnidentifiedImageError:
@@ -149,7 +153,9 @@ def read_decoded(cache_file: Path) -> Decoded | None:
         return None
     try:
         d = torch.load(cache_file, weights_only=True)
-        out = Decoded(d["images"], d["kept"], [tuple(s) for s in d["skipped"]], d["pixel_hashes"].numpy().view(np.uint64))
+        out = Decoded(
+            d["images"], d["kept"], [tuple(s) for s in d["skipped"]], d["pixel_hashes"].numpy().view(np.uint64)
+        )
     except Exception:  # a stale or foreign cache file is rebuilt, never trusted
         log.warning("cache file %s unreadable; decoding again", cache_file)
         return None
@@ -158,8 +164,15 @@ def read_decoded(cache_file: Path) -> Decoded | None:
 
 
 def write_decoded(cache_file: Path, out: Decoded) -> None:
-    save_torch(cache_file, {"images": out.images, "kept": out.kept, "skipped": [list(s) for s in out.skipped],
-                            "pixel_hashes": torch.from_numpy(out.pixel_hashes.view(np.int64))})
+    save_torch(
+        cache_file,
+        {
+            "images": out.images,
+            "kept": out.kept,
+            "skipped": [list(s) for s in out.skipped],
+            "pixel_hashes": torch.from_numpy(out.pixel_hashes.view(np.int64)),
+        },
+    )
 
 
 def decode_many(items: list, names: list[str], size: int, *, progress: bool = True) -> Decoded:
@@ -175,7 +188,9 @@ def decode_many(items: list, names: list[str], size: int, *, progress: bool = Tr
     with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: decode_image(p, size, with_hash=True), items, chunksize=64)
         for i, (arr, native, reason) in enumerate(
-            progress_bar(results, total=len(items), desc="decoding", unit="img", enabled=progress and len(items) >= 2000)
+            progress_bar(
+                results, total=len(items), desc="decoding", unit="img", enabled=progress and len(items) >= 2000
+            )
         ):
             if arr is None:
                 skipped.append((names[i], reason))

@@ -4,6 +4,7 @@ A *spec* names a source: ``cifar10`` (from the data root), a folder (``train/<cl
 ``test/<class>/*``, or just ``<class>/*``), a manifest ``*.jsonl``, or a Hugging Face data set
 ``hf:OWNER/NAME`` / ``hf:PATH`` (synthgap.data.hub).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -48,8 +49,16 @@ class ImageSet:
         files = [self.files[i] for i in index.tolist()] if self.files else []
         hashes = self.pixel_hashes[index.numpy()] if self.pixel_hashes is not None else None
         sources = [self.sources[i] for i in index.tolist()] if self.sources else []
-        return ImageSet(self.images[index], self.labels[index], self.classes, name or self.name, self.domain, files=files,
-                        pixel_hashes=hashes, sources=sources)
+        return ImageSet(
+            self.images[index],
+            self.labels[index],
+            self.classes,
+            name or self.name,
+            self.domain,
+            files=files,
+            pixel_hashes=hashes,
+            sources=sources,
+        )
 
     def native_hashes(self) -> np.ndarray:
         """pixel_hashes, or for images that did not come from files at another size, the hash of the tensors."""
@@ -85,7 +94,11 @@ def concat(sets: list[ImageSet], name: str, domain: str) -> ImageSet:
     if any(s.classes != classes for s in sets):
         raise SynthgapError(f"cannot combine sets with different classes: {[s.classes for s in sets]}")
     return ImageSet(
-        torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]), classes, name, domain,
+        torch.cat([s.images for s in sets]),
+        torch.cat([s.labels for s in sets]),
+        classes,
+        name,
+        domain,
         [x for s in sets for x in s.skipped],
         [f for s in sets for f in s.files] if all(s.files for s in sets) else [],
         np.concatenate([s.pixel_hashes for s in sets]) if all(s.pixel_hashes is not None for s in sets) else None,
@@ -124,15 +137,25 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
 
 def _list_images(folder: Path) -> list[str]:
     return sorted(
-        str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        str(p)
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
 
 
 def _from_files(files: list[str], labels: list[int], classes: list[str], size: int, name: str, domain: str) -> ImageSet:
     decoded = decode_files(files, size)
     y = torch.tensor([labels[i] for i in decoded.kept], dtype=torch.long)
-    out = ImageSet(decoded.images, y, classes, name, domain, decoded.skipped, [files[i] for i in decoded.kept],
-                   decoded.pixel_hashes)
+    out = ImageSet(
+        decoded.images,
+        y,
+        classes,
+        name,
+        domain,
+        decoded.skipped,
+        [files[i] for i in decoded.kept],
+        decoded.pixel_hashes,
+    )
     _require_every_class(out, name)
     return out
 
@@ -181,8 +204,14 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[np.
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
 
-def load_manifest(path: str | os.PathLike, classes: list[str], split: str, size: int = 32, domain: str | None = None,
-                  generator: str | None = None) -> ImageSet:
+def load_manifest(
+    path: str | os.PathLike,
+    classes: list[str],
+    split: str,
+    size: int = 32,
+    domain: str | None = None,
+    generator: str | None = None,
+) -> ImageSet:
     """JSONL, one image per line: path (relative to the manifest), label, split, source, generator, ...
 
     generator: only the lines whose `generator` field is this (one source of a manifest that mixes several)."""
@@ -314,15 +343,28 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
         data = np.stack([np.asarray(resize_square(Image.fromarray(a), size)) for a in data])
     remap = {w: k for k, w in enumerate(wanted)}
     labels = torch.tensor([remap[t] for t in targets[mask]], dtype=torch.long)
-    return ImageSet(torch.from_numpy(data).permute(0, 3, 1, 2).contiguous(), labels, classes, f"cifar10[{split}]", "real",
-                    pixel_hashes=hashes)
+    return ImageSet(
+        torch.from_numpy(data).permute(0, 3, 1, 2).contiguous(),
+        labels,
+        classes,
+        f"cifar10[{split}]",
+        "real",
+        pixel_hashes=hashes,
+    )
 
 
 # ---------------------------------------------------------------- specs
 
 
-def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: str | os.PathLike | None = None,
-              domain: str | None = None, generator: str | None = None) -> ImageSet:
+def load_spec(
+    spec: str,
+    split: str,
+    classes: list[str],
+    size: int = 32,
+    root: str | os.PathLike | None = None,
+    domain: str | None = None,
+    generator: str | None = None,
+) -> ImageSet:
     """Load one split ('train' or 'test') of the source a spec names.
 
     domain: 'real' or 'synthetic'; None takes a manifest's `source` field, else 'real'.
@@ -335,8 +377,10 @@ def load_spec(spec: str, split: str, classes: list[str], size: int = 32, root: s
         return load_hub_set(spec, split, classes, size, domain or "real")
     path = Path(spec).expanduser()
     if not path.exists():
-        raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder, a .jsonl manifest "
-                            "or an hf: data set)")
+        raise SynthgapError(
+            f"{spec}: no such file or folder (expected 'cifar10', an image folder, a .jsonl manifest "
+            "or an hf: data set)"
+        )
     if path.is_file():
         if path.suffix != ".jsonl":
             raise SynthgapError(f"{spec}: a file spec must be a .jsonl manifest")

@@ -2,6 +2,7 @@
 
 Names load on first use (synthgap.lazy_exports), so `synthgap detect` and the web app, which need only
 the bundle, do not import Optuna, the comparison and the training data code at start-up."""
+
 from synthgap import lazy_exports
 
 _EXPORTS = {

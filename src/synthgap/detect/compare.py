@@ -1,4 +1,5 @@
 """Every chosen backbone under the same head, data and budget: one table and one bar plot."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,9 @@ from synthgap.report.tables import md_table
 COLUMNS = ["backbone", "accuracy", "auc", "f1_synthetic", "average_precision", "jpeg q50 accuracy", "train_seconds"]
 
 
-def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[str], out: str | Path, *,
-                      progress: bool = True) -> list[dict]:
+def compare_backbones(
+    data: DetectorData, cfg: DetectorConfig, backbones: list[str], out: str | Path, *, progress: bool = True
+) -> list[dict]:
     """Train and evaluate each backbone into out/<backbone>/ (a finished one with the same config is
     kept, so a re-run resumes); write comparison.md/.json, comparison.png and report.html."""
     out = Path(out)
@@ -36,21 +38,42 @@ def compare_backbones(data: DetectorData, cfg: DetectorConfig, backbones: list[s
             meta = run_detector(data, bcfg, sub, progress=progress, audit_page=False)
         m = meta["metrics"]
         jpeg50 = next((r["accuracy"] for r in meta["robustness"] if r["test set"] == "jpeg q50"), None)
-        rows.append({"backbone": name, "accuracy": m["accuracy"], "auc": m["auc"], "f1_synthetic": m["f1_synthetic"],
-                     "average_precision": m["average_precision"], "jpeg q50 accuracy": jpeg50,
-                     "train_seconds": meta["training"]["seconds"], "pretrained": meta["architecture"]["pretrained"]})
-    table = md_table(rows, COLUMNS, percent=("accuracy", "auc", "f1_synthetic", "average_precision", "jpeg q50 accuracy"))
+        rows.append(
+            {
+                "backbone": name,
+                "accuracy": m["accuracy"],
+                "auc": m["auc"],
+                "f1_synthetic": m["f1_synthetic"],
+                "average_precision": m["average_precision"],
+                "jpeg q50 accuracy": jpeg50,
+                "train_seconds": meta["training"]["seconds"],
+                "pretrained": meta["architecture"]["pretrained"],
+            }
+        )
+    table = md_table(
+        rows, COLUMNS, percent=("accuracy", "auc", "f1_synthetic", "average_precision", "jpeg q50 accuracy")
+    )
     write_json(out / "comparison.json", rows)
-    write_text(out / "comparison.md", "# Backbone comparison\n\nTest split, in %, same head, data and budget.\n\n" + table)
-    plot_bars(rows, "backbone", ["accuracy", "auc", "f1_synthetic"], out / "comparison.png", title="real vs synthetic: test")
+    write_text(
+        out / "comparison.md", "# Backbone comparison\n\nTest split, in %, same head, data and budget.\n\n" + table
+    )
+    plot_bars(
+        rows, "backbone", ["accuracy", "auc", "f1_synthetic"], out / "comparison.png", title="real vs synthetic: test"
+    )
     audit = audit_record(data.audit, cfg.dedupe)
     if data.audit:
         data.audit.write(out / "audit")
-    links = "".join(f'<li><a href="{html.escape(r["backbone"])}/report.html">{html.escape(r["backbone"])}</a></li>' for r in rows)
-    write_text(out / "report.html", page_head("synthgap backbone comparison") + f"""
+    links = "".join(
+        f'<li><a href="{html.escape(r["backbone"])}/report.html">{html.escape(r["backbone"])}</a></li>' for r in rows
+    )
+    write_text(
+        out / "report.html",
+        page_head("synthgap backbone comparison")
+        + f"""
 <h1>Backbone comparison</h1><p>Test split, in %, same head, data and training budget; threshold chosen on validation.</p>
-{_md_to_html_table(table)}<figure style="max-width:700px">{_img(out / 'comparison.png')}</figure>
+{_md_to_html_table(table)}<figure style="max-width:700px">{_img(out / "comparison.png")}</figure>
 <h2>Per backbone</h2><ul>{links}</ul>
-{audit_section(audit, out / 'audit' / 'audit.html')}</body></html>
-""")
+{audit_section(audit, out / "audit" / "audit.html")}</body></html>
+""",
+    )
     return rows

@@ -1,4 +1,5 @@
 """The detector's config: a backbone, the shared head and its training stages, with their defaults."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -8,19 +9,42 @@ from synthgap.train.config import AugmentConfig, TrainConfig
 
 
 def _head_stage() -> TrainConfig:
-    return TrainConfig(epochs=10, batch_size=256, optimizer="adamw", lr=2e-3, weight_decay=1e-4, schedule="cosine",
-                       warmup=0.05, label_smoothing=0.0, tta=False, augment=AugmentConfig(crop_pad=0, flip=False))
+    return TrainConfig(
+        epochs=10,
+        batch_size=256,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup=0.05,
+        label_smoothing=0.0,
+        tta=False,
+        augment=AugmentConfig(crop_pad=0, flip=False),
+    )
 
 
 def _finetune_stage() -> TrainConfig:
-    return TrainConfig(epochs=3, batch_size=128, optimizer="adamw", lr=3e-4, weight_decay=1e-4, schedule="cosine",
-                       warmup=0.1, label_smoothing=0.0, tta=True,
-                       augment=AugmentConfig(crop_pad=0, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+    return TrainConfig(
+        epochs=3,
+        batch_size=128,
+        optimizer="adamw",
+        lr=3e-4,
+        weight_decay=1e-4,
+        schedule="cosine",
+        warmup=0.1,
+        label_smoothing=0.0,
+        tta=True,
+        augment=AugmentConfig(crop_pad=0, flip=True, jpeg=0.2, downscale=0.1, blur=0.1),
+    )
 
 
 def _scratch_stage() -> TrainConfig:
-    return TrainConfig(epochs=10, label_smoothing=0.0, tta=True,
-                       augment=AugmentConfig(crop_pad=2, flip=True, jpeg=0.2, downscale=0.1, blur=0.1))
+    return TrainConfig(
+        epochs=10,
+        label_smoothing=0.0,
+        tta=True,
+        augment=AugmentConfig(crop_pad=2, flip=True, jpeg=0.2, downscale=0.1, blur=0.1),
+    )
 
 
 @dataclass
@@ -63,5 +87,10 @@ class DetectorConfig:
 
 
 # --quick: a first look at a detector in minutes.
-DETECTOR_QUICK = {"train_size": 2000, "test_size": 1000, "head": {"epochs": 6}, "finetune": {"epochs": 1},
-                  "scratch": {"epochs": 6}}
+DETECTOR_QUICK = {
+    "train_size": 2000,
+    "test_size": 1000,
+    "head": {"epochs": 6},
+    "finetune": {"epochs": 1},
+    "scratch": {"epochs": 6},
+}

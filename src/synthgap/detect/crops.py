@@ -13,6 +13,7 @@ each file when its batch is due, so memory is bounded by the batch and the worke
 native pixels fit in `in_memory_mb` is decoded once and cut in the main process instead. The window
 positions are drawn in the main process from the epoch's generator, so both give the same batches.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class InputChain:
     @property
     def views(self) -> int:
         """Model inputs per image at evaluation and prediction."""
-        return self.crop_grid ** 2 if self.crop else 1
+        return self.crop_grid**2 if self.crop else 1
 
     @property
     def size(self) -> int:
@@ -51,9 +52,13 @@ class InputChain:
     @classmethod
     def of(cls, preprocessing: dict) -> InputChain:
         """The chain a bundle's `preprocessing` record describes (bundles before crops: resize)."""
-        return cls(preprocessing.get("input", "resize"), int(preprocessing["image_size"]),
-                   int(preprocessing.get("crop_size") or 224), int(preprocessing.get("crop_grid") or 1),
-                   preprocessing.get("normalize_format"))
+        return cls(
+            preprocessing.get("input", "resize"),
+            int(preprocessing["image_size"]),
+            int(preprocessing.get("crop_size") or 224),
+            int(preprocessing.get("crop_grid") or 1),
+            preprocessing.get("normalize_format"),
+        )
 
     def native(self, im: Image.Image) -> Image.Image:
         """The image every view is cut from: format-normalised, and upscaled when smaller than a window."""
@@ -64,8 +69,9 @@ class InputChain:
             im = Image.fromarray(jpeg(x[None], self.normalize_format)[0].permute(1, 2, 0).numpy())
         if self.crop and min(im.size) < self.crop_size:
             scale = self.crop_size / min(im.size)
-            im = im.resize((max(self.crop_size, round(im.width * scale)), max(self.crop_size, round(im.height * scale))),
-                           RESAMPLE)
+            im = im.resize(
+                (max(self.crop_size, round(im.width * scale)), max(self.crop_size, round(im.height * scale))), RESAMPLE
+            )
         return im
 
     def grid(self, height: int, width: int) -> list[tuple[int, int]]:
@@ -85,21 +91,23 @@ class InputChain:
     def grid_views(self, x: torch.Tensor) -> torch.Tensor:
         """The evaluation windows of a native 3 x H x W image (InputChain.native), stacked."""
         c = self.crop_size
-        return torch.stack([x[:, t:t + c, left:left + c] for t, left in self.grid(*x.shape[-2:])])
+        return torch.stack([x[:, t : t + c, left : left + c] for t, left in self.grid(*x.shape[-2:])])
 
     def window(self, x: torch.Tensor, u: tuple[float, float]) -> torch.Tensor:
         """The training window of a 3 x H x W image at fractions u = (down, across) of its free range."""
         c = self.crop_size
         h, w = x.shape[-2:]
         top, left = min(int(u[0] * (h - c + 1)), h - c), min(int(u[1] * (w - c + 1)), w - c)
-        return x[:, top:top + c, left:left + c]
+        return x[:, top : top + c, left : left + c]
 
 
 def _tensor(im: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def resolve_input(requested: str, crop_size: int, files: list[str], sample: int = 200, seed: int = 0) -> tuple[str, str]:
+def resolve_input(
+    requested: str, crop_size: int, files: list[str], sample: int = 200, seed: int = 0
+) -> tuple[str, str]:
     """(input, why): `crop` only for photo-sized training files, at least half of a sample of them with a
     shorter side of crop_size or more; thumbnail-sized data (CIFAR-10, CIFAKE) is taken whole."""
     if requested == "resize":
@@ -114,11 +122,15 @@ def resolve_input(requested: str, crop_size: int, files: list[str], sample: int 
     sides = np.array([min(m["width"], m["height"]) for m in metas])
     median = int(np.median(sides))
     if median < crop_size:
-        return "resize", (f"input: crop asked, but the training images are thumbnail-sized (median shorter side "
-                          f"{median} px < crop_size {crop_size}): each is taken whole")
+        return "resize", (
+            f"input: crop asked, but the training images are thumbnail-sized (median shorter side "
+            f"{median} px < crop_size {crop_size}): each is taken whole"
+        )
     small = int((sides < crop_size).sum())
-    return "crop", (f"input: crop at the images' own scale (median shorter side {median} px); {small} of {len(sides)} "
-                    f"sampled images smaller than {crop_size} px are upscaled first")
+    return "crop", (
+        f"input: crop at the images' own scale (median shorter side {median} px); {small} of {len(sides)} "
+        f"sampled images smaller than {crop_size} px are upscaled first"
+    )
 
 
 class CropViews(torch.utils.data.Dataset):
@@ -160,14 +172,17 @@ class _Keys(torch.utils.data.Sampler):
 
 def _loader(views: CropViews, workers: int, keys: _Keys) -> torch.utils.data.DataLoader:
     # Workers end with each epoch (a fork is cheap): the validation's own workers never run beside them.
-    return torch.utils.data.DataLoader(views, batch_sampler=keys, num_workers=0 if views.images is not None else workers)
+    return torch.utils.data.DataLoader(
+        views, batch_sampler=keys, num_workers=0 if views.images is not None else workers
+    )
 
 
 class RandomCrops:
     """The training batches of a crop-mode set for train.loop.fit: one random window per image per epoch."""
 
-    def __init__(self, files: list[str], chain: InputChain, *, workers: int = 2, in_memory_mb: int = 1024,
-                 progress: bool = True):
+    def __init__(
+        self, files: list[str], chain: InputChain, *, workers: int = 2, in_memory_mb: int = 1024, progress: bool = True
+    ):
         images = None
         if files and native_bytes(files) <= in_memory_mb * 2**20:
             images = load_native(files, chain, progress=progress)
@@ -184,7 +199,9 @@ class RandomCrops:
         order = order[: steps * batch_size].cpu()
         u = torch.rand(len(order), 2, generator=g, device=g.device).cpu().double().tolist()
         idx = order.tolist()
-        self.keys.batches = [[(idx[k], *u[k]) for k in range(s * batch_size, (s + 1) * batch_size)] for s in range(steps)]
+        self.keys.batches = [
+            [(idx[k], *u[k]) for k in range(s * batch_size, (s + 1) * batch_size)] for s in range(steps)
+        ]
         return iter(self.loader)
 
 
@@ -204,30 +221,59 @@ def load_native(files: list[str], chain: InputChain, progress: bool = True) -> l
 
     views = CropViews(files, chain)
     with ThreadPoolExecutor(2) as pool:
-        return list(progress_bar(pool.map(views.native, range(len(files))), total=len(files), desc="decoding (native)",
-                                 unit="img", enabled=progress and len(files) >= 500, leave=False))
+        return list(
+            progress_bar(
+                pool.map(views.native, range(len(files))),
+                total=len(files),
+                desc="decoding (native)",
+                unit="img",
+                enabled=progress and len(files) >= 500,
+                leave=False,
+            )
+        )
 
 
 def eval_batches(files: list[str], chain: InputChain, *, batch_images: int = 8, workers: int = 2):
     """(image indices, their evaluation views stacked: n x V x 3 x S x S) per batch of files, in order."""
     keys = _Keys()
     keys.batches = [list(range(i, min(i + batch_images, len(files)))) for i in range(0, len(files), batch_images)]
-    loader = torch.utils.data.DataLoader(CropViews(files, chain), batch_sampler=keys,
-                                         num_workers=min(workers, len(keys.batches)))
+    loader = torch.utils.data.DataLoader(
+        CropViews(files, chain), batch_sampler=keys, num_workers=min(workers, len(keys.batches))
+    )
     yield from zip(keys.batches, loader)
 
 
 @torch.no_grad()
-def predict_views(model: torch.nn.Module, files: list[str], chain: InputChain, *, prepare=None, tta: bool = False,
-                  device="cpu", workers: int = 2, progress: bool = False, desc: str = "predict") -> torch.Tensor:
+def predict_views(
+    model: torch.nn.Module,
+    files: list[str],
+    chain: InputChain,
+    *,
+    prepare=None,
+    tta: bool = False,
+    device="cpu",
+    workers: int = 2,
+    progress: bool = False,
+    desc: str = "predict",
+) -> torch.Tensor:
     """N x V x C class probabilities of every evaluation view of every file (views averaged by the caller)."""
     from synthgap.io import progress_bar
     from synthgap.train.evaluate import predict_proba
 
     out = []
     batches = eval_batches(files, chain, workers=workers)
-    for _, x in progress_bar(batches, total=-(-len(files) // 8), desc=desc, unit="batch", enabled=progress, leave=False):
+    for _, x in progress_bar(
+        batches, total=-(-len(files) // 8), desc=desc, unit="batch", enabled=progress, leave=False
+    ):
         n, v = x.shape[:2]
-        out.append(predict_proba(model, x.flatten(0, 1), batch_size=max(8, 256 * 64 * 64 // chain.crop_size ** 2),
-                                 tta=tta, device=device, prepare=prepare).view(n, v, -1))
+        out.append(
+            predict_proba(
+                model,
+                x.flatten(0, 1),
+                batch_size=max(8, 256 * 64 * 64 // chain.crop_size**2),
+                tta=tta,
+                device=device,
+                prepare=prepare,
+            ).view(n, v, -1)
+        )
     return torch.cat(out) if out else torch.empty(0, chain.views, 2)

@@ -3,6 +3,7 @@ the core loads, or plain image folders; a root with a folder per generator, or a
 name several generators, is one source each), or one root in the CIFAKE / DeepGuardDB style
 (`[train|test]/REAL|FAKE`). Training draws each side's sources in equal shares, so a large source
 does not drown a small one."""
+
 from __future__ import annotations
 
 import re
@@ -34,8 +35,11 @@ SYNTHETIC_NAMES = ("fake", "1_fake", "fakes", "synthetic", "generated", "ai")
 
 
 def _images_under(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    return sorted(
+        str(p)
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
 
 
 def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
@@ -48,8 +52,17 @@ def _child(folder: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _as_side(s: ImageSet, label: int, domain: str, source: str | None = None) -> ImageSet:
-    return ImageSet(s.images, torch.full((len(s),), label, dtype=torch.long), list(CLASSES), s.name, domain,
-                    s.skipped, s.files, s.pixel_hashes, [source] * len(s) if source else s.sources)
+    return ImageSet(
+        s.images,
+        torch.full((len(s),), label, dtype=torch.long),
+        list(CLASSES),
+        s.name,
+        domain,
+        s.skipped,
+        s.files,
+        s.pixel_hashes,
+        [source] * len(s) if source else s.sources,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,10 +106,17 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
             if len(generators) > 1:
                 out += [Source(f"{label}:{g}", spec, g) for g in generators]
                 continue
-        elif path.is_dir() and not _is_split_folder(path) and not (_child(path, REAL_NAMES) and _child(path, SYNTHETIC_NAMES)):
+        elif (
+            path.is_dir()
+            and not _is_split_folder(path)
+            and not (_child(path, REAL_NAMES) and _child(path, SYNTHETIC_NAMES))
+        ):
             subs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-            if subs and not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()) \
-                    and all(_looks_like_a_set(p) for p in subs):
+            if (
+                subs
+                and not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+                and all(_looks_like_a_set(p) for p in subs)
+            ):
                 out += [Source(f"{label}/{p.name}" if name else p.name, str(p)) for p in subs]
                 continue
         out.append(Source(label, spec))
@@ -106,8 +126,18 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
     return out
 
 
-def load_side(spec: str, split: str, label: int, *, classes: list[str], size: int, root=None,
-              split_given: bool = False, source: str | None = None, generator: str | None = None) -> ImageSet:
+def load_side(
+    spec: str,
+    split: str,
+    label: int,
+    *,
+    classes: list[str],
+    size: int,
+    root=None,
+    split_given: bool = False,
+    source: str | None = None,
+    generator: str | None = None,
+) -> ImageSet:
     """One side (real or synthetic) of one split. `spec`: 'cifar10', a manifest, a class-folder
     set (only `classes` are taken), or any folder of images (searched recursively).
     split_given: `spec` is already that split's folder (no hold-out of its own).
@@ -120,7 +150,9 @@ def load_side(spec: str, split: str, label: int, *, classes: list[str], size: in
     if spec.lower() == "cifar10" or path.is_file():
         return _as_side(load_spec(spec, split, classes, size, root, domain, generator), label, domain, source)
     if not path.is_dir():
-        raise SynthgapError(f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)")
+        raise SynthgapError(
+            f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)"
+        )
     base = path / split if _is_split_folder(path) else path
     if all((base / c).is_dir() for c in classes):
         if split_given:  # already this split's folder: take it whole
@@ -143,7 +175,9 @@ def two_class_root(data: str | Path) -> tuple[str, str]:
     """The real and synthetic folders of a CIFAKE-style root: REAL/ and FAKE/ at its top or in each split."""
     data = Path(data).expanduser()
     if not data.is_dir():
-        raise SynthgapError(f"{data}: no such folder (--data expects a root with real and fake folders, or an hf: data set)")
+        raise SynthgapError(
+            f"{data}: no such folder (--data expects a root with real and fake folders, or an hf: data set)"
+        )
     top = data / "train" if (data / "train").is_dir() else data
     real, fake = _child(top, REAL_NAMES), _child(top, SYNTHETIC_NAMES)
     if real is None or fake is None:
@@ -159,8 +193,10 @@ def two_class_root(data: str | Path) -> tuple[str, str]:
 def hub_sides(data: str) -> tuple[str, str]:
     """Both sides of one hf: data set whose label column says real or synthetic (its map names both)."""
     if set(CLASSES) - parse_hub_spec(data).targets:
-        raise SynthgapError(f"{data}: --data with an hf: set needs its labels mapped onto both sides, e.g. "
-                            f"{data.partition('?')[0]}?label=COLUMN&real=VALUE&synthetic=VALUE")
+        raise SynthgapError(
+            f"{data}: --data with an hf: set needs its labels mapped onto both sides, e.g. "
+            f"{data.partition('?')[0]}?label=COLUMN&real=VALUE&synthetic=VALUE"
+        )
     return f"real={data}", f"synthetic={data}"
 
 
@@ -233,8 +269,18 @@ class LoadedSources:
     audit: object | None
 
 
-def load_sources(real, synthetic, *, data: str | None = None, classes: list[str], size: int = 32, root=None,
-                 dedupe: str = "drop", split: str | None = None, progress: bool = True) -> LoadedSources:
+def load_sources(
+    real,
+    synthetic,
+    *,
+    data: str | None = None,
+    classes: list[str],
+    size: int = 32,
+    root=None,
+    dedupe: str = "drop",
+    split: str | None = None,
+    progress: bool = True,
+) -> LoadedSources:
     """Load the train and test splits (or only `split`) of every source of both sides, then audit them all
     together (synthgap.audit.apply_dedupe with `dedupe`)."""
     from synthgap.audit import AuditPart, apply_dedupe, check_dedupe
@@ -248,24 +294,43 @@ def load_sources(real, synthetic, *, data: str | None = None, classes: list[str]
     if not sides[0] or not sides[1]:
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")
     if len({s.name for side in sides for s in side}) < sum(map(len, sides)):
-        raise SynthgapError(f"a source is named on both sides: {[s.name for s in sides[0]]} and {[s.name for s in sides[1]]}")
+        raise SynthgapError(
+            f"a source is named on both sides: {[s.name for s in sides[0]]} and {[s.name for s in sides[1]]}"
+        )
     parts = []
-    for part_split in ((split,) if split else ("train", "test")):
+    for part_split in (split,) if split else ("train", "test"):
         for label, sources in enumerate(sides):
             for src in sources:
                 folder, given = _resolve(src.spec, part_split)
-                side = load_side(folder, part_split, label, classes=classes, size=size, root=root, split_given=given,
-                                 source=src.name, generator=src.generator)
+                side = load_side(
+                    folder,
+                    part_split,
+                    label,
+                    classes=classes,
+                    size=size,
+                    root=root,
+                    split_given=given,
+                    source=src.name,
+                    generator=src.generator,
+                )
                 parts.append(AuditPart(src.name, part_split, CLASSES[label], side))
     sets, audit = apply_dedupe(parts, dedupe, progress=progress)
     entries = [[x] if isinstance(x, str) else list(x) for x in (real, synthetic)]
-    return LoadedSources({(p.set, p.split): s for p, s in zip(parts, sets)}, sides,
-                         {"real": entries[0], "synthetic": entries[1]}, audit)
+    return LoadedSources(
+        {(p.set, p.split): s for p, s in zip(parts, sets)}, sides, {"real": entries[0], "synthetic": entries[1]}, audit
+    )
 
 
-def assemble(loaded: LoadedSources, *, synthetic: list[str] | None = None, val_fraction: float = 0.1,
-             train_size: int | None = None, test_size: int | None = None, seed: int = 0,
-             normalize_format: int | None = None) -> DetectorData:
+def assemble(
+    loaded: LoadedSources,
+    *,
+    synthetic: list[str] | None = None,
+    val_fraction: float = 0.1,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+    normalize_format: int | None = None,
+) -> DetectorData:
     """Train / validation / test sets of the real sources and the `synthetic` ones (default: all).
 
     train_size caps each side before the validation split, test_size each side of test; within a side the
@@ -273,7 +338,10 @@ def assemble(loaded: LoadedSources, *, synthetic: list[str] | None = None, val_f
     if not 0 < val_fraction < 1:
         raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
     names = [s.name for s in loaded.sides[0]] + (synthetic or [s.name for s in loaded.sides[1]])
-    joined = {split: concat([loaded.sets[n, split] for n in names], f"detector[{split}]", "mixed") for split in ("train", "test")}
+    joined = {
+        split: concat([loaded.sets[n, split] for n in names], f"detector[{split}]", "mixed")
+        for split in ("train", "test")
+    }
     rng = np.random.default_rng(seed)
     pool = joined["train"].subset(equal_shares(joined["train"], train_size, rng, repeat=False))
     strata = pool.labels * len(names) + torch.tensor([names.index(x) for x in pool.sources], dtype=torch.long)
@@ -284,14 +352,27 @@ def assemble(loaded: LoadedSources, *, synthetic: list[str] | None = None, val_f
     if normalize_format:
         for s in (train, val, test):
             s.images = jpeg(s.images, int(normalize_format))
-    return DetectorData(train, val, test, loaded.specs, loaded.audit,
-                        source_counts({"train": train, "val": val, "test": test}))
+    return DetectorData(
+        train, val, test, loaded.specs, loaded.audit, source_counts({"train": train, "val": val, "test": test})
+    )
 
 
-def load_detector_data(*, real=None, synthetic=None, data: str | None = None, classes: list[str], size: int = 32,
-                       root=None, val_fraction: float = 0.1, train_size: int | None = None, test_size: int | None = None,
-                       seed: int = 0, normalize_format: int | None = None, dedupe: str = "drop",
-                       progress: bool = True) -> DetectorData:
+def load_detector_data(
+    *,
+    real=None,
+    synthetic=None,
+    data: str | None = None,
+    classes: list[str],
+    size: int = 32,
+    root=None,
+    val_fraction: float = 0.1,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    seed: int = 0,
+    normalize_format: int | None = None,
+    dedupe: str = "drop",
+    progress: bool = True,
+) -> DetectorData:
     """Train / validation / test sets. The validation split (stratified by side and source, seeded)
     comes out of train and is where the threshold is chosen; test is never looked at before the end.
 
@@ -303,7 +384,14 @@ def load_detector_data(*, real=None, synthetic=None, data: str | None = None, cl
     """
     if not 0 < val_fraction < 1:  # before minutes of decoding
         raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
-    loaded = load_sources(real, synthetic, data=data, classes=classes, size=size, root=root, dedupe=dedupe,
-                          progress=progress)
-    return assemble(loaded, val_fraction=val_fraction, train_size=train_size, test_size=test_size, seed=seed,
-                    normalize_format=normalize_format)
+    loaded = load_sources(
+        real, synthetic, data=data, classes=classes, size=size, root=root, dedupe=dedupe, progress=progress
+    )
+    return assemble(
+        loaded,
+        val_fraction=val_fraction,
+        train_size=train_size,
+        test_size=test_size,
+        seed=seed,
+        normalize_format=normalize_format,
+    )

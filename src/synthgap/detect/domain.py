@@ -7,6 +7,7 @@ probability shown as unreliable, never "real" or "synthetic". Inside, `verdicts`
 answer survives mild changes that do not change what an image is (JPEG q90, a 0.75 downscale, a
 one-pixel shift): if the verdict flips, the answer is "unsure", with the spread of the probabilities.
 """
+
 from __future__ import annotations
 
 import random
@@ -40,21 +41,28 @@ def training_domain(train, cfg, sources: dict | None = None, seed: int = 0) -> d
             h, w = train.images.shape[-2:]
             metas = [{"format": "", "width": w, "height": h, "jpeg_quality": 0}]
         qualities = [m["jpeg_quality"] for m in metas if m["jpeg_quality"]]
-        sides[side] = {"files_read": len(metas) if files else 0,
-                       "width": [min(m["width"] for m in metas), max(m["width"] for m in metas)],
-                       "height": [min(m["height"] for m in metas), max(m["height"] for m in metas)],
-                       "formats": dict(Counter(m["format"] for m in metas if m["format"])),
-                       "jpeg_quality": [min(qualities), max(qualities)] if qualities else None}
+        sides[side] = {
+            "files_read": len(metas) if files else 0,
+            "width": [min(m["width"] for m in metas), max(m["width"] for m in metas)],
+            "height": [min(m["height"] for m in metas), max(m["height"] for m in metas)],
+            "formats": dict(Counter(m["format"] for m in metas if m["format"])),
+            "jpeg_quality": [min(qualities), max(qualities)] if qualities else None,
+        }
     aug = stage.augment
     return {
         "sides": sides,
         "width": [min(s["width"][0] for s in sides.values()), max(s["width"][1] for s in sides.values())],
         "height": [min(s["height"][0] for s in sides.values()), max(s["height"][1] for s in sides.values())],
         "formats": sorted({f for s in sides.values() for f in s["formats"]}),
-        "jpeg_quality": _span([s["jpeg_quality"] for s in sides.values()] + ([aug.jpeg_quality] if aug.jpeg > 0 else [])),
+        "jpeg_quality": _span(
+            [s["jpeg_quality"] for s in sides.values()] + ([aug.jpeg_quality] if aug.jpeg > 0 else [])
+        ),
         "sources": {side: sorted(v) for side, v in (sources or {}).items()},
-        "rules": {"size_tolerance": SIZE_TOLERANCE, "quality_tolerance": QUALITY_TOLERANCE,
-                  "perturbations": list(PERTURBATIONS)},
+        "rules": {
+            "size_tolerance": SIZE_TOLERANCE,
+            "quality_tolerance": QUALITY_TOLERANCE,
+            "perturbations": list(PERTURBATIONS),
+        },
     }
 
 
@@ -69,12 +77,17 @@ def inside(domain: dict | None, meta: dict | None) -> tuple[bool, list[str]]:
     if not domain or not meta:
         return True, []
     why = []
-    if any(not lo / SIZE_TOLERANCE <= meta[side] <= hi * SIZE_TOLERANCE for side, (lo, hi) in
-           (("width", domain["width"]), ("height", domain["height"]))):
+    if any(
+        not lo / SIZE_TOLERANCE <= meta[side] <= hi * SIZE_TOLERANCE
+        for side, (lo, hi) in (("width", domain["width"]), ("height", domain["height"]))
+    ):
+
         def span(lo, hi):
             return f"{lo}" if lo == hi else f"{lo}-{hi}"
 
-        why.append(f"size {meta['width']}x{meta['height']} px, trained on {span(*domain['width'])}x{span(*domain['height'])} px")
+        why.append(
+            f"size {meta['width']}x{meta['height']} px, trained on {span(*domain['width'])}x{span(*domain['height'])} px"
+        )
     if domain["formats"] and meta.get("format") and meta["format"] not in domain["formats"]:
         why.append(f"format {meta['format']}, trained on {', '.join(domain['formats'])}")
     q, span = meta.get("jpeg_quality"), domain.get("jpeg_quality")
@@ -91,8 +104,14 @@ def perturbed(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([jpeg(x, 90), downscale(x, 0.75), shifted.round().to(torch.uint8)])
 
 
-def verdicts(p: torch.Tensor, p_perturbed: torch.Tensor, threshold: float, metas: list[dict | None],
-             domain: dict | None, band: float = 0.0) -> list[dict]:
+def verdicts(
+    p: torch.Tensor,
+    p_perturbed: torch.Tensor,
+    threshold: float,
+    metas: list[dict | None],
+    domain: dict | None,
+    band: float = 0.0,
+) -> list[dict]:
     """One record per image: p_synthetic, the range under PERTURBATIONS, the verdict and the rule that gave it.
 
     Rules, first that applies: outside the training domain; unstable (the verdict flips under a
@@ -105,19 +124,39 @@ def verdicts(p: torch.Tensor, p_perturbed: torch.Tensor, threshold: float, metas
         allp = [float(p[i])] + pp[:, i].tolist()
         side = [q >= threshold for q in allp]
         flips = [name for name, s in zip(PERTURBATIONS, side[1:]) if s != side[0]]
-        rec = {"p_synthetic": round(float(p[i]), 6), "p_range": [round(min(allp), 6), round(max(allp), 6)],
-               "threshold": threshold, "domain": {"inside": ok, "why": why}}
+        rec = {
+            "p_synthetic": round(float(p[i]), 6),
+            "p_range": [round(min(allp), 6), round(max(allp), 6)],
+            "threshold": threshold,
+            "domain": {"inside": ok, "why": why},
+        }
         if not ok:
-            rec.update(verdict=VERDICT_OUTSIDE, rule="outside_domain", reliable=False,
-                       why=f"outside the training domain: {'; '.join(why)}")
+            rec.update(
+                verdict=VERDICT_OUTSIDE,
+                rule="outside_domain",
+                reliable=False,
+                why=f"outside the training domain: {'; '.join(why)}",
+            )
         elif flips:
-            rec.update(verdict="unsure", rule="unstable", reliable=False,
-                       why=f"the verdict flips under {', '.join(flips)} (P from {min(allp):.2f} to {max(allp):.2f})")
+            rec.update(
+                verdict="unsure",
+                rule="unstable",
+                reliable=False,
+                why=f"the verdict flips under {', '.join(flips)} (P from {min(allp):.2f} to {max(allp):.2f})",
+            )
         elif abs(float(p[i]) - threshold) < band:
-            rec.update(verdict="unsure", rule="near_threshold", reliable=False,
-                       why=f"within {band:g} of the threshold {threshold:.2f}")
+            rec.update(
+                verdict="unsure",
+                rule="near_threshold",
+                reliable=False,
+                why=f"within {band:g} of the threshold {threshold:.2f}",
+            )
         else:
-            rec.update(verdict="synthetic" if side[0] else "real", rule="threshold", reliable=True,
-                       why=f"P {'>=' if side[0] else '<'} threshold {threshold:.2f}, stable under {', '.join(PERTURBATIONS)}")
+            rec.update(
+                verdict="synthetic" if side[0] else "real",
+                rule="threshold",
+                reliable=True,
+                why=f"P {'>=' if side[0] else '<'} threshold {threshold:.2f}, stable under {', '.join(PERTURBATIONS)}",
+            )
         out.append(rec)
     return out

@@ -1,5 +1,6 @@
 """What a detector is judged on: threshold chosen on validation, metrics on test (scikit-learn's
 definitions), ROC, precision-recall, calibration, and accuracy under common degradations."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,14 +30,16 @@ def binary_metrics(y, p, threshold: float) -> dict:
     y, p = np.asarray(y), np.asarray(p, dtype=np.float64)
     out = classification_metrics(y, (p >= threshold).astype(int), list(CLASSES))
     both = len(np.unique(y)) == 2
-    out.update({
-        "threshold": float(threshold),
-        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "average_precision": float(average_precision_score(y, p)) if both else float("nan"),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
-        "f1_synthetic": out["per_class"]["synthetic"]["f1"],
-    })
+    out.update(
+        {
+            "threshold": float(threshold),
+            "auc": float(roc_auc_score(y, p)) if both else float("nan"),
+            "average_precision": float(average_precision_score(y, p)) if both else float("nan"),
+            "brier": float(brier_score_loss(y, p)),
+            "ece": expected_calibration_error(y, p),
+            "f1_synthetic": out["per_class"]["synthetic"]["f1"],
+        }
+    )
     return out
 
 
@@ -52,26 +55,38 @@ def expected_calibration_error(y, p, bins: int = 10) -> float:
     return float(err)
 
 
-def robustness_table(predict, images: torch.Tensor, y: np.ndarray, threshold: float, clean_p: np.ndarray,
-                     chunk: int = 1024) -> list[dict]:
+def robustness_table(
+    predict, images: torch.Tensor, y: np.ndarray, threshold: float, clean_p: np.ndarray, chunk: int = 1024
+) -> list[dict]:
     """Accuracy and AUC on the clean test set (its probabilities `clean_p`) and under each fixed
     degradation, predicted by `predict` (same threshold), `chunk` images at a time (the degradations
     work in float: a whole photo-scale test set at once would not fit in memory)."""
     rows = []
     for name, perturb in [("clean", None), *PERTURBATIONS.items()]:
-        p = clean_p if perturb is None else np.concatenate(
-            [predict(perturb(images[i:i + chunk])).numpy() for i in range(0, len(images), chunk)])
+        p = (
+            clean_p
+            if perturb is None
+            else np.concatenate([predict(perturb(images[i : i + chunk])).numpy() for i in range(0, len(images), chunk)])
+        )
         m = binary_metrics(y, p, threshold)
-        rows.append({"test set": name, "accuracy": m["accuracy"], "auc": m["auc"],
-                     "recall_real": m["per_class"]["real"]["recall"],
-                     "recall_synthetic": m["per_class"]["synthetic"]["recall"]})
+        rows.append(
+            {
+                "test set": name,
+                "accuracy": m["accuracy"],
+                "auc": m["auc"],
+                "recall_real": m["per_class"]["real"]["recall"],
+                "recall_synthetic": m["per_class"]["synthetic"]["recall"],
+            }
+        )
     return rows
 
 
 ROBUSTNESS_SAMPLE = 200  # crop mode: test images whose windows are degraded
 
 
-def set_robustness(bundle, s, y: np.ndarray, p: np.ndarray, *, seed: int = 0, workers: int = 2) -> tuple[list[dict], str]:
+def set_robustness(
+    bundle, s, y: np.ndarray, p: np.ndarray, *, seed: int = 0, workers: int = 2
+) -> tuple[list[dict], str]:
     """(robustness_table, what it was measured on) of a DetectorBundle on an ImageSet with labels y and clean
     P(synthetic) p: its thumbnails degraded; with crops, every window of a seeded sample of its images,
     their P averaged per image. The bundle's format normalisation applies after the degradation, as in use."""
@@ -96,5 +111,7 @@ def curves(y, p) -> dict:
     y, p = np.asarray(y), np.asarray(p)
     fpr, tpr, _ = roc_curve(y, p)
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="uniform")
-    return {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-            "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_synthetic": frac_pos.tolist()}}
+    return {
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
+        "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_synthetic": frac_pos.tolist()},
+    }

@@ -2,6 +2,7 @@
 (`synthgap detector evaluate`), and the generalisation matrix over synthetic sources (`synthgap
 detector cross`): one detector per source, one per left-out source, one on all, each tested on every
 source; the headline is the mean over sources a detector never saw."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,16 +52,34 @@ def _training_parts(bundle: DetectorBundle, classes: list[str]):
         for label, side in enumerate(("real", "synthetic")):
             for src in parse_sources(specs[side]):
                 folder, given = _resolve(src.spec, "train")
-                s = load_side(folder, "train", label, classes=classes, size=bundle.image_size, split_given=given,
-                              source=src.name, generator=src.generator)
+                s = load_side(
+                    folder,
+                    "train",
+                    label,
+                    classes=classes,
+                    size=bundle.image_size,
+                    split_given=given,
+                    source=src.name,
+                    generator=src.generator,
+                )
                 parts.append(AuditPart(f"training:{src.name}", "train", side, s, reference=True))
     except SynthgapError as e:
         return [], f"its training data could not be loaded here ({e})"
     return parts, None
 
 
-def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synthetic=None, data: str | None = None,
-                    split: str = "all", dedupe: str = "drop", root=None, progress: bool = True) -> dict:
+def evaluate_bundle(
+    bundle_dir: str | Path,
+    out: str | Path,
+    *,
+    real=None,
+    synthetic=None,
+    data: str | None = None,
+    split: str = "all",
+    dedupe: str = "drop",
+    root=None,
+    progress: bool = True,
+) -> dict:
     """Every test figure of `detector train` for a saved bundle on other data, at the bundle's own threshold
     (never re-tuned here): accuracy, AUC, AP, per source, robustness, how much of the data lies outside the
     bundle's training domain; the data audited against the bundle's training data first (`dedupe: drop`
@@ -73,13 +92,28 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
     classes = list(cfg.classes)
     if split not in ("test", "train", "all"):
         raise SynthgapError(f"--split: expected test, train or all, got '{split}'")
-    loaded = load_sources(real, synthetic, data=data, classes=classes, size=bundle.image_size, root=root,
-                          dedupe="off", split=None if split == "all" else split, progress=progress)
+    loaded = load_sources(
+        real,
+        synthetic,
+        data=data,
+        classes=classes,
+        size=bundle.image_size,
+        root=root,
+        dedupe="off",
+        split=None if split == "all" else split,
+        progress=progress,
+    )
     names = [s.name for side in loaded.sides for s in side]
     splits = ("train", "test") if split == "all" else (split,)
-    parts = [AuditPart(n, "test", "real" if k < len(loaded.sides[0]) else "synthetic",
-                       concat([loaded.sets[n, sp] for sp in splits], n, "real" if k < len(loaded.sides[0]) else "synthetic"))
-             for k, n in enumerate(names)]
+    parts = [
+        AuditPart(
+            n,
+            "test",
+            "real" if k < len(loaded.sides[0]) else "synthetic",
+            concat([loaded.sets[n, sp] for sp in splits], n, "real" if k < len(loaded.sides[0]) else "synthetic"),
+        )
+        for k, n in enumerate(names)
+    ]
     reference, missing = _training_parts(bundle, classes) if dedupe != "off" else ([], None)
     sets, audit = apply_dedupe(parts + reference, dedupe, progress=progress)
     test = concat(sets[: len(parts)], "evaluate", "mixed")
@@ -95,15 +129,23 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
         m = sources == n
         if not m.any():  # every image of it was a twin of the training data
             continue
-        row = {"source": n, "side": "real" if y[m][0] == 0 else "synthetic", "n": int(m.sum()),
-               "accuracy": float(((p[m] >= t) == y[m]).mean())}
+        row = {
+            "source": n,
+            "side": "real" if y[m][0] == 0 else "synthetic",
+            "n": int(m.sum()),
+            "accuracy": float(((p[m] >= t) == y[m]).mean()),
+        }
         if row["side"] == "synthetic":  # AUC of this source against every real image
             sel = m | (y == 0)
             row["auc"] = binary_metrics(y[sel], p[sel], t)["auc"]
         per_source.append(row)
     out = Path(out)
     result = {
-        "bundle": str(bundle_dir), "threshold": t, "split": split, "test": overall, "curves": curves(y, p),
+        "bundle": str(bundle_dir),
+        "threshold": t,
+        "split": split,
+        "test": overall,
+        "curves": curves(y, p),
         "per_source": per_source,
         **dict(zip(("robustness", "robustness_on"), set_robustness(bundle, test, y, p))),
         "domain": _file_domain(bundle, test.files),
@@ -111,8 +153,14 @@ def evaluate_bundle(bundle_dir: str | Path, out: str | Path, *, real=None, synth
         "audit_against_training_data": missing or ("checked" if reference else "dedupe: off"),
     }
     env = environment()
-    env.update({"bundle": str(bundle_dir), "specs": loaded.specs, "data": {"test": test.describe()},
-                "audit": audit_record(audit, dedupe)})
+    env.update(
+        {
+            "bundle": str(bundle_dir),
+            "specs": loaded.specs,
+            "data": {"test": test.describe()},
+            "audit": audit_record(audit, dedupe),
+        }
+    )
     if audit:
         audit.write(out / "audit")
     write_json(out / "environment.json", env)
@@ -142,8 +190,9 @@ def _done(folder: Path, cfg: DetectorConfig, data) -> dict | None:
     return json.loads(meta_file.read_text())
 
 
-def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str], out: str | Path, *,
-                 progress: bool = True) -> dict:
+def cross_matrix(
+    loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str], out: str | Path, *, progress: bool = True
+) -> dict:
     """Train every detector of detector_sets for each backbone (resumable: a finished one with the same
     config and data is read back), test each on every synthetic source's test split (against all real test
     images, at the detector's own threshold); write cross.json, cross.md, heatmaps and report.html."""
@@ -154,8 +203,10 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
     out = Path(out)
     sources = [s.name for s in loaded.sides[1]]
     if len(sources) < 2:
-        raise SynthgapError(f"the generalisation matrix needs at least 2 synthetic sources, got {sources}; give "
-                            "--synthetic NAME=SPEC several times, or a folder with a sub-folder per generator")
+        raise SynthgapError(
+            f"the generalisation matrix needs at least 2 synthetic sources, got {sources}; give "
+            "--synthetic NAME=SPEC several times, or a folder with a sub-folder per generator"
+        )
     for b in backbones:
         check_detector_config(dataclasses.replace(cfg, backbone=b))
     rng = np.random.default_rng(cfg.seed)
@@ -169,8 +220,14 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
     for backbone in backbones:
         bcfg = dataclasses.replace(cfg, backbone=backbone)
         for name, chosen in detector_sets(sources).items():
-            data = assemble(loaded, synthetic=chosen, val_fraction=cfg.val_fraction, train_size=cfg.train_size,
-                            test_size=cfg.test_size, seed=cfg.seed)
+            data = assemble(
+                loaded,
+                synthetic=chosen,
+                val_fraction=cfg.val_fraction,
+                train_size=cfg.train_size,
+                test_size=cfg.test_size,
+                seed=cfg.seed,
+            )
             folder = out / backbone / name.replace(" ", "-")
             meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress, audit_page=False)
             bundle = load_bundle(folder)
@@ -178,16 +235,34 @@ def cross_matrix(loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str
             for target, test in tests.items():
                 y = np.r_[np.zeros(len(real_test), int), np.ones(len(test), int)]
                 m = binary_metrics(y, np.r_[p_real, bundle.predict_set(test).numpy()], bundle.threshold)
-                rows.append({"backbone": backbone, "detector": name, "trained_on": chosen, "test_source": target,
-                             "seen": target in chosen, "accuracy": m["accuracy"], "auc": m["auc"],
-                             "recall_synthetic": m["per_class"]["synthetic"]["recall"],
-                             "recall_real": m["per_class"]["real"]["recall"], "threshold": bundle.threshold,
-                             "train_seconds": meta["training"]["seconds"]})
+                rows.append(
+                    {
+                        "backbone": backbone,
+                        "detector": name,
+                        "trained_on": chosen,
+                        "test_source": target,
+                        "seen": target in chosen,
+                        "accuracy": m["accuracy"],
+                        "auc": m["auc"],
+                        "recall_synthetic": m["per_class"]["synthetic"]["recall"],
+                        "recall_real": m["per_class"]["real"]["recall"],
+                        "threshold": bundle.threshold,
+                        "train_seconds": meta["training"]["seconds"],
+                    }
+                )
     summary = cross_summary(rows)
-    result = {"sources": sources, "real": [s.name for s in loaded.sides[0]], "rows": rows, "summary": summary,
-              "config": json.loads(json.dumps(dataclasses.asdict(cfg))), "sizes": {
-                  "train_per_side": cfg.train_size, "test_real": len(real_test),
-                  "test_per_source": {s: len(t) for s, t in tests.items()}}}
+    result = {
+        "sources": sources,
+        "real": [s.name for s in loaded.sides[0]],
+        "rows": rows,
+        "summary": summary,
+        "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
+        "sizes": {
+            "train_per_side": cfg.train_size,
+            "test_real": len(real_test),
+            "test_per_source": {s: len(t) for s, t in tests.items()},
+        },
+    }
     if loaded.audit:
         loaded.audit.write(out / "audit")  # once for the matrix: every detector's data comes from these sets
     result["audit"] = audit_record(loaded.audit, cfg.dedupe)
@@ -210,10 +285,17 @@ def cross_summary(rows: list[dict]) -> list[dict]:
         def mean(rs, k):
             return float(np.mean([r[k] for r in rs])) if rs else None
 
-        out.append({"backbone": backbone,
-                    "unseen_leave_one_out_accuracy": mean(loo, "accuracy"), "unseen_leave_one_out_auc": mean(loo, "auc"),
-                    "unseen_single_source_accuracy": mean(single, "accuracy"), "unseen_single_source_auc": mean(single, "auc"),
-                    "seen_accuracy": mean(seen, "accuracy"), "seen_auc": mean(seen, "auc"),
-                    "all_sources_accuracy": mean(everything, "accuracy"), "all_sources_auc": mean(everything, "auc")})
+        out.append(
+            {
+                "backbone": backbone,
+                "unseen_leave_one_out_accuracy": mean(loo, "accuracy"),
+                "unseen_leave_one_out_auc": mean(loo, "auc"),
+                "unseen_single_source_accuracy": mean(single, "accuracy"),
+                "unseen_single_source_auc": mean(single, "auc"),
+                "seen_accuracy": mean(seen, "accuracy"),
+                "seen_auc": mean(seen, "auc"),
+                "all_sources_accuracy": mean(everything, "accuracy"),
+                "all_sources_auc": mean(everything, "auc"),
+            }
+        )
     return out
-

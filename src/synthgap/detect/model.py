@@ -4,6 +4,7 @@ A bundle is one folder: `model.safetensors` (weights) and `detector.json` (backb
 preprocessing, threshold, metrics, provenance). Anything that loads it (CLI, web app) gets the
 same predictions without knowing how it was trained.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,13 @@ class Detector(nn.Module):
 
     def backbone_input(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.input_size)
+            x = F.interpolate(
+                x,
+                size=(self.input_size, self.input_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=x.shape[-1] > self.input_size,
+            )
         return x * self.scale + self.shift
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,19 +64,34 @@ class Detector(nn.Module):
         return self.head(self.features(x))
 
 
-def build_detector(backbone: str, *, pretrained: bool = True, input_size: int | None = None,
-                   head_width: int = 128, dropout: float = 0.3, model_id: str | None = None,
-                   revision: str | None = None, hub_config: dict | None = None) -> Detector:
+def build_detector(
+    backbone: str,
+    *,
+    pretrained: bool = True,
+    input_size: int | None = None,
+    head_width: int = 128,
+    dropout: float = 0.3,
+    model_id: str | None = None,
+    revision: str | None = None,
+    hub_config: dict | None = None,
+) -> Detector:
     info = BACKBONES.get(backbone)
     if info is None:
         raise SynthgapError(f"unknown backbone '{backbone}'; choose one of: {', '.join(BACKBONES)}")
     if head_width < 1 or not 0 <= dropout < 1:
-        raise SynthgapError(f"detector head: width must be at least 1 and dropout in [0, 1), got {head_width}, {dropout}")
+        raise SynthgapError(
+            f"detector head: width must be at least 1 and dropout in [0, 1), got {head_width}, {dropout}"
+        )
     size = input_size or info.input_size
     if size < 32 or size % 32:
         raise SynthgapError(f"detector input_size: expected a multiple of 32 (32, 64, 96, ...), got {size}")
-    bb = build_backbone(backbone, pretrained=pretrained and info.pretrainable, model_id=model_id, revision=revision,
-                        hub_config=hub_config)
+    bb = build_backbone(
+        backbone,
+        pretrained=pretrained and info.pretrainable,
+        model_id=model_id,
+        revision=revision,
+        hub_config=hub_config,
+    )
     return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
 
 
@@ -109,8 +130,9 @@ class DetectorBundle:
         device = next(self.model.parameters()).device
         side = max(images.shape[-2:]) if images.ndim == 4 else 64
         batch_size = batch_size or max(8, 256 * 64 * 64 // max(side, self.model.input_size) ** 2)
-        return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False),
-                             device=device)[:, 1]
+        return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False), device=device)[
+            :, 1
+        ]
 
     def views(self, image) -> torch.Tensor:
         """The model inputs of one upright RGB PIL image (V x 3 x S x S uint8): its thumbnail, or its windows."""
@@ -124,11 +146,21 @@ class DetectorBundle:
         if not chain.crop:
             return self.predict(s.images)
         if not s.files:
-            raise SynthgapError(f"{s.name}: this detector reads windows of image files at their own scale; "
-                                "these images did not come from files")
+            raise SynthgapError(
+                f"{s.name}: this detector reads windows of image files at their own scale; "
+                "these images did not come from files"
+            )
         device = next(self.model.parameters()).device
-        return predict_views(self.model, s.files, chain, tta=self.meta.get("tta", False), device=device,
-                             workers=workers, progress=progress, desc=f"predict {s.name}")[..., 1].mean(1)
+        return predict_views(
+            self.model,
+            s.files,
+            chain,
+            tta=self.meta.get("tta", False),
+            device=device,
+            workers=workers,
+            progress=progress,
+            desc=f"predict {s.name}",
+        )[..., 1].mean(1)
 
     @property
     def domain(self) -> dict | None:
@@ -155,9 +187,13 @@ class DetectorBundle:
         records = verdicts(mean(p), torch.cat([mean(row) for row in pp]), self.threshold, metas, self.domain, band)
         for rec, start, n in zip(records, starts.tolist(), counts):
             if n > 1:
-                part = p[start:start + n].float()
-                rec["views"] = {"n": n, "p_min": round(float(part.min()), 6), "p_max": round(float(part.max()), 6),
-                                "p_std": round(float(part.std()), 6)}
+                part = p[start : start + n].float()
+                rec["views"] = {
+                    "n": n,
+                    "p_min": round(float(part.min()), 6),
+                    "p_max": round(float(part.max()), 6),
+                    "p_std": round(float(part.std()), 6),
+                }
         return records
 
     def assess_files(self, paths: list[str], chunk: int = 64) -> list[dict]:
@@ -168,8 +204,8 @@ class DetectorBundle:
         out: list[dict] = []
         for start in range(0, len(paths), chunk):
             views, metas, where = [], [], []
-            part: list[dict] = [{} for _ in paths[start:start + chunk]]
-            for i, p in enumerate(paths[start:start + chunk]):
+            part: list[dict] = [{} for _ in paths[start : start + chunk]]
+            for i, p in enumerate(paths[start : start + chunk]):
                 im, reason = decode_native(p)
                 if im is None:
                     part[i] = {"p_synthetic": None, "verdict": None, "error": reason}
@@ -194,14 +230,21 @@ class DetectorBundle:
 def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -> DetectorBundle:
     folder = Path(folder)
     if not (folder / META).exists() or not (folder / WEIGHTS).exists():
-        raise SynthgapError(f"{folder}: not a detector bundle (expected {META} and {WEIGHTS}; "
-                            "make one with `synthgap detector train`)")
+        raise SynthgapError(
+            f"{folder}: not a detector bundle (expected {META} and {WEIGHTS}; make one with `synthgap detector train`)"
+        )
     try:
         meta = json.loads((folder / META).read_text())
         arch = meta["architecture"]
         hub = arch.get("hub") or {}
-        model = build_detector(arch["backbone"], pretrained=False, input_size=arch["input_size"],
-                               head_width=arch["head_width"], dropout=arch["dropout"], hub_config=hub.get("config"))
+        model = build_detector(
+            arch["backbone"],
+            pretrained=False,
+            input_size=arch["input_size"],
+            head_width=arch["head_width"],
+            dropout=arch["dropout"],
+            hub_config=hub.get("config"),
+        )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
     try:

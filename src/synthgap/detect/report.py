@@ -1,4 +1,5 @@
 """The detector's report, in the core's format: tables in Markdown, plots as PNG, one report.html."""
+
 from __future__ import annotations
 
 import html
@@ -13,8 +14,11 @@ from synthgap.report.tables import md_table
 
 
 def robustness_md(rows: list[dict]) -> str:
-    return md_table(rows, ["test set", "accuracy", "auc", "recall_real", "recall_synthetic"],
-                    percent=("accuracy", "auc", "recall_real", "recall_synthetic"))
+    return md_table(
+        rows,
+        ["test set", "accuracy", "auc", "recall_real", "recall_synthetic"],
+        percent=("accuracy", "auc", "recall_real", "recall_synthetic"),
+    )
 
 
 def _audit_html(audit: dict) -> str:
@@ -22,8 +26,15 @@ def _audit_html(audit: dict) -> str:
     text = html.escape(str(audit.get("verdict", "not run")))
     on = html.escape(str(audit.get("on", "")))
     per = audit.get("per_feature") or {}
-    table = md_table([{"feature": k, "balanced accuracy": v} for k, v in per.items()], ["feature", "balanced accuracy"],
-                     percent=("balanced accuracy",)) if per else ""
+    table = (
+        md_table(
+            [{"feature": k, "balanced accuracy": v} for k, v in per.items()],
+            ["feature", "balanced accuracy"],
+            percent=("balanced accuracy",),
+        )
+        if per
+        else ""
+    )
     return f'<p class="{cls}">{text}</p><p>Audited: {on}.</p>' + (_md_to_html_table(table) if table else "")
 
 
@@ -40,25 +51,33 @@ def write_detector_report(out: str | Path) -> Path:
     plot_confusion(test, out / "confusion.png", title=f"{name} test")
     plot_roc_calibration(metrics["curves"], test, out / "roc_calibration.png", title=f"{name} test")
     rob = robustness_md(metrics["robustness"])
-    headline = (f"Test accuracy **{100 * test['accuracy']:.2f}%**, AUC **{test['auc']:.4f}**, average precision "
-                f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
-                f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%)."
-                + audit_lead(env.get("audit")))
+    headline = (
+        f"Test accuracy **{100 * test['accuracy']:.2f}%**, AUC **{test['auc']:.4f}**, average precision "
+        f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
+        f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%)."
+        + audit_lead(env.get("audit"))
+    )
     chain = meta["preprocessing"].get("input_why", "input: resize")
     rob_on = f"On {metrics.get('robustness_on', 'all test images')}, same threshold."
-    write_text(out / "summary.md", f"# Detector: {name}\n\n{headline}\n\nInput: {chain}.\n\n"
-                                   f"## Robustness (test set)\n\n{rob_on}\n\n{rob}\n"
-                                   f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n"
-                                   + audit_markdown(env.get("audit")))
-    stages = "".join(f"<tr><td>{html.escape(k)}</td><td>{v['best_epoch']}</td><td>{v['seconds']:.0f}</td>"
-                     f"<td>{v['images_per_second']:.0f}</td><td>{100 * (v['best_val_accuracy'] or 0):.2f}</td></tr>"
-                     for k, v in metrics["history"].items())
+    write_text(
+        out / "summary.md",
+        f"# Detector: {name}\n\n{headline}\n\nInput: {chain}.\n\n"
+        f"## Robustness (test set)\n\n{rob_on}\n\n{rob}\n"
+        f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n" + audit_markdown(env.get("audit")),
+    )
+    stages = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v['best_epoch']}</td><td>{v['seconds']:.0f}</td>"
+        f"<td>{v['images_per_second']:.0f}</td><td>{100 * (v['best_val_accuracy'] or 0):.2f}</td></tr>"
+        for k, v in metrics["history"].items()
+    )
     cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
-    page = page_head(f"synthgap detector report: {name}") + f"""
+    page = (
+        page_head(f"synthgap detector report: {name}")
+        + f"""
 <h1>Real or AI-generated: {html.escape(name)} detector</h1>
-<p class=lead>{html.escape(headline).replace('**', '')}</p>
+<p class=lead>{html.escape(headline).replace("**", "")}</p>
 <p>Input: {html.escape(chain)}.</p>
-<figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
+<figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
 <h2>Robustness</h2><p>The test set re-encoded or degraded. {html.escape(rob_on)}</p>
 {_md_to_html_table(rob)}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
@@ -66,10 +85,11 @@ def write_detector_report(out: str | Path) -> Path:
 <h2>Training</h2>
 <table><thead><tr><th>stage</th><th>best epoch</th><th>seconds</th><th>img/s</th><th>best val acc %</th></tr></thead>
 <tbody>{stages}</tbody></table>
-<h2>Reproduce</h2><p>{html.escape(json.dumps(meta.get('versions', {})))}; config hash <code>{html.escape(str(meta.get('config_hash')))}</code></p>
+<h2>Reproduce</h2><p>{html.escape(json.dumps(meta.get("versions", {})))}; config hash <code>{html.escape(str(meta.get("config_hash")))}</code></p>
 <pre>{html.escape(cfg)}</pre>
 </body></html>
 """
+    )
     write_text(out / "report.html", page)
     return out / "report.html"
 
@@ -82,31 +102,43 @@ def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict
     plot_confusion(test, out / "confusion.png", title=f"{name} on new data")
     plot_roc_calibration(result["curves"], test, out / "roc_calibration.png", title=f"{name} on new data")
     dom = result["domain"]
-    outside = (f" {dom['outside']:,} of {dom['checked']:,} images ({100 * dom['outside_fraction']:.1f}%) lie outside "
-               f"the bundle's training domain ({', '.join(f'{k}: {v}' for k, v in dom['reasons'].items()) or '-'}): its "
-               "answers on them are not to be trusted." if dom.get("outside") else "")
-    headline = (f"Accuracy **{100 * test['accuracy']:.2f}%** at the bundle's own threshold {result['threshold']:.3f} "
-                f"(not re-tuned on this data), AUC **{test['auc']:.4f}**, average precision {test['average_precision']:.4f}, "
-                f"on {test['n']:,} images.{outside}" + audit_lead(env.get("audit")))
+    outside = (
+        f" {dom['outside']:,} of {dom['checked']:,} images ({100 * dom['outside_fraction']:.1f}%) lie outside "
+        f"the bundle's training domain ({', '.join(f'{k}: {v}' for k, v in dom['reasons'].items()) or '-'}): its "
+        "answers on them are not to be trusted."
+        if dom.get("outside")
+        else ""
+    )
+    headline = (
+        f"Accuracy **{100 * test['accuracy']:.2f}%** at the bundle's own threshold {result['threshold']:.3f} "
+        f"(not re-tuned on this data), AUC **{test['auc']:.4f}**, average precision {test['average_precision']:.4f}, "
+        f"on {test['n']:,} images.{outside}" + audit_lead(env.get("audit"))
+    )
     sources = md_table(result["per_source"], ["source", "side", "n", "accuracy", "auc"], percent=("accuracy", "auc"))
     rob = robustness_md(result["robustness"])
-    write_text(out / "summary.md", f"# Detector {name} on new data\n\n{headline}\n\n## Per source\n\n{sources}\n"
-                                   f"## Robustness\n\n{rob}\n" + audit_markdown(env.get("audit")))
+    write_text(
+        out / "summary.md",
+        f"# Detector {name} on new data\n\n{headline}\n\n## Per source\n\n{sources}\n"
+        f"## Robustness\n\n{rob}\n" + audit_markdown(env.get("audit")),
+    )
     trained = meta.get("sources") or {}
     trained_on = "; ".join(f"{side}: {', '.join(v)}" for side, v in trained.items()) or "not recorded"
     chain = meta.get("preprocessing", {}).get("input_why", "input: resize")
-    page = page_head(f"synthgap detector evaluation: {name}") + f"""
+    page = (
+        page_head(f"synthgap detector evaluation: {name}")
+        + f"""
 <h1>{html.escape(name)} detector on new data</h1>
-<p class=lead>{html.escape(headline).replace('**', '')}</p>
+<p class=lead>{html.escape(headline).replace("**", "")}</p>
 <p>Input: {html.escape(chain)}.</p>
-<p>Trained on {html.escape(trained_on)}. Audited against its training data: {html.escape(str(result['audit_against_training_data']))}.</p>
-<figure>{_img(out / 'roc_calibration.png')}</figure><figure>{_img(out / 'confusion.png')}</figure>
+<p>Trained on {html.escape(trained_on)}. Audited against its training data: {html.escape(str(result["audit_against_training_data"]))}.</p>
+<figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
 <h2>Per source</h2><p>Accuracy of each source's images at the bundle's threshold; a synthetic source's AUC is against all the real images.</p>
 {_md_to_html_table(sources)}
 <h2>Robustness</h2>{_md_to_html_table(rob)}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 </body></html>
 """
+    )
     write_text(out / "report.html", page)
     return out / "report.html"
 
@@ -130,32 +162,73 @@ def write_cross_report(out: str | Path, result: dict) -> Path:
                 i, j = detectors.index(r["detector"]), sources.index(r["test_source"])
                 values[i, j], seen[i, j] = r[metric], r["seen"]
             png = out / f"{backbone}_{metric}.png"
-            plot_matrix(values, detectors, sources, png, title=f"{backbone}: {metric} (%); outlined = trained on it",
-                        marked=seen)
+            plot_matrix(
+                values,
+                detectors,
+                sources,
+                png,
+                title=f"{backbone}: {metric} (%); outlined = trained on it",
+                marked=seen,
+            )
             figures.append(f"<figure>{_img(png)}</figure>")
-            tables.append(f"### {backbone}: {metric} (%)\n\n" + md_table(
-                [{"detector": d, **{s: values[i, j] for j, s in enumerate(sources)}} for i, d in enumerate(detectors)],
-                ["detector", *sources], percent=tuple(sources)))
-    summary = md_table(result["summary"], ["backbone", "unseen_leave_one_out_accuracy", "unseen_leave_one_out_auc",
-                                           "unseen_single_source_accuracy", "unseen_single_source_auc",
-                                           "all_sources_accuracy", "all_sources_auc"],
-                       percent=("unseen_leave_one_out_accuracy", "unseen_leave_one_out_auc", "unseen_single_source_accuracy",
-                                "unseen_single_source_auc", "all_sources_accuracy", "all_sources_auc"))
+            tables.append(
+                f"### {backbone}: {metric} (%)\n\n"
+                + md_table(
+                    [
+                        {"detector": d, **{s: values[i, j] for j, s in enumerate(sources)}}
+                        for i, d in enumerate(detectors)
+                    ],
+                    ["detector", *sources],
+                    percent=tuple(sources),
+                )
+            )
+    summary = md_table(
+        result["summary"],
+        [
+            "backbone",
+            "unseen_leave_one_out_accuracy",
+            "unseen_leave_one_out_auc",
+            "unseen_single_source_accuracy",
+            "unseen_single_source_auc",
+            "all_sources_accuracy",
+            "all_sources_auc",
+        ],
+        percent=(
+            "unseen_leave_one_out_accuracy",
+            "unseen_leave_one_out_auc",
+            "unseen_single_source_accuracy",
+            "unseen_single_source_auc",
+            "all_sources_accuracy",
+            "all_sources_auc",
+        ),
+    )
     sizes = result["sizes"]
-    about = (f"Real: {', '.join(result['real'])} ({sizes['test_real']:,} test images). Each detector: the same config and "
-             f"budget, {sizes['train_per_side'] or 'all'} training images per side (its synthetic sources in equal shares), "
-             "its threshold chosen on its own validation split. Each cell: the detector on the real test images and one "
-             "source's test images, in %.")
-    write_text(out / "cross.md", "# Generalisation matrix\n\n" + about + "\n\n## Unseen sources (the headline)\n\n"
-               + summary + "\n" + "\n".join(tables))
-    page = page_head("synthgap generalisation matrix") + f"""
+    about = (
+        f"Real: {', '.join(result['real'])} ({sizes['test_real']:,} test images). Each detector: the same config and "
+        f"budget, {sizes['train_per_side'] or 'all'} training images per side (its synthetic sources in equal shares), "
+        "its threshold chosen on its own validation split. Each cell: the detector on the real test images and one "
+        "source's test images, in %."
+    )
+    write_text(
+        out / "cross.md",
+        "# Generalisation matrix\n\n"
+        + about
+        + "\n\n## Unseen sources (the headline)\n\n"
+        + summary
+        + "\n"
+        + "\n".join(tables),
+    )
+    page = (
+        page_head("synthgap generalisation matrix")
+        + f"""
 <h1>How far the detectors carry: the generalisation matrix</h1>
 <p class=lead>{html.escape(about)}</p>
 <h2>Unseen sources</h2><p>Mean over the sources a detector never saw: each leave-one-out detector on its left-out
 source, each single-source detector on the others.</p>{_md_to_html_table(summary)}
-<h2>Matrices</h2>{''.join(figures)}
+<h2>Matrices</h2>{"".join(figures)}
 {audit_section(result.get("audit"), out / "audit" / "audit.html")}
 </body></html>
 """
+    )
     write_text(out / "report.html", page)
     return out / "report.html"

@@ -4,6 +4,7 @@ Stage 1 trains the head on a frozen backbone (on features extracted once, by def
 unfreezes the top blocks at a lower learning rate. A backbone without pretrained weights trains
 end to end in one stage. The threshold is chosen on validation; test is touched once, at the end.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,12 +38,18 @@ def check_detector_config(cfg: DetectorConfig) -> None:
 
     for name, stage in (("head", cfg.head), ("finetune", cfg.finetune), ("scratch", cfg.scratch)):
         check_config(stage, where=name)
-    checks = [("head_width", cfg.head_width >= 1, "at least 1"), ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
-              ("input_size", cfg.input_size is None or (cfg.input_size >= 32 and cfg.input_size % 32 == 0),
-               "a multiple of 32, or null"),
-              ("train_size", cfg.train_size is None or cfg.train_size >= 1, "at least 1, or null (all)"),
-              ("test_size", cfg.test_size is None or cfg.test_size >= 1, "at least 1, or null (all)"),
-              ("val_fraction", 0 < cfg.val_fraction < 1, "in (0, 1)")]
+    checks = [
+        ("head_width", cfg.head_width >= 1, "at least 1"),
+        ("dropout", 0 <= cfg.dropout < 1, "in [0, 1)"),
+        (
+            "input_size",
+            cfg.input_size is None or (cfg.input_size >= 32 and cfg.input_size % 32 == 0),
+            "a multiple of 32, or null",
+        ),
+        ("train_size", cfg.train_size is None or cfg.train_size >= 1, "at least 1, or null (all)"),
+        ("test_size", cfg.test_size is None or cfg.test_size >= 1, "at least 1, or null (all)"),
+        ("val_fraction", 0 < cfg.val_fraction < 1, "in (0, 1)"),
+    ]
     for name, ok, want in checks:
         if not ok:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)}")
@@ -55,10 +62,13 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         raise SynthgapError(f"config field 'finetune_blocks': expected 0 or more, got {cfg.finetune_blocks}")
     if cfg.image_size < 8:
         raise SynthgapError(f"config field 'image_size': expected at least 8, got {cfg.image_size}")
-    for name, ok, want in (("input", cfg.input in ("crop", "resize"), "crop or resize"),
-                           ("crop_size", cfg.crop_size >= 32 and cfg.crop_size % 32 == 0, "a multiple of 32"),
-                           ("crop_grid", 1 <= cfg.crop_grid <= 8, "1..8 (windows per side)"),
-                           ("workers", cfg.workers >= 0, "0 or more"), ("in_memory_mb", cfg.in_memory_mb >= 0, "0 or more")):
+    for name, ok, want in (
+        ("input", cfg.input in ("crop", "resize"), "crop or resize"),
+        ("crop_size", cfg.crop_size >= 32 and cfg.crop_size % 32 == 0, "a multiple of 32"),
+        ("crop_grid", 1 <= cfg.crop_grid <= 8, "1..8 (windows per side)"),
+        ("workers", cfg.workers >= 0, "0 or more"),
+        ("in_memory_mb", cfg.in_memory_mb >= 0, "0 or more"),
+    ):
         if not ok:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)!r}")
     check_dedupe(cfg.dedupe)
@@ -73,32 +83,51 @@ def from_scratch(cfg: DetectorConfig) -> bool:
 def input_chain(cfg: DetectorConfig, train: ImageSet) -> tuple[InputChain, str]:
     """The input chain of a run on `train` (crops only for photo-sized files) and why it was chosen."""
     mode, why = resolve_input(cfg.input, cfg.crop_size, train.files, seed=cfg.seed)
-    return InputChain(mode, cfg.image_size, cfg.crop_size, cfg.crop_grid,
-                      cfg.normalize_quality if cfg.normalize_format else None), why
+    return InputChain(
+        mode, cfg.image_size, cfg.crop_size, cfg.crop_grid, cfg.normalize_quality if cfg.normalize_format else None
+    ), why
 
 
 def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
     """The untrained detector of a config; crops reach the backbone at their own size (no resampling)."""
-    return build_detector(cfg.backbone, pretrained=cfg.pretrained,
-                          input_size=cfg.input_size or (chain.crop_size if chain.crop else None),
-                          head_width=cfg.head_width, dropout=cfg.dropout, model_id=cfg.backbone_model,
-                          revision=cfg.backbone_revision)
+    return build_detector(
+        cfg.backbone,
+        pretrained=cfg.pretrained,
+        input_size=cfg.input_size or (chain.crop_size if chain.crop else None),
+        head_width=cfg.head_width,
+        dropout=cfg.dropout,
+        model_id=cfg.backbone_model,
+        revision=cfg.backbone_revision,
+    )
 
 
-def stage1_features(model: Detector, data: DetectorData, chain: InputChain, device, *, workers: int = 2,
-                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def stage1_features(
+    model: Detector, data: DetectorData, chain: InputChain, device, *, workers: int = 2, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen backbone's features of the training and validation images: N x F, or with crops
     N x V x F (every evaluation window of every image)."""
     if not chain.crop:
-        return (extract_features(model, data.train.images, device, progress=progress, desc="features train"),
-                extract_features(model, data.val.images, device, progress=progress, desc="features val"))
-    return tuple(view_features(model, s.files, chain, device, workers=workers, progress=progress,
-                               desc=f"features {split}") for split, s in (("train", data.train), ("val", data.val)))
+        return (
+            extract_features(model, data.train.images, device, progress=progress, desc="features train"),
+            extract_features(model, data.val.images, device, progress=progress, desc="features val"),
+        )
+    return tuple(
+        view_features(model, s.files, chain, device, workers=workers, progress=progress, desc=f"features {split}")
+        for split, s in (("train", data.train), ("val", data.val))
+    )
 
 
 @torch.no_grad()
-def view_features(model: Detector, files: list[str], chain: InputChain, device, *, workers: int = 2,
-                  progress: bool = True, desc: str = "features") -> torch.Tensor:
+def view_features(
+    model: Detector,
+    files: list[str],
+    chain: InputChain,
+    device,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+    desc: str = "features",
+) -> torch.Tensor:
     from synthgap.detect.crops import eval_batches
     from synthgap.io import progress_bar
     from synthgap.train.augment import normalize
@@ -106,18 +135,29 @@ def view_features(model: Detector, files: list[str], chain: InputChain, device, 
     model.eval()
     # Filled in place: the one set-sized tensor of stage 1 (V x F floats per image), never held twice
     out = torch.empty(len(files), chain.views, model.backbone.num_features)
-    for index, x in progress_bar(eval_batches(files, chain, workers=workers), total=-(-len(files) // 8), desc=desc,
-                                 unit="batch", enabled=progress, leave=False):
+    for index, x in progress_bar(
+        eval_batches(files, chain, workers=workers),
+        total=-(-len(files) // 8),
+        desc=desc,
+        unit="batch",
+        enabled=progress,
+        leave=False,
+    ):
         n, v = x.shape[:2]
-        chunks = x.flatten(0, 1).split(max(8, 256 * 64 * 64 // chain.crop_size ** 2))  # memory follows pixels
-        out[index] = torch.cat([model.features(normalize(c.to(device)).contiguous(memory_format=torch.channels_last))
-                                .float().cpu() for c in chunks]).view(n, v, -1)
+        chunks = x.flatten(0, 1).split(max(8, 256 * 64 * 64 // chain.crop_size**2))  # memory follows pixels
+        out[index] = torch.cat(
+            [
+                model.features(normalize(c.to(device)).contiguous(memory_format=torch.channels_last)).float().cpu()
+                for c in chunks
+            ]
+        ).view(n, v, -1)
     return out
 
 
 @torch.no_grad()
-def extract_features(model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True,
-                     desc: str = "features") -> torch.Tensor:
+def extract_features(
+    model: Detector, images: torch.Tensor, device, batch_size: int = 256, progress: bool = True, desc: str = "features"
+) -> torch.Tensor:
     from synthgap.io import progress_bar
     from synthgap.train.augment import normalize
     from synthgap.train.evaluate import MAX_BATCH_PIXELS
@@ -136,9 +176,16 @@ def _as_features(s: ImageSet, feats: torch.Tensor) -> ImageSet:
     return ImageSet(feats, s.labels, s.classes, s.name + "[features]", s.domain)
 
 
-def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | None = None, *, resume: bool = False,
-                   progress: bool = True, on_epoch=None, features: tuple[torch.Tensor, torch.Tensor] | None = None
-                   ) -> tuple[Detector, dict]:
+def train_detector(
+    data: DetectorData,
+    cfg: DetectorConfig,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch=None,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[Detector, dict]:
     """Both stages; returns the model (best validation epoch of the last stage) and the stage histories.
 
     features: (train, val) features of the frozen backbone, when already extracted (a tuning study
@@ -168,18 +215,39 @@ def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | No
         batches = None
         if chain.crop and val_proba is None:  # images, not features: their windows
             if not crops:
-                crops.append(RandomCrops(train.files, chain, workers=cfg.workers, in_memory_mb=cfg.in_memory_mb,
-                                         progress=progress))
+                crops.append(
+                    RandomCrops(
+                        train.files, chain, workers=cfg.workers, in_memory_mb=cfg.in_memory_mb, progress=progress
+                    )
+                )
             batches = crops[0]
 
             def val_proba(m, prep):
-                return predict_views(m, val.files, chain, prepare=prep, tta=stage_cfg.tta, device=device,
-                                     workers=cfg.workers).mean(1)
-        res = fit(train, stage_cfg, val=val, model=module, prepare=prepare, out_dir=out / "stages" / stage if out else None,
-                  resume=resume, progress=progress, desc=f"{cfg.backbone} {stage}", on_epoch=report, batches=batches,
-                  val_proba=val_proba)
-        history[stage] = {"history": res.history, "best_epoch": res.best_epoch, "best_val_accuracy": res.best_val_accuracy,
-                          "seconds": round(res.seconds, 2), "images_per_second": round(res.images_per_second, 1)}
+                return predict_views(
+                    m, val.files, chain, prepare=prep, tta=stage_cfg.tta, device=device, workers=cfg.workers
+                ).mean(1)
+
+        res = fit(
+            train,
+            stage_cfg,
+            val=val,
+            model=module,
+            prepare=prepare,
+            out_dir=out / "stages" / stage if out else None,
+            resume=resume,
+            progress=progress,
+            desc=f"{cfg.backbone} {stage}",
+            on_epoch=report,
+            batches=batches,
+            val_proba=val_proba,
+        )
+        history[stage] = {
+            "history": res.history,
+            "best_epoch": res.best_epoch,
+            "best_val_accuracy": res.best_val_accuracy,
+            "seconds": round(res.seconds, 2),
+            "images_per_second": round(res.images_per_second, 1),
+        }
 
     if from_scratch(cfg):
         model.backbone.set_trainable(-1)
@@ -193,19 +261,33 @@ def train_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path | No
         head_val_proba = None
         if chain.crop:  # every window of a training image is a sample; validation averages an image's windows
             f_train, f_val, views = f_train.flatten(0, 1), f_val, f_val.shape[1]
-            train_set = ImageSet(f_train, data.train.labels.repeat_interleave(views), data.train.classes,
-                                 data.train.name + "[window features]", data.train.domain)
+            train_set = ImageSet(
+                f_train,
+                data.train.labels.repeat_interleave(views),
+                data.train.classes,
+                data.train.name + "[window features]",
+                data.train.domain,
+            )
 
             def head_val_proba(head, prep):
                 from synthgap.train.evaluate import logits_to_proba
 
                 head.eval()
                 with torch.no_grad():
-                    return logits_to_proba(head(f_val.flatten(0, 1).to(device))).cpu().view(len(f_val), views, -1).mean(1)
+                    return (
+                        logits_to_proba(head(f_val.flatten(0, 1).to(device))).cpu().view(len(f_val), views, -1).mean(1)
+                    )
         else:
             train_set = _as_features(data.train, f_train)
-        run("head", train_set, _as_features(data.val, f_val if not chain.crop else f_val[:, 0]),
-            dataclasses.replace(cfg.head, tta=False), model.head, prepare=lambda x, g=None: x, val_proba=head_val_proba)
+        run(
+            "head",
+            train_set,
+            _as_features(data.val, f_val if not chain.crop else f_val[:, 0]),
+            dataclasses.replace(cfg.head, tta=False),
+            model.head,
+            prepare=lambda x, g=None: x,
+            val_proba=head_val_proba,
+        )
         history["head"]["feature_seconds"] = round(seconds, 2)
         del f_train, f_val, train_set, head_val_proba  # stage 2 reads images: the features' memory goes back
     else:
@@ -225,13 +307,16 @@ def tta_of(cfg: DetectorConfig) -> bool:
     return cfg.head.tta and not cfg.cache_features
 
 
-def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True,
-                      progress: bool = False) -> dict:
+def evaluate_detector(
+    model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True, progress: bool = False
+) -> dict:
     """Threshold on validation, then every test figure at that threshold."""
     chain, why = input_chain(cfg, data.train)
     meta = bundle_meta(cfg, threshold=0.5, model=model, chain=(chain, why))
     # The loaded thumbnails are already format-normalised; only freshly degraded images need it again.
-    loaded = DetectorBundle(model.eval(), {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}})
+    loaded = DetectorBundle(
+        model.eval(), {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}}
+    )
     p_val = loaded.predict_set(data.val, workers=cfg.workers, progress=progress).numpy()
     threshold = choose_threshold(data.val.labels.numpy(), p_val)
     p_test = loaded.predict_set(data.test, workers=cfg.workers, progress=progress).numpy()
@@ -245,30 +330,54 @@ def evaluate_detector(model: Detector, data: DetectorData, cfg: DetectorConfig, 
     }
     if robustness:
         result["robustness"], result["robustness_on"] = set_robustness(
-            DetectorBundle(model, {**meta, "threshold": threshold}), data.test, y_test, p_test, seed=cfg.seed,
-            workers=cfg.workers)
+            DetectorBundle(model, {**meta, "threshold": threshold}),
+            data.test,
+            y_test,
+            p_test,
+            seed=cfg.seed,
+            workers=cfg.workers,
+        )
     return result
 
 
-def bundle_meta(cfg: DetectorConfig, threshold: float, model: Detector | None = None,
-                chain: tuple[InputChain, str] | None = None) -> dict:
+def bundle_meta(
+    cfg: DetectorConfig, threshold: float, model: Detector | None = None, chain: tuple[InputChain, str] | None = None
+) -> dict:
     info = BACKBONES[cfg.backbone]
     chain, why = chain or (InputChain("resize", cfg.image_size), "input: resize")
     input_size = cfg.input_size or (chain.crop_size if chain.crop else info.input_size)
     return {
         "kind": "synthgap-detector",
         "classes": list(CLASSES),
-        "architecture": {"backbone": cfg.backbone, "input_size": input_size,
-                         "head_width": cfg.head_width, "dropout": cfg.dropout,
-                         "pretrained": not from_scratch(cfg), "about": info.about,
-                         **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {})},
-        "preprocessing": {"input": chain.input, "input_why": why, "image_size": cfg.image_size,
-                          **({"crop_size": chain.crop_size, "crop_grid": chain.crop_grid, "views": chain.views,
-                              "small_images": f"upscaled (bicubic) until the shorter side is {chain.crop_size} px"}
-                             if chain.crop else {}),
-                          "resample": "bicubic (PIL), antialiased",
-                          "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
-                          "input_size": input_size, "mean": list(info.mean), "std": list(info.std)},
+        "architecture": {
+            "backbone": cfg.backbone,
+            "input_size": input_size,
+            "head_width": cfg.head_width,
+            "dropout": cfg.dropout,
+            "pretrained": not from_scratch(cfg),
+            "about": info.about,
+            **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {}),
+        },
+        "preprocessing": {
+            "input": chain.input,
+            "input_why": why,
+            "image_size": cfg.image_size,
+            **(
+                {
+                    "crop_size": chain.crop_size,
+                    "crop_grid": chain.crop_grid,
+                    "views": chain.views,
+                    "small_images": f"upscaled (bicubic) until the shorter side is {chain.crop_size} px",
+                }
+                if chain.crop
+                else {}
+            ),
+            "resample": "bicubic (PIL), antialiased",
+            "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
+            "input_size": input_size,
+            "mean": list(info.mean),
+            "std": list(info.std),
+        },
         "threshold": threshold,
         "tta": tta_of(cfg),
     }
@@ -292,7 +401,10 @@ def format_bias(data: DetectorData, cfg: DetectorConfig) -> dict:
         result["on"] = f"training images after --normalize-format (JPEG q{cfg.normalize_quality})"
         return result
     if not train.files:
-        return {"biased": None, "verdict": "not run: the training images did not come from files (e.g. CIFAR-10 batches)"}
+        return {
+            "biased": None,
+            "verdict": "not run: the training images did not come from files (e.g. CIFAR-10 batches)",
+        }
     files = np.asarray(train.files)
     y = train.labels.numpy()
     result = audit_files(list(files[y == 0]), list(files[y == 1]), seed=cfg.seed)
@@ -314,16 +426,29 @@ def data_environment(data: DetectorData, cfg: DetectorConfig, out: Path, audit_p
     """environment.json of a detector folder (versions, config hash, data hashes, the data audit's counts),
     and (audit_page) the audit's pairs in out/audit/."""
     env = environment()
-    env.update({"config_hash": identity_hash(cfg), "data": data_record(data), "specs": data.specs,
-                "audit": audit_record(data.audit, cfg.dedupe)})
+    env.update(
+        {
+            "config_hash": identity_hash(cfg),
+            "data": data_record(data),
+            "specs": data.specs,
+            "audit": audit_record(data.audit, cfg.dedupe),
+        }
+    )
     if data.audit and audit_page:
         data.audit.write(out / "audit")
     write_json(out / "environment.json", env)
     return env
 
 
-def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, resume: bool = False,
-                 progress: bool = True, audit_page: bool = True) -> dict:
+def run_detector(
+    data: DetectorData,
+    cfg: DetectorConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    audit_page: bool = True,
+) -> dict:
     """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`."""
     from synthgap.detect.report import write_detector_report
 
@@ -343,17 +468,28 @@ def run_detector(data: DetectorData, cfg: DetectorConfig, out: str | Path, *, re
     result = evaluate_detector(model, data, cfg)
     meta = bundle_meta(cfg, result["threshold"], model, input_chain(cfg, data.train))
     test = result["test"]
-    meta.update({
-        "metrics": {k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")},
-        "robustness": result["robustness"], "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
-        "data_audit": env["audit"], "sources": data.sources,
-        "domain": training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed),
-        "training": {"seconds": round(train_seconds, 1), "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")}
-                                                                      for k, v in history.items()}},
-        "config": to_dict(cfg), "config_hash": identity_hash(cfg), "data": env["data"], "specs": data.specs,
-        "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
+    meta.update(
+        {
+            "metrics": {
+                k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")
+            },
+            "robustness": result["robustness"],
+            "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
+            "data_audit": env["audit"],
+            "sources": data.sources,
+            "domain": training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed),
+            "training": {
+                "seconds": round(train_seconds, 1),
+                "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")} for k, v in history.items()},
+            },
+            "config": to_dict(cfg),
+            "config_hash": identity_hash(cfg),
+            "data": env["data"],
+            "specs": data.specs,
+            "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
     write_json(out / "metrics.json", {**result, "history": history, "train_seconds": round(train_seconds, 1)})
     DetectorBundle(model.cpu(), meta).save(out)
     write_detector_report(out)

@@ -1,6 +1,7 @@
 """Experiments built on the core: the synthetic-vs-real transfer study and the pipeline.
 
 Names load on first use (synthgap.lazy_exports)."""
+
 from synthgap import lazy_exports
 
 _EXPORTS = {

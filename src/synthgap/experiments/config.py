@@ -1,4 +1,5 @@
 """The configs of the study: the transfer study (synthgap transfer) and the whole pipeline."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

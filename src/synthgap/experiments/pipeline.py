@@ -1,6 +1,7 @@
 """`synthgap pipeline`: real data -> (train the builtin generator) -> generate -> transfer -> report ->
 a detector of the generated images, each stage resumable; the folder is one a server takes whole
 (`synthgap serve OUT`, see `models_of_run`)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,11 @@ log = logging.getLogger("synthgap")
 
 # The settings the pipeline passes down to its stages: (top-level field, stage, the stage's name for it).
 SHARED = [("classes", stage, "classes") for stage in ("builtin", "generate", "transfer", "detector")] + [
-    ("image_size", "builtin", "image_size"), ("image_size", "generate", "size"), ("image_size", "transfer", "image_size"),
-    ("image_size", "detector", "image_size")]
+    ("image_size", "builtin", "image_size"),
+    ("image_size", "generate", "size"),
+    ("image_size", "transfer", "image_size"),
+    ("image_size", "detector", "image_size"),
+]
 
 
 def check_shared(cfg: PipelineConfig, written: dict) -> None:
@@ -30,8 +34,10 @@ def check_shared(cfg: PipelineConfig, written: dict) -> None:
         value, ours = (written.get(stage) or {}).get(name), getattr(cfg, top)
         same = (lambda a, b: parse_classes(a) == parse_classes(b)) if top == "classes" else (lambda a, b: a == b)
         if value is not None and not same(value, ours):
-            raise SynthgapError(f"config field '{stage}.{name}' ({value}) contradicts '{top}' ({ours}): the pipeline "
-                                f"gives every stage its top-level '{top}'; set it there once and drop '{stage}.{name}'")
+            raise SynthgapError(
+                f"config field '{stage}.{name}' ({value}) contradicts '{top}' ({ours}): the pipeline "
+                f"gives every stage its top-level '{top}'; set it there once and drop '{stage}.{name}'"
+            )
 
 
 def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | None = None) -> Path:
@@ -68,28 +74,45 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
     log.info("stage: generate %d images per class with %s", cfg.generate.per_class, model)
     gen_cfg = dataclasses.replace(cfg.generate, model=model, classes=list(cfg.classes), size=cfg.image_size)
     synthetic = generate(gen_cfg, out / "synthetic", progress=progress, ray_workers=0 if cfg.ray else None)
-    real_test, real_train = (load_spec(cfg.real, split, list(cfg.classes), cfg.image_size, cfg.root) for split in ("test", "train"))
+    real_test, real_train = (
+        load_spec(cfg.real, split, list(cfg.classes), cfg.image_size, cfg.root) for split in ("test", "train")
+    )
     quality = quality_report(synthetic, real_test, real_train)
     if quality.get("twins_vs_real_train"):
-        log.warning("audit: %d generated images have a twin in the real training split (memorised; %s)",
-                    len({t["id"] for t in quality["twins_vs_real_train"]}), synthetic / "audit" / "audit.html")
+        log.warning(
+            "audit: %d generated images have a twin in the real training split (memorised; %s)",
+            len({t["id"] for t in quality["twins_vs_real_train"]}),
+            synthetic / "audit" / "audit.html",
+        )
     log.info("FID-Lite0 of the generated set against %s: %.2f", real_test.name, quality["fid_lite0"] or float("nan"))
     log.info("stage: transfer study and report")
     tr_cfg = dataclasses.replace(cfg.transfer, classes=list(cfg.classes), image_size=cfg.image_size)
     records = run_transfer(cfg.real, str(synthetic), out / "transfer", tr_cfg, root=cfg.root, progress=progress)
-    arms = {arm: [r["accuracy"] for r in records if (r["train_domain"], r["test_domain"]) == arm]
-            for arm in (("synthetic", "real"), ("real", "real"), ("real-baseline", "real"))}
+    arms = {
+        arm: [r["accuracy"] for r in records if (r["train_domain"], r["test_domain"]) == arm]
+        for arm in (("synthetic", "real"), ("real", "real"), ("real-baseline", "real"))
+    }
     if arms[("synthetic", "real")]:  # the study trained on synthetic alone: that is the CAS
         quality["cas"] = sum(arms[("synthetic", "real")]) / len(arms[("synthetic", "real")])
-        quality["real_to_real"] = (sum(arms[("real", "real")]) / len(arms[("real", "real")])) if arms[("real", "real")] else None
+        quality["real_to_real"] = (
+            (sum(arms[("real", "real")]) / len(arms[("real", "real")])) if arms[("real", "real")] else None
+        )
         if arms[("real-baseline", "real")]:
-            quality["real_to_real_baseline"] = sum(arms[("real-baseline", "real")]) / len(arms[("real-baseline", "real")])
-        quality["cas_source"] = f"{out / 'transfer'}: accuracy on real test images of {tr_cfg.train.model} trained on the set alone"
+            quality["real_to_real_baseline"] = sum(arms[("real-baseline", "real")]) / len(
+                arms[("real-baseline", "real")]
+            )
+        quality["cas_source"] = (
+            f"{out / 'transfer'}: accuracy on real test images of {tr_cfg.train.model} trained on the set alone"
+        )
         write_json(synthetic / "quality.json", quality)
-        log.info("CAS (synthetic->real accuracy): %.1f%% (real->real at the same size %s%s)", 100 * quality["cas"],
-                 f"{100 * quality['real_to_real']:.1f}%" if quality["real_to_real"] is not None else "not run",
-                 f"; with {cfg.transfer.real_baseline} real images {100 * quality['real_to_real_baseline']:.1f}%"
-                 if "real_to_real_baseline" in quality else "")
+        log.info(
+            "CAS (synthetic->real accuracy): %.1f%% (real->real at the same size %s%s)",
+            100 * quality["cas"],
+            f"{100 * quality['real_to_real']:.1f}%" if quality["real_to_real"] is not None else "not run",
+            f"; with {cfg.transfer.real_baseline} real images {100 * quality['real_to_real_baseline']:.1f}%"
+            if "real_to_real_baseline" in quality
+            else "",
+        )
     if cfg.detect:
         run_pipeline_detector(cfg, synthetic, out / "detector", progress=progress)
     return out / "transfer" / "report.html"
@@ -108,21 +131,41 @@ def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, pr
         log.info("stage: detector: done before, read back from %s", out)
         return json.loads((out / "detector.json").read_text())
     log.info("stage: detector (%s) of %s (real) against the generated set -> %s", det.backbone, cfg.real, out)
-    loaded = load_sources(cfg.real, str(synthetic), classes=det.classes, size=det.image_size, root=cfg.root,
-                          dedupe=det.dedupe, progress=progress)
+    loaded = load_sources(
+        cfg.real,
+        str(synthetic),
+        classes=det.classes,
+        size=det.image_size,
+        root=cfg.root,
+        dedupe=det.dedupe,
+        progress=progress,
+    )
     # Unless the config caps them, both sides get as many images as the generated set has, so the real side
     # (e.g. CIFAR-10's 30,000) does not outweigh it.
     generated = {split: len(loaded.sets[loaded.sides[1][0].name, split]) for split in ("train", "test")}
     if det.train_size is None or det.test_size is None:
-        log.info("detector: up to %d training and %d test images per side (the generated set's splits)",
-                 det.train_size or generated["train"], det.test_size or generated["test"])
-    data = assemble(loaded, val_fraction=det.val_fraction, train_size=det.train_size or generated["train"],
-                    test_size=det.test_size or generated["test"], seed=det.seed,
-                    normalize_format=det.normalize_quality if det.normalize_format else None)
+        log.info(
+            "detector: up to %d training and %d test images per side (the generated set's splits)",
+            det.train_size or generated["train"],
+            det.test_size or generated["test"],
+        )
+    data = assemble(
+        loaded,
+        val_fraction=det.val_fraction,
+        train_size=det.train_size or generated["train"],
+        test_size=det.test_size or generated["test"],
+        seed=det.seed,
+        normalize_format=det.normalize_quality if det.normalize_format else None,
+    )
     meta = run_detector(data, det, out, resume=True, progress=progress)
     m = meta["metrics"]
-    log.info("detector: test accuracy %.1f%%, AUC %.3f on %d held-out images (%s vs the generated set)",
-             100 * m["accuracy"], m["auc"], m["n"], cfg.real)
+    log.info(
+        "detector: test accuracy %.1f%%, AUC %.3f on %d held-out images (%s vs the generated set)",
+        100 * m["accuracy"],
+        m["auc"],
+        m["n"],
+        cfg.real,
+    )
     return meta
 
 
@@ -137,14 +180,22 @@ def models_of_run(run: str | Path) -> dict[str, str | None]:
 
     run = Path(run)
     if not run.is_dir():
-        raise SynthgapError(f"no folder {run}; make it with: synthgap pipeline --config configs/pipeline-small.yaml "
-                            f"--set out={run}")
+        raise SynthgapError(
+            f"no folder {run}; make it with: synthgap pipeline --config configs/pipeline-small.yaml --set out={run}"
+        )
     if not (run / "pipeline.yaml").is_file():
-        raise SynthgapError(f"{run}: not a `synthgap pipeline` output folder (no pipeline.yaml); "
-                            "make one with: synthgap pipeline --config configs/pipeline-small.yaml")
+        raise SynthgapError(
+            f"{run}: not a `synthgap pipeline` output folder (no pipeline.yaml); "
+            "make one with: synthgap pipeline --config configs/pipeline-small.yaml"
+        )
     cfg = load_config(PipelineConfig, run / "pipeline.yaml")
-    generator = (str(run / "generator") if (run / "generator" / "model_index.json").is_file()
-                 else cfg.generate.model if cfg.generator == "diffusers" else None)
+    generator = (
+        str(run / "generator")
+        if (run / "generator" / "model_index.json").is_file()
+        else cfg.generate.model
+        if cfg.generator == "diffusers"
+        else None
+    )
     best, best_accuracy = None, -1.0
     for meta in sorted((run / "transfer" / "runs").glob("*/seed*/classifier.json")):
         accuracy = json.loads(meta.read_text()).get("metrics", {}).get("test_real_accuracy", -1.0)

@@ -5,6 +5,7 @@ Each (training set, seed) is a *run*; a run tested on one domain is an *arm* (re
 synthetic→real, ...). Every run has the same architecture, preprocessing and budget (images
 processed), so the arms differ only in their data.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,6 +67,7 @@ def stratified_sample(labels: torch.Tensor, n: int, rng: np.random.Generator) ->
 def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tuple[int, list[TrainingSet]]:
     """The training sets of the study. A `train_size` larger than the data allows (e.g. after the audit
     removed duplicates) is lowered to the largest that every fraction can draw, with a warning."""
+
     def fits(size: int) -> bool:
         return all(size - round(size * f) <= n_real and round(size * f) <= n_synthetic for f in cfg.fractions)
 
@@ -78,11 +80,19 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
         size = lo
         least = max(2, len(cfg.classes))
         if size < least:
-            raise SynthgapError(f"too few training images to train: the fractions {cfg.fractions} need training sets "
-                                f"of at least {least} images (one per class); there are {n_real} real and "
-                                f"{n_synthetic} synthetic training images (after the audit)")
-        log.warning("train_size %d capped at %d: the most every training set can draw from %d real and %d synthetic "
-                    "training images", wanted, size, n_real, n_synthetic)
+            raise SynthgapError(
+                f"too few training images to train: the fractions {cfg.fractions} need training sets "
+                f"of at least {least} images (one per class); there are {n_real} real and "
+                f"{n_synthetic} synthetic training images (after the audit)"
+            )
+        log.warning(
+            "train_size %d capped at %d: the most every training set can draw from %d real and %d synthetic "
+            "training images",
+            wanted,
+            size,
+            n_real,
+            n_synthetic,
+        )
     sets = []
     for f in cfg.fractions:
         n_s = int(round(size * f))
@@ -90,15 +100,21 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
         sets.append(TrainingSet(domain if domain != "mixed" else f"mix{round(f * 100):d}", domain, size - n_s, n_s))
     names = [s.name for s in sets]
     if len(set(names)) != len(names):
-        raise SynthgapError(f"config field 'fractions': {cfg.fractions} gives repeated training sets {names} at train_size {size}")
+        raise SynthgapError(
+            f"config field 'fractions': {cfg.fractions} gives repeated training sets {names} at train_size {size}"
+        )
     for k in cfg.extra_synthetic:
         n_s = min(int(round(k * n_real)), n_synthetic)
         sets.append(TrainingSet(f"real+{k:g}xsynthetic", f"real+{k:g}xsynthetic", n_real, n_s))
     if cfg.real_baseline:
         n = min(cfg.real_baseline, n_real)
         if n < cfg.real_baseline:
-            log.warning("config field 'real_baseline': %d is more than the %d real training images; using %d",
-                        cfg.real_baseline, n_real, n)
+            log.warning(
+                "config field 'real_baseline': %d is more than the %d real training images; using %d",
+                cfg.real_baseline,
+                n_real,
+                n,
+            )
         sets.append(TrainingSet(f"real-{n}", "real-baseline", n, 0, epochs_of_own_size=True))
     return size, sets
 
@@ -134,30 +150,56 @@ def load_transfer_data(real: str, synthetic: str, cfg: TransferConfig, root=None
     from synthgap.audit import AuditPart, apply_dedupe
 
     classes = parse_classes(cfg.classes)
-    parts = [AuditPart(spec, split, domain, load_spec(spec, split, classes, cfg.image_size, root, domain))
-             for domain, spec in (("real", real), ("synthetic", synthetic)) for split in SPLITS]
+    parts = [
+        AuditPart(spec, split, domain, load_spec(spec, split, classes, cfg.image_size, root, domain))
+        for domain, spec in (("real", real), ("synthetic", synthetic))
+        for split in SPLITS
+    ]
     sets, audit = apply_dedupe(parts, cfg.dedupe, progress=progress)
     data: dict[str, dict[str, ImageSet]] = {d: {} for d in DOMAINS}
     for part, s in zip(parts, sets):
         data[part.domain][part.split] = _cap(s, cfg.test_size) if part.split == "test" else s
     held = {d: len(data[d]["test"]) for d in DOMAINS}
     if cfg.test_size and min(held.values()) < cfg.test_size:
-        log.warning("test_size %d capped at what the test splits hold: %s", cfg.test_size,
-                    ", ".join(f"{n} {d}" for d, n in held.items()))
+        log.warning(
+            "test_size %d capped at what the test splits hold: %s",
+            cfg.test_size,
+            ", ".join(f"{n} {d}" for d, n in held.items()),
+        )
     return data, audit
 
 
 def _run_meta(cfg: TransferConfig, real: str, synthetic: str, ts, seed: int, result: dict) -> dict:
     """The classifier.json of one run: its test figures per domain and what it was trained on."""
     metrics = {f"test_{d}_{k}": m[k] for d, m in result["test"].items() for k in ("accuracy", "macro_f1") if k in m}
-    trained_on = {"training_set": ts.name, "seed": seed, "real": real, "synthetic": synthetic, "n_real": ts.n_real,
-                  "n_synthetic": ts.n_synthetic, "train_sha256": result.get("train_sha256")}
-    return classifier_meta(dataclasses.replace(cfg.train, seed=seed), parse_classes(cfg.classes), cfg.image_size, metrics, trained_on,
-                           name=f"{ts.name}/seed{seed}")
+    trained_on = {
+        "training_set": ts.name,
+        "seed": seed,
+        "real": real,
+        "synthetic": synthetic,
+        "n_real": ts.n_real,
+        "n_synthetic": ts.n_synthetic,
+        "train_sha256": result.get("train_sha256"),
+    }
+    return classifier_meta(
+        dataclasses.replace(cfg.train, seed=seed),
+        parse_classes(cfg.classes),
+        cfg.image_size,
+        metrics,
+        trained_on,
+        name=f"{ts.name}/seed{seed}",
+    )
 
 
-def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferConfig | None = None, *,
-                 root=None, progress: bool = True) -> list[dict]:
+def run_transfer(
+    real: str,
+    synthetic: str,
+    out_dir: str | Path,
+    cfg: TransferConfig | None = None,
+    *,
+    root=None,
+    progress: bool = True,
+) -> list[dict]:
     """Run every (training set, seed) not yet finished in out_dir; write the output contract; return the records.
 
     Re-running the same call resumes: finished runs are read back, an interrupted one continues
@@ -180,9 +222,13 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     env = environment()
     env["config_hash"] = identity_hash(cfg)
     env["data"] = {
-        f"{d}_{split}": {"spec": real if d == "real" else synthetic, **s.describe(),
-                         "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped]}
-        for d in DOMAINS for split, s in data[d].items()
+        f"{d}_{split}": {
+            "spec": real if d == "real" else synthetic,
+            **s.describe(),
+            "skipped_files": [{"path": p, "reason": r} for p, r in s.skipped],
+        }
+        for d in DOMAINS
+        for split, s in data[d].items()
     }
     env["budget_images_per_run"] = budget
     env["audit"] = audit_record(audit, cfg.dedupe)
@@ -196,16 +242,35 @@ def run_transfer(real: str, synthetic: str, out_dir: str | Path, cfg: TransferCo
     runs = [(ts, seed) for seed in cfg.seeds for ts in sets]
     for i, (ts, seed) in enumerate(runs, 1):
         desc = f"[{i}/{len(runs)}] {ts.name} seed {seed}"
-        result = one_run(data, cfg, ts, seed, out / "runs" / ts.name / f"seed{seed}", budget, desc,
-                         specs=(real, synthetic), progress=progress)
+        result = one_run(
+            data,
+            cfg,
+            ts,
+            seed,
+            out / "runs" / ts.name / f"seed{seed}",
+            budget,
+            desc,
+            specs=(real, synthetic),
+            progress=progress,
+        )
         records += summary_records(result)
     write_summary(out, records)
     write_report(out)
     return records
 
 
-def one_run(data: dict, cfg: TransferConfig, ts: TrainingSet, seed: int, run_dir: Path, budget: int, desc: str, *,
-            specs: tuple[str, str], progress: bool = True) -> dict:
+def one_run(
+    data: dict,
+    cfg: TransferConfig,
+    ts: TrainingSet,
+    seed: int,
+    run_dir: Path,
+    budget: int,
+    desc: str,
+    *,
+    specs: tuple[str, str],
+    progress: bool = True,
+) -> dict:
     """One (training set, seed): draw its training images, train (resuming an interrupted run), test on
     both domains, save the classifier and metrics.json; a finished run is read back. specs: the real and
     synthetic data specs, for its classifier.json."""
@@ -229,36 +294,62 @@ def one_run(data: dict, cfg: TransferConfig, ts: TrainingSet, seed: int, run_dir
     train_set = concat(parts, ts.name, ts.train_domain)
     train_cfg = dataclasses.replace(cfg.train, seed=seed)
     t0 = time.perf_counter()
-    fitted = fit(train_set, train_cfg, out_dir=run_dir, resume=True,
-                 budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
-                 progress=progress, desc=desc)
+    fitted = fit(
+        train_set,
+        train_cfg,
+        out_dir=run_dir,
+        resume=True,
+        budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
+        progress=progress,
+        desc=desc,
+    )
     tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
     result = {
-        "training_set": ts.name, "train_domain": ts.train_domain, "seed": seed,
-        "synthetic_fraction": round(ts.synthetic_fraction, 4), "n_real": ts.n_real,
-        "n_synthetic": ts.n_synthetic, "train_sha256": train_set.sha256(),
-        "seconds": round(time.perf_counter() - t0, 1), "train_seconds": round(fitted.seconds, 1),
-        "images_per_second": round(fitted.images_per_second, 1), "best_epoch": fitted.best_epoch,
-        "best_val_accuracy": fitted.best_val_accuracy, "history": fitted.history, "test": tests,
+        "training_set": ts.name,
+        "train_domain": ts.train_domain,
+        "seed": seed,
+        "synthetic_fraction": round(ts.synthetic_fraction, 4),
+        "n_real": ts.n_real,
+        "n_synthetic": ts.n_synthetic,
+        "train_sha256": train_set.sha256(),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "train_seconds": round(fitted.seconds, 1),
+        "images_per_second": round(fitted.images_per_second, 1),
+        "best_epoch": fitted.best_epoch,
+        "best_val_accuracy": fitted.best_val_accuracy,
+        "history": fitted.history,
+        "test": tests,
     }
     for d in DOMAINS:
         plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
     save_classifier(run_dir, fitted.model, _run_meta(cfg, *specs, ts, seed, result))
     write_json(metrics_file, result)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
-    log.info("%s: real %.4f, synthetic %.4f (%.0f s)", desc, tests["real"]["accuracy"], tests["synthetic"]["accuracy"],
-             result["seconds"])
+    log.info(
+        "%s: real %.4f, synthetic %.4f (%.0f s)",
+        desc,
+        tests["real"]["accuracy"],
+        tests["synthetic"]["accuracy"],
+        result["seconds"],
+    )
     return result
 
 
 def summary_records(result: dict) -> list[dict]:
     """A run's rows of summary.json: one per test domain."""
-    return [{
-        "training_set": result["training_set"], "train_domain": result["train_domain"], "test_domain": d,
-        "synthetic_fraction": result["synthetic_fraction"], "seed": result["seed"],
-        "accuracy": result["test"][d]["accuracy"], "macro_f1": result["test"][d]["macro_f1"],
-        "n_train": result["n_real"] + result["n_synthetic"],
-    } for d in DOMAINS]
+    return [
+        {
+            "training_set": result["training_set"],
+            "train_domain": result["train_domain"],
+            "test_domain": d,
+            "synthetic_fraction": result["synthetic_fraction"],
+            "seed": result["seed"],
+            "accuracy": result["test"][d]["accuracy"],
+            "macro_f1": result["test"][d]["macro_f1"],
+            "n_train": result["n_real"] + result["n_synthetic"],
+        }
+        for d in DOMAINS
+    ]
 
 
 def write_summary(out: Path, records: list[dict]) -> None:

@@ -1,6 +1,7 @@
 """Generate labelled synthetic image datasets with diffusers text-to-image pipelines.
 
 Names load on first use (synthgap.lazy_exports)."""
+
 from synthgap import lazy_exports
 
 _EXPORTS = {

@@ -19,6 +19,7 @@ Layout of GEN_DIR:
     training.yaml                         resolved config, data hash, environment
     training.json, loss.csv, loss.png     figures of the run
 """
+
 from __future__ import annotations
 
 import csv
@@ -56,14 +57,44 @@ CHECKPOINT = "checkpoint.pt"
 
 PRESETS: dict[str, dict] = {
     # A few thousand parameters: tests and demos (seconds).
-    "tiny": dict(image_size=16, patch_size=2, channels=[8, 16], layers_per_block=1, attention=False, steps=200,
-                 batch_size=32, lr=2e-3, sample_every=0, checkpoint_every=50),
+    "tiny": dict(
+        image_size=16,
+        patch_size=2,
+        channels=[8, 16],
+        layers_per_block=1,
+        attention=False,
+        steps=200,
+        batch_size=32,
+        lr=2e-3,
+        sample_every=0,
+        checkpoint_every=50,
+    ),
     # 2.7M parameters at 16x16x12: ~190 training images/s on 2 CPU cores.
-    "small": dict(image_size=32, patch_size=2, channels=[32, 64, 128], layers_per_block=1, attention=True,
-                  steps=100_000, batch_size=128, lr=1e-3, sample_every=500, checkpoint_every=250),
+    "small": dict(
+        image_size=32,
+        patch_size=2,
+        channels=[32, 64, 128],
+        layers_per_block=1,
+        attention=True,
+        steps=100_000,
+        batch_size=128,
+        lr=1e-3,
+        sample_every=500,
+        checkpoint_every=250,
+    ),
     # DDPM's CIFAR-10 scale (35M parameters, full resolution): for a GPU.
-    "base": dict(image_size=32, patch_size=1, channels=[128, 256, 256, 256], layers_per_block=2, attention=True,
-                 steps=200_000, batch_size=128, lr=2e-4, sample_every=5000, checkpoint_every=2500),
+    "base": dict(
+        image_size=32,
+        patch_size=1,
+        channels=[128, 256, 256, 256],
+        layers_per_block=2,
+        attention=True,
+        steps=200_000,
+        batch_size=128,
+        lr=2e-4,
+        sample_every=5000,
+        checkpoint_every=2500,
+    ),
 }
 SAMPLERS = {"dpm": DPMSolverMultistepScheduler, "ddim": DDIMScheduler}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -107,7 +138,11 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         ("beta_schedule", cfg.beta_schedule not in BETA_SCHEDULES, f"one of {', '.join(BETA_SCHEDULES)}"),
         ("train_timesteps", cfg.train_timesteps < 2, "at least 2"),
         ("sampler", cfg.sampler not in SAMPLERS, f"one of {', '.join(SAMPLERS)}"),
-        ("sample_steps", not 1 <= cfg.sample_steps <= cfg.train_timesteps, f"between 1 and train_timesteps ({cfg.train_timesteps})"),
+        (
+            "sample_steps",
+            not 1 <= cfg.sample_steps <= cfg.train_timesteps,
+            f"between 1 and train_timesteps ({cfg.train_timesteps})",
+        ),
         ("guidance_scale", cfg.guidance_scale < 0, ">= 0"),
         ("sample_every", cfg.sample_every < 0, ">= 0 (0: never)"),
         ("checkpoint_every", cfg.checkpoint_every < 1, "at least 1"),
@@ -126,8 +161,10 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         )
     groups = norm_groups(cfg.channels)
     if any(c % groups for c in cfg.channels):
-        raise SynthgapError(f"config field 'channels': every width must be a multiple of {groups} "
-                            f"(the GroupNorm groups, a quarter of the first width), got {cfg.channels}")
+        raise SynthgapError(
+            f"config field 'channels': every width must be a multiple of {groups} "
+            f"(the GroupNorm groups, a quarter of the first width), got {cfg.channels}"
+        )
 
 
 def norm_groups(channels: list[int]) -> int:
@@ -145,20 +182,28 @@ def identity(cfg: GeneratorConfig) -> dict:
 def build_unet(cfg: GeneratorConfig) -> UNet2DModel:
     levels = len(cfg.channels)
     attn = [cfg.attention and i == levels - 1 for i in range(levels)]
-    channels = 3 * cfg.patch_size ** 2
+    channels = 3 * cfg.patch_size**2
     return UNet2DModel(
-        sample_size=cfg.image_size // cfg.patch_size, in_channels=channels, out_channels=channels,
-        block_out_channels=tuple(cfg.channels), layers_per_block=cfg.layers_per_block,
+        sample_size=cfg.image_size // cfg.patch_size,
+        in_channels=channels,
+        out_channels=channels,
+        block_out_channels=tuple(cfg.channels),
+        layers_per_block=cfg.layers_per_block,
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         num_class_embeds=len(cfg.classes) + 1,  # the last one is "no class": classifier-free guidance
-        norm_num_groups=norm_groups(cfg.channels), attention_head_dim=min(32, cfg.channels[-1]),
+        norm_num_groups=norm_groups(cfg.channels),
+        attention_head_dim=min(32, cfg.channels[-1]),
     )
 
 
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=cfg.train_timesteps, beta_schedule=cfg.beta_schedule,
-                         prediction_type="epsilon", clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=cfg.train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
 
 
 def sampling_scheduler(cfg: GeneratorConfig):
@@ -171,8 +216,14 @@ def sampling_scheduler(cfg: GeneratorConfig):
     """
     train = training_scheduler(cfg)
     if cfg.sampler == "dpm":
-        return DPMSolverMultistepScheduler.from_config(train.config, algorithm_type="dpmsolver++", solver_order=2,
-                                                       timestep_spacing="leading", thresholding=True, sample_max_value=1.0)
+        return DPMSolverMultistepScheduler.from_config(
+            train.config,
+            algorithm_type="dpmsolver++",
+            solver_order=2,
+            timestep_spacing="leading",
+            thresholding=True,
+            sample_max_value=1.0,
+        )
     return DDIMScheduler.from_config(train.config, timestep_spacing="leading", clip_sample=True, clip_sample_range=1.0)
 
 
@@ -185,12 +236,23 @@ class ClassConditionalPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "unet"
 
-    def __init__(self, unet: UNet2DModel, scheduler: DPMSolverMultistepScheduler, class_names: list[str] | None = None,
-                 patch_size: int = 1, default_steps: int = 20, default_guidance_scale: float = 4.0):
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        scheduler: DPMSolverMultistepScheduler,
+        class_names: list[str] | None = None,
+        patch_size: int = 1,
+        default_steps: int = 20,
+        default_guidance_scale: float = 4.0,
+    ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        self.register_to_config(class_names=list(class_names or []), patch_size=int(patch_size),
-                                default_steps=int(default_steps), default_guidance_scale=float(default_guidance_scale))
+        self.register_to_config(
+            class_names=list(class_names or []),
+            patch_size=int(patch_size),
+            default_steps=int(default_steps),
+            default_guidance_scale=float(default_guidance_scale),
+        )
 
     @property
     def image_size(self) -> int:
@@ -211,9 +273,15 @@ class ClassConditionalPipeline(DiffusionPipeline):
         return torch.tensor(ids, dtype=torch.long)
 
     @torch.no_grad()
-    def __call__(self, class_labels, num_inference_steps: int | None = None, guidance_scale: float | None = None,
-                 generator: torch.Generator | list[torch.Generator] | None = None, output_type: str = "pil",
-                 return_dict: bool = True):
+    def __call__(
+        self,
+        class_labels,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
         steps = num_inference_steps or self.config.default_steps
         scale = self.config.default_guidance_scale if guidance_scale is None else guidance_scale
         device = self._execution_device
@@ -257,8 +325,10 @@ def load_generator(model: str | Path, device: str = "auto") -> ClassConditionalP
     from synthgap.device import select_device
 
     if builtin_info(model) is None:
-        raise SynthgapError(f"{model}: not a synthgap generator (no model_index.json naming {PIPELINE_CLASS}); "
-                            "train one with `synthgap generator train`")
+        raise SynthgapError(
+            f"{model}: not a synthgap generator (no model_index.json naming {PIPELINE_CLASS}); "
+            "train one with `synthgap generator train`"
+        )
     # A few MB: plain loading (low_cpu_mem_usage needs `accelerate`, and warns without it).
     pipe = ClassConditionalPipeline.from_pretrained(str(Path(model).expanduser()), low_cpu_mem_usage=False)
     pipe.set_progress_bar_config(disable=True)
@@ -268,15 +338,23 @@ def load_generator(model: str | Path, device: str = "auto") -> ClassConditionalP
 # ---------------------------------------------------------------- training
 
 
-def class_grid(pipe: ClassConditionalPipeline, per_class: int, seed: int, path: Path, steps: int | None = None,
-               guidance_scale: float | None = None) -> Path:
+def class_grid(
+    pipe: ClassConditionalPipeline,
+    per_class: int,
+    seed: int,
+    path: Path,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+) -> Path:
     """One row per class, the same seeds every time (so grids of successive steps can be compared)."""
     from torchvision.utils import make_grid
 
     classes = list(pipe.config.class_names)
     labels = [c for c in classes for _ in range(per_class)]
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + i) for i in range(len(labels))]
-    images = pipe(labels, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt").images
+    images = pipe(
+        labels, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt"
+    ).images
     save_grid(make_grid(images.cpu(), nrow=per_class, padding=1, pad_value=1.0), path)
     return path
 
@@ -399,20 +477,31 @@ class GeneratorTrainer:
     # ------------------------------------------------------------ state on disk
 
     def save_checkpoint(self) -> None:
-        save_torch(self.out / CHECKPOINT, {
-            "identity": identity(self.cfg), "unet": self.unet.state_dict(), "ema": self.ema.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": self.rng.get_state(), "state": dataclasses.asdict(self.state),
-        })
+        save_torch(
+            self.out / CHECKPOINT,
+            {
+                "identity": identity(self.cfg),
+                "unet": self.unet.state_dict(),
+                "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "rng": self.rng.get_state(),
+                "state": dataclasses.asdict(self.state),
+            },
+        )
 
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
         runtime = set(to_dict(self.cfg)) - set(identity(self.cfg))  # older checkpoints recorded every field
         old = {k: v for k, v in ckpt["identity"].items() if k not in runtime}
-        check_resume(path, "a generator checkpoint", {"identity": old}, {"identity": identity(self.cfg)},
-                     "resume with the same config, or choose another --out")
+        check_resume(
+            path,
+            "a generator checkpoint",
+            {"identity": old},
+            {"identity": identity(self.cfg)},
+            "resume with the same config, or choose another --out",
+        )
         self.unet.load_state_dict(ckpt["unet"])
         self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
@@ -428,8 +517,14 @@ class GeneratorTrainer:
         unet = copy.deepcopy(self.unet)
         self.ema.copy_to(unet.parameters())
         unet.eval()
-        pipe = ClassConditionalPipeline(unet, sampling_scheduler(self.cfg), self.cfg.classes, self.cfg.patch_size,
-                                        self.cfg.sample_steps, self.cfg.guidance_scale)
+        pipe = ClassConditionalPipeline(
+            unet,
+            sampling_scheduler(self.cfg),
+            self.cfg.classes,
+            self.cfg.patch_size,
+            self.cfg.sample_steps,
+            self.cfg.guidance_scale,
+        )
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -458,15 +553,20 @@ class GeneratorTrainer:
         w.writerows((i + 1, f"{v:.6f}") for i, v in enumerate(self.state.losses))
         write_text(self.out / "loss.csv", buf.getvalue())
         plot_loss_curve(self.state.losses, self.out / "loss.png", f"{self.cfg.preset} generator: training loss")
-        write_json(self.out / "training.json", {
-            "steps": self.state.step, "seconds": round(self.state.seconds, 1),
-            "images_per_second": round(self.state.step * self.cfg.batch_size / max(self.state.seconds, 1e-9), 1),
-            "final_loss_mean_last_100": (sum(self.state.losses[-100:]) / len(self.state.losses[-100:])
-                                         if self.state.losses else None),
-            "cooldown_from_step": self.state.cooldown_from,
-            "parameters": sum(p.numel() for p in self.unet.parameters()),
-            "data": data_describe,
-        })
+        write_json(
+            self.out / "training.json",
+            {
+                "steps": self.state.step,
+                "seconds": round(self.state.seconds, 1),
+                "images_per_second": round(self.state.step * self.cfg.batch_size / max(self.state.seconds, 1e-9), 1),
+                "final_loss_mean_last_100": (
+                    sum(self.state.losses[-100:]) / len(self.state.losses[-100:]) if self.state.losses else None
+                ),
+                "cooldown_from_step": self.state.cooldown_from,
+                "parameters": sum(p.numel() for p in self.unet.parameters()),
+                "data": data_describe,
+            },
+        )
 
     # ------------------------------------------------------------ the run
 
@@ -480,8 +580,13 @@ class GeneratorTrainer:
         self.export()
         class_grid(self.pipeline(), self.cfg.grid_per_class, self.cfg.seed, self.out / "samples" / "final.png")
         self.write_figures(self.data_record)
-        log.info("generator saved: %s (%d steps, %.1f min, stopped by %s)", self.out, self.state.step,
-                 self.state.seconds / 60, done_by)
+        log.info(
+            "generator saved: %s (%d steps, %.1f min, stopped by %s)",
+            self.out,
+            self.state.step,
+            self.state.seconds / 60,
+            done_by,
+        )
         return self.out
 
     def claim(self, real, *, root=None, resume: bool = False):
@@ -490,17 +595,24 @@ class GeneratorTrainer:
         from synthgap.data.sets import ImageSet, load_spec
 
         cfg, out = self.cfg, self.out
-        data = real if isinstance(real, ImageSet) else load_spec(real, "train", cfg.classes, cfg.image_size, root, "real")
+        data = (
+            real if isinstance(real, ImageSet) else load_spec(real, "train", cfg.classes, cfg.image_size, root, "real")
+        )
         if list(data.classes) != list(cfg.classes) or data.images.shape[-1] != cfg.image_size:
             raise SynthgapError(f"training data {data.name}: expected classes {cfg.classes} at {cfg.image_size} px")
         describe = self.data_record = data.describe()
         folder = RunDir(out, "training.yaml", "a generator training run")
         if (out / CHECKPOINT).exists() or builtin_info(out):
             if not resume:
-                raise SynthgapError(f"{out} already holds a generator training run; add --resume to continue it, "
-                                    "or choose another --out")
-            folder.claim(cfg, data={"sha256": describe["sha256"]},
-                         remedy="resume with the same config and data, or choose another --out")
+                raise SynthgapError(
+                    f"{out} already holds a generator training run; add --resume to continue it, "
+                    "or choose another --out"
+                )
+            folder.claim(
+                cfg,
+                data={"sha256": describe["sha256"]},
+                remedy="resume with the same config and data, or choose another --out",
+            )
         out.mkdir(parents=True, exist_ok=True)
         if resume and (out / CHECKPOINT).exists():
             self.load_checkpoint()
@@ -508,7 +620,12 @@ class GeneratorTrainer:
             finished = self.state.step >= cfg.steps or (cfg.time_budget and self.state.seconds >= cfg.time_budget * 60)
             saved = info and (info["scheduler"][1], info["default_steps"], info["default_guidance_scale"])
             if finished and saved == (type(sampling_scheduler(cfg)).__name__, cfg.sample_steps, cfg.guidance_scale):
-                log.info("%s: trained before (%d steps, %.1f min); nothing to do", out, self.state.step, self.state.seconds / 60)
+                log.info(
+                    "%s: trained before (%d steps, %.1f min); nothing to do",
+                    out,
+                    self.state.step,
+                    self.state.seconds / 60,
+                )
                 return None
             log.info("resuming %s at step %d (%.1f min trained)", out, self.state.step, self.state.seconds / 60)
         env = environment()
@@ -526,18 +643,33 @@ class GeneratorTrainer:
         cfg, out = self.cfg, self.out
         budget = cfg.time_budget * 60
         # With a time budget the bar counts training seconds, so its ETA is the budget's, not that of `steps`.
-        bar = (progress_bar(total=budget, initial=min(self.state.seconds, budget), unit="s", enabled=progress,
-                            desc=f"training {cfg.preset} generator",
-                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
-               if budget else
-               progress_bar(total=cfg.steps, initial=self.state.step, desc=f"training {cfg.preset} generator",
-                            unit="step", enabled=progress))
+        bar = (
+            progress_bar(
+                total=budget,
+                initial=min(self.state.seconds, budget),
+                unit="s",
+                enabled=progress,
+                desc=f"training {cfg.preset} generator",
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]",
+            )
+            if budget
+            else progress_bar(
+                total=cfg.steps,
+                initial=self.state.step,
+                desc=f"training {cfg.preset} generator",
+                unit="step",
+                enabled=progress,
+            )
+        )
         done_by = "steps"
         t_last, smooth = time.perf_counter(), None
 
         def show(loss):
-            shown = {"loss": f"{loss:.4f}", "lr": f"{self.opt.param_groups[0]['lr']:.1e}",
-                     "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}"}
+            shown = {
+                "loss": f"{loss:.4f}",
+                "lr": f"{self.opt.param_groups[0]['lr']:.1e}",
+                "img_s": f"{self.state.step * cfg.batch_size / self.state.seconds:.0f}",
+            }
             bar.set_postfix({"step": self.state.step, **shown} if budget else shown, refresh=False)
 
         try:
@@ -555,8 +687,12 @@ class GeneratorTrainer:
                 if self.state.step % 10 == 0:
                     show(smooth)
                 if cfg.sample_every and self.state.step % cfg.sample_every == 0:
-                    class_grid(self.pipeline(), cfg.grid_per_class, cfg.seed,
-                               out / "samples" / f"step_{self.state.step:06d}.png")
+                    class_grid(
+                        self.pipeline(),
+                        cfg.grid_per_class,
+                        cfg.seed,
+                        out / "samples" / f"step_{self.state.step:06d}.png",
+                    )
                     t_last = time.perf_counter()  # grids are not training time
                 if self.state.step in cfg.snapshots:  # the model as it was then, e.g. a "short run" to compare with
                     self.export(out / "snapshots" / f"step_{self.state.step:06d}")
@@ -567,16 +703,19 @@ class GeneratorTrainer:
         except KeyboardInterrupt:
             bar.close()
             self.save_checkpoint()
-            raise SynthgapError(f"interrupted at step {self.state.step}; checkpoint saved in {out / CHECKPOINT}: "
-                                "run the same command with --resume to continue") from None
+            raise SynthgapError(
+                f"interrupted at step {self.state.step}; checkpoint saved in {out / CHECKPOINT}: "
+                "run the same command with --resume to continue"
+            ) from None
         if smooth is not None:
             show(smooth)
         bar.close()
         return done_by
 
 
-def train_generator(real, out: str | Path, cfg: GeneratorConfig | None = None, *, root=None, resume: bool = False,
-                    progress: bool = True) -> Path:
+def train_generator(
+    real, out: str | Path, cfg: GeneratorConfig | None = None, *, root=None, resume: bool = False, progress: bool = True
+) -> Path:
     """Python API of `synthgap generator train`: REAL is a data spec (e.g. 'cifar10') or an ImageSet."""
     return GeneratorTrainer(cfg or GeneratorConfig(), out).run(real, root=root, resume=resume, progress=progress)
 
@@ -586,5 +725,15 @@ def saved_config(gen_dir: str | Path) -> GeneratorConfig:
     return from_dict(GeneratorConfig, data["config"])
 
 
-__all__ = ["ClassConditionalPipeline", "GeneratorTrainer", "PRESETS", "build_unet", "builtin_info", "class_grid",
-           "load_generator", "resolve_generator_config", "saved_config", "train_generator"]
+__all__ = [
+    "ClassConditionalPipeline",
+    "GeneratorTrainer",
+    "PRESETS",
+    "build_unet",
+    "builtin_info",
+    "class_grid",
+    "load_generator",
+    "resolve_generator_config",
+    "saved_config",
+    "train_generator",
+]

@@ -1,5 +1,6 @@
 """The configs of generation: a set made with a diffusers model (synthgap generate) and synthgap's own
 generator (synthgap generator train)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,7 +56,9 @@ class GeneratorConfig:
     attention: bool | None = None  # self-attention at the lowest resolution
     # RUNTIME fields do not change what a training step computes: a run may resume with other values.
     steps: int | None = field(default=None, metadata=RUNTIME)  # optimisation steps
-    time_budget: float = field(default=0.0, metadata=RUNTIME)  # minutes of training (over all resumes); stop and save when reached; 0: no limit
+    time_budget: float = field(
+        default=0.0, metadata=RUNTIME
+    )  # minutes of training (over all resumes); stop and save when reached; 0: no limit
     batch_size: int | None = None
     lr: float | None = None
     warmup: int = 200  # linear LR warm-up steps, then constant
@@ -67,7 +70,9 @@ class GeneratorConfig:
     beta_schedule: str = "squaredcos_cap_v2"  # linear | scaled_linear | squaredcos_cap_v2
     train_timesteps: int = 1000
     flip: bool = True  # random horizontal flips of the real images
-    sampler: str = field(default="dpm", metadata=RUNTIME)  # dpm (DPM-Solver++ multistep) | ddim: the scheduler saved with the model
+    sampler: str = field(
+        default="dpm", metadata=RUNTIME
+    )  # dpm (DPM-Solver++ multistep) | ddim: the scheduler saved with the model
     sample_steps: int = field(default=20, metadata=RUNTIME)  # default sampling steps of the saved model
     # default classifier-free guidance of the saved model (1: none); 4 had the best CAS (benchmark)
     guidance_scale: float = field(default=4.0, metadata=RUNTIME)

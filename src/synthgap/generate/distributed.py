@@ -5,6 +5,7 @@ folder; the driver appends their manifest lines as batches finish, so layout, ma
 resume semantics are those of a local run. A running cluster is joined (RAY_ADDRESS), else a
 local Ray is started on this machine.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -55,12 +56,18 @@ def make_with_ray(gen, out: Path, jobs: list, workers: int = 0) -> Iterator[list
     ctx.print_on_execution_start = False
     gpus = int(ray.cluster_resources().get("GPU", 0))
     use_gpu = gpus > 0 and gen.cfg.device in ("auto", "cuda")
-    n = workers or (gpus if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, torch.get_num_threads())))
+    n = workers or (
+        gpus if use_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // max(1, torch.get_num_threads()))
+    )
     cfg = to_dict(gen.cfg)
     ds = ray.data.from_items([{"cls": j.cls, "index": j.index} for j in jobs])
     ds = ds.map_batches(
-        _PipelineActor, fn_constructor_kwargs={"cfg": cfg, "out": str(out)}, batch_size=gen.cfg.batch_size,
-        compute=ray.data.ActorPoolStrategy(size=n), num_gpus=1 if use_gpu else 0, batch_format="numpy",
+        _PipelineActor,
+        fn_constructor_kwargs={"cfg": cfg, "out": str(out)},
+        batch_size=gen.cfg.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=n),
+        num_gpus=1 if use_gpu else 0,
+        batch_format="numpy",
     )
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -6,6 +6,7 @@ that synthgap ships offline, images upsampled to 64x64 as the detector sees them
 "FID-Lite0": it ranks generators like FID does, but its values are not comparable with published
 Inception FIDs.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -13,6 +13,7 @@ and flushed, so a kill at any moment leaves at worst an image without a line: re
 it again, bit for bit the same as before, because image i of class c depends only on
 (run seed, class, i).
 """
+
 from __future__ import annotations
 
 import json
@@ -92,13 +93,20 @@ def resolve_settings(cfg: GenerateConfig, templates: Templates) -> GenerateConfi
         cfg = from_dict(GenerateConfig, {**to_dict(cfg), "negative_prompt": ""})
     else:
         fam = templates.family_settings(cfg.model)
-    return from_dict(GenerateConfig, {
-        **to_dict(cfg),
-        "classes": parse_classes(cfg.classes),
-        "steps": cfg.steps if cfg.steps is not None else int(fam.get("steps", 25)),
-        "guidance_scale": cfg.guidance_scale if cfg.guidance_scale is not None else float(fam.get("guidance_scale", 7.5)),
-        "negative_prompt": cfg.negative_prompt if cfg.negative_prompt is not None else templates.data["negative_prompt"],
-    })
+    return from_dict(
+        GenerateConfig,
+        {
+            **to_dict(cfg),
+            "classes": parse_classes(cfg.classes),
+            "steps": cfg.steps if cfg.steps is not None else int(fam.get("steps", 25)),
+            "guidance_scale": cfg.guidance_scale
+            if cfg.guidance_scale is not None
+            else float(fam.get("guidance_scale", 7.5)),
+            "negative_prompt": cfg.negative_prompt
+            if cfg.negative_prompt is not None
+            else templates.data["negative_prompt"],
+        },
+    )
 
 
 def load_pipeline(model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto"):
@@ -110,8 +118,12 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
     from synthgap.io import watched
 
     dev = select_device(device)
-    torch_dtype = {"auto": torch.float16 if dev.type == "cuda" else torch.float32, "float32": torch.float32,
-                   "float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype)
+    torch_dtype = {
+        "auto": torch.float16 if dev.type == "cuda" else torch.float32,
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }.get(dtype)
     if torch_dtype is None:
         raise SynthgapError(f"config field 'dtype': unknown '{dtype}' (auto, float32, float16 or bfloat16)")
     if not watched():  # the loading bars of diffusers and transformers, in a log file: one redraw per line
@@ -124,26 +136,43 @@ def load_pipeline(model: str, revision: str | None = None, device: str = "auto",
         pipe = AutoPipelineForText2Image.from_pretrained(model, revision=revision, dtype=torch_dtype)
     except Exception as e:  # offline, wrong id, gated repo, broken folder: one message, no traceback
         local = Path(model).expanduser()
-        hint = (f"the folder {local} is not a diffusers pipeline saved with save_pretrained (no model_index.json?)"
-                if local.exists() else
-                "check the model id, network access and Hugging Face login, or pass a local folder made with "
-                "save_pretrained; offline, a model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1")
-        raise SynthgapError(f"could not load model '{model}': {type(e).__name__}: {str(e).splitlines()[0][:300]}\n{hint}") from None
+        hint = (
+            f"the folder {local} is not a diffusers pipeline saved with save_pretrained (no model_index.json?)"
+            if local.exists()
+            else "check the model id, network access and Hugging Face login, or pass a local folder made with "
+            "save_pretrained; offline, a model already in the Hugging Face cache loads with HF_HUB_OFFLINE=1"
+        )
+        raise SynthgapError(
+            f"could not load model '{model}': {type(e).__name__}: {str(e).splitlines()[0][:300]}\n{hint}"
+        ) from None
     pipe = pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def pipeline_kwargs(conditions: list[str], seeds: list[int], *, steps: int, guidance_scale: float, negative_prompt: str,
-                    device, class_conditional: bool = False, resolution: int | None = None) -> dict:
+def pipeline_kwargs(
+    conditions: list[str],
+    seeds: list[int],
+    *,
+    steps: int,
+    guidance_scale: float,
+    negative_prompt: str,
+    device,
+    class_conditional: bool = False,
+    resolution: int | None = None,
+) -> dict:
     """The arguments of one pipeline call making one image per condition (a prompt, or a class for
     synthgap's own generators), each from its own seeded generator, so an image does not depend on
     its batch. `synthgap generate` and the web app both call pipelines through this."""
     import torch
 
     gen_device = device if device.type == "cuda" else "cpu"
-    kwargs = {"num_inference_steps": steps, "guidance_scale": guidance_scale, "output_type": "pil",
-              "generator": [torch.Generator(gen_device).manual_seed(seed) for seed in seeds]}
+    kwargs = {
+        "num_inference_steps": steps,
+        "guidance_scale": guidance_scale,
+        "output_type": "pil",
+        "generator": [torch.Generator(gen_device).manual_seed(seed) for seed in seeds],
+    }
     if class_conditional:
         return {"class_labels": list(conditions), **kwargs}
     kwargs["prompt"] = list(conditions)
@@ -198,8 +227,13 @@ def encode_image(image: Image.Image, meta: dict, image_format: str = "png", qual
     from synthgap.provenance.mark import ai_xmp, creator_tool
 
     buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=quality, comment=json.dumps(meta).encode(),
-               xmp=ai_xmp(creator_tool(str(meta.get("model", "")))).encode())
+    image.save(
+        buf,
+        format="JPEG",
+        quality=quality,
+        comment=json.dumps(meta).encode(),
+        xmp=ai_xmp(creator_tool(str(meta.get("model", "")))).encode(),
+    )
     return buf.getvalue()
 
 
@@ -233,10 +267,16 @@ class DatasetGenerator:
     def __init__(self, cfg: GenerateConfig, pipeline=None):
         import dataclasses
 
-        local = {k: str(Path(v).expanduser().resolve()) for k, v in (("model", cfg.model), ("templates", cfg.templates))
-                 if v and Path(v).expanduser().exists()}
-        sign = {k: str(Path(v).expanduser().resolve()) for k, v in (("cert_chain", cfg.sign.cert_chain), ("key", cfg.sign.key))
-                if v and Path(v).expanduser().exists()}
+        local = {
+            k: str(Path(v).expanduser().resolve())
+            for k, v in (("model", cfg.model), ("templates", cfg.templates))
+            if v and Path(v).expanduser().exists()
+        }
+        sign = {
+            k: str(Path(v).expanduser().resolve())
+            for k, v in (("cert_chain", cfg.sign.cert_chain), ("key", cfg.sign.key))
+            if v and Path(v).expanduser().exists()
+        }
         # the same local file under another relative path is the same config
         cfg = dataclasses.replace(cfg, **local, sign=dataclasses.replace(cfg.sign, **sign))
         self.templates = Templates.load(cfg.templates)
@@ -245,17 +285,26 @@ class DatasetGenerator:
         if self.builtin:
             unknown = [c for c in self.cfg.classes if c not in self.builtin["class_names"]]
             if unknown:
-                raise SynthgapError(f"{self.cfg.model} was trained on {', '.join(self.builtin['class_names'])}; "
-                                    f"it cannot make {', '.join(unknown)}")
+                raise SynthgapError(
+                    f"{self.cfg.model} was trained on {', '.join(self.builtin['class_names'])}; "
+                    f"it cannot make {', '.join(unknown)}"
+                )
         else:
             self.templates.check_classes(self.cfg.classes)
-        for name, value, least in (("per_class", self.cfg.per_class, 1), ("batch_size", self.cfg.batch_size, 1),
-                                   ("steps", self.cfg.steps, 1), ("size", self.cfg.size, 8), ("max_retries", self.cfg.max_retries, 0)):
+        for name, value, least in (
+            ("per_class", self.cfg.per_class, 1),
+            ("batch_size", self.cfg.batch_size, 1),
+            ("steps", self.cfg.steps, 1),
+            ("size", self.cfg.size, 8),
+            ("max_retries", self.cfg.max_retries, 0),
+        ):
             if value < least:
                 raise SynthgapError(f"config field '{name}': expected at least {least}, got {value}")
         if self.cfg.image_format not in ("png", "jpeg") or not 1 <= self.cfg.jpeg_quality <= 100:
-            raise SynthgapError(f"config fields 'image_format', 'jpeg_quality': expected png or jpeg and 1..100, "
-                                f"got {self.cfg.image_format!r}, {self.cfg.jpeg_quality}")
+            raise SynthgapError(
+                f"config fields 'image_format', 'jpeg_quality': expected png or jpeg and 1..100, "
+                f"got {self.cfg.image_format!r}, {self.cfg.jpeg_quality}"
+            )
         self.signer = None
         if self.cfg.sign.enabled:
             from synthgap.provenance.mark import ManifestSigner
@@ -289,11 +338,16 @@ class DatasetGenerator:
         (benchmarks/generate_overhead.py calls the bare pipeline with exactly these)."""
         if self._device is None:  # diffusers' pipe.device walks every module: ask once
             self._device = self.pipe.device
-        return pipeline_kwargs([self.prompt(j) for j in jobs],
-                               [image_seed(self.cfg.seed, j.cls, j.index, j.attempt) for j in jobs],
-                               steps=self.cfg.steps, guidance_scale=self.cfg.guidance_scale,
-                               negative_prompt=self.cfg.negative_prompt, device=self._device,
-                               class_conditional=bool(self.builtin), resolution=self.cfg.resolution)
+        return pipeline_kwargs(
+            [self.prompt(j) for j in jobs],
+            [image_seed(self.cfg.seed, j.cls, j.index, j.attempt) for j in jobs],
+            steps=self.cfg.steps,
+            guidance_scale=self.cfg.guidance_scale,
+            negative_prompt=self.cfg.negative_prompt,
+            device=self._device,
+            class_conditional=bool(self.builtin),
+            resolution=self.cfg.resolution,
+        )
 
     def render(self, jobs: list[Job]) -> list[tuple[Image.Image, bool]]:
         """Run the pipeline once for `jobs`; return (image, blanked by a safety checker or all black)."""
@@ -304,11 +358,20 @@ class DatasetGenerator:
 
     def metadata(self, job: Job, native_size: tuple[int, int]) -> dict:
         return {
-            "prompt": self.prompt(job), "negative_prompt": self.cfg.negative_prompt if self.cfg.guidance_scale > 1 else "",
-            "seed": image_seed(self.cfg.seed, job.cls, job.index, job.attempt), "attempt": job.attempt,
-            "model": self.cfg.model, "revision": self.cfg.revision or "", "scheduler": type(self.pipe.scheduler).__name__,
-            "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale, "size": self.cfg.size,
-            "native_size": list(native_size), "class": job.cls, "index": job.index, "synthgap": __version__,
+            "prompt": self.prompt(job),
+            "negative_prompt": self.cfg.negative_prompt if self.cfg.guidance_scale > 1 else "",
+            "seed": image_seed(self.cfg.seed, job.cls, job.index, job.attempt),
+            "attempt": job.attempt,
+            "model": self.cfg.model,
+            "revision": self.cfg.revision or "",
+            "scheduler": type(self.pipe.scheduler).__name__,
+            "steps": self.cfg.steps,
+            "guidance_scale": self.cfg.guidance_scale,
+            "size": self.cfg.size,
+            "native_size": list(native_size),
+            "class": job.cls,
+            "index": job.index,
+            "synthgap": __version__,
         }
 
     def manifest_parameters(self, meta: dict) -> dict:
@@ -327,8 +390,9 @@ class DatasetGenerator:
         folder = RunDir(out, CONFIG, "images")
         if new and folder.read() is not None and not folder.holds(ident):
             k = 2  # the first sibling that is free or holds this very config (so --new resumes too)
-            while (sibling := RunDir(out.parent / f"{out.name}-{k}", CONFIG, "images")).read() is not None \
-                    and not sibling.holds(ident):
+            while (
+                sibling := RunDir(out.parent / f"{out.name}-{k}", CONFIG, "images")
+            ).read() is not None and not sibling.holds(ident):
                 k += 1
             log.info("config differs from %s; writing to %s", out, sibling.path)
             out, folder = sibling.path, sibling
@@ -364,19 +428,39 @@ class DatasetGenerator:
         if self.signer:
             t0, unsigned = time.perf_counter(), len(data)
             data = self.signer.sign(data, fmt, self.manifest_parameters(meta))
-            signed = {"c2pa": {"bytes_added": len(data) - unsigned, "unsigned_bytes": unsigned,
-                               "ms": round(1000 * (time.perf_counter() - t0), 2)}}
+            signed = {
+                "c2pa": {
+                    "bytes_added": len(data) - unsigned,
+                    "unsigned_bytes": unsigned,
+                    "ms": round(1000 * (time.perf_counter() - t0), 2),
+                }
+            }
         rel = f"{job.cls}/{job.id}.{'jpg' if fmt == 'jpeg' else 'png'}"
         write_bytes(out / rel, data)
         if self.cfg.native:
             native = encode_image(image, meta, fmt, quality)
-            write_bytes(out / "native" / rel, self.signer.sign(native, fmt, self.manifest_parameters(meta)) if self.signer else native)
-        return {**signed,
-            "id": job.id, "path": rel, "label": job.cls, "source": "synthetic",
-            "generator": self.cfg.model, "revision": self.cfg.revision, "prompt": meta["prompt"],
-            "negative_prompt": meta["negative_prompt"], "seed": meta["seed"], "attempt": job.attempt,
-            "blanked_seeds": blanked, "steps": self.cfg.steps, "guidance_scale": self.cfg.guidance_scale,
-            "sha256": sha256_bytes(data), "seconds": round(seconds, 4), "device": str(self._device),
+            write_bytes(
+                out / "native" / rel,
+                self.signer.sign(native, fmt, self.manifest_parameters(meta)) if self.signer else native,
+            )
+        return {
+            **signed,
+            "id": job.id,
+            "path": rel,
+            "label": job.cls,
+            "source": "synthetic",
+            "generator": self.cfg.model,
+            "revision": self.cfg.revision,
+            "prompt": meta["prompt"],
+            "negative_prompt": meta["negative_prompt"],
+            "seed": meta["seed"],
+            "attempt": job.attempt,
+            "blanked_seeds": blanked,
+            "steps": self.cfg.steps,
+            "guidance_scale": self.cfg.guidance_scale,
+            "sha256": sha256_bytes(data),
+            "seconds": round(seconds, 4),
+            "device": str(self._device),
         }
 
     def make(self, out: Path, jobs: list[Job]) -> list[dict]:
@@ -461,8 +545,13 @@ class DatasetGenerator:
         bar.close()
         if signed:
             added, base = (sum(s[k] for s in signed) / len(signed) for k in ("bytes_added", "unsigned_bytes"))
-            log.info("signed C2PA manifests: +%.1f KB per image (%.0f%% of the %.1f KB unsigned file), %.1f ms per image",
-                     added / 1024, 100 * added / base, base / 1024, sum(s["ms"] for s in signed) / len(signed))
+            log.info(
+                "signed C2PA manifests: +%.1f KB per image (%.0f%% of the %.1f KB unsigned file), %.1f ms per image",
+                added / 1024,
+                100 * added / base,
+                base / 1024,
+                sum(s["ms"] for s in signed) / len(signed),
+            )
         return out
 
 
@@ -475,20 +564,31 @@ def reproduce(out: str | Path, image_id_: str, pipeline=None) -> tuple[Path, flo
     cfg = from_dict(GenerateConfig, yaml.safe_load(cfg_file.read_text())["config"])
     rows = {r["id"]: r for r in read_manifest(out)[0]}
     if image_id_ not in rows:
-        raise SynthgapError(f"{out}: no image '{image_id_}' in {MANIFEST} (ids look like {next(iter(rows), 'bird_00000')})")
+        raise SynthgapError(
+            f"{out}: no image '{image_id_}' in {MANIFEST} (ids look like {next(iter(rows), 'bird_00000')})"
+        )
     row = rows[image_id_]
     gen = DatasetGenerator(cfg, pipeline)
     job = Job(row["label"], int(row["id"].rsplit("_", 1)[1]), int(row.get("attempt", 0)))
-    (image, _), = gen.render([job])
+    ((image, _),) = gen.render([job])
     small = resize_square(image, gen.cfg.size)
     target = out / "reproduced" / Path(row["path"]).name
     write_bytes(target, encode_image(small, gen.metadata(job, image.size), gen.cfg.image_format, gen.cfg.jpeg_quality))
     with Image.open(out / row["path"]) as stored, Image.open(target) as again:  # both as stored (JPEG: same encoder)
-        diff = np.abs(np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(again.convert("RGB"), dtype=np.int16)).max()
+        diff = np.abs(
+            np.asarray(stored.convert("RGB"), dtype=np.int16) - np.asarray(again.convert("RGB"), dtype=np.int16)
+        ).max()
     return target, float(diff)
 
 
-def generate(cfg: GenerateConfig, out: str | Path, *, new: bool = False, progress: bool = True, pipeline=None,
-             ray_workers: int | None = None) -> Path:
+def generate(
+    cfg: GenerateConfig,
+    out: str | Path,
+    *,
+    new: bool = False,
+    progress: bool = True,
+    pipeline=None,
+    ray_workers: int | None = None,
+) -> Path:
     """Python API of `synthgap generate`."""
     return DatasetGenerator(cfg, pipeline).run(out, new=new, progress=progress, ray_workers=ray_workers)

@@ -1,6 +1,7 @@
 """Quality figures of a generated set: a per-class sample grid, FID-Lite0 against a real test set,
 blanked images, and the data audit's twins inside the set, against the real test split and against the
 real training split (a generator that copies its training data shows up there)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -53,8 +54,11 @@ def quality_report(out: str | Path, real=None, real_train=None) -> dict:
     class_grid_of_set(out, rows, images)
     report = {
         "images": len(rows),
-        "blanked_and_regenerated": [{"id": r["id"], "blanked_seeds": r["blanked_seeds"], "seed": r["seed"]}
-                                    for r in rows if r.get("blanked_seeds")],
+        "blanked_and_regenerated": [
+            {"id": r["id"], "blanked_seeds": r["blanked_seeds"], "seed": r["seed"]}
+            for r in rows
+            if r.get("blanked_seeds")
+        ],
     }
     if not rows:
         write_json(out / "quality.json", report)
@@ -63,9 +67,16 @@ def quality_report(out: str | Path, real=None, real_train=None) -> dict:
     decoded = decode_files([str(out / r["path"]) for r in rows], size, progress=False)
     classes = list(dict.fromkeys(r["label"] for r in rows))
     ids = [rows[i]["id"] for i in decoded.kept]
-    generated = ImageSet(decoded.images, torch.tensor([classes.index(rows[i]["label"]) for i in decoded.kept]), classes,
-                         str(out), "synthetic", decoded.skipped, [str(out / rows[i]["path"]) for i in decoded.kept],
-                         decoded.pixel_hashes)
+    generated = ImageSet(
+        decoded.images,
+        torch.tensor([classes.index(rows[i]["label"]) for i in decoded.kept]),
+        classes,
+        str(out),
+        "synthetic",
+        decoded.skipped,
+        [str(out / rows[i]["path"]) for i in decoded.kept],
+        decoded.pixel_hashes,
+    )
     parts = [AuditPart(str(out), "all", "synthetic", generated)]
     for split, s in (("test", real), ("train", real_train)):
         if s is not None:
@@ -75,10 +86,17 @@ def quality_report(out: str | Path, real=None, real_train=None) -> dict:
 
     twins: dict[str, list[dict]] = {"all": [], "test": [], "train": []}
     for k in range(len(result)):  # the generated side first: part 0
-        i, q, j = ((int(result.a_index[k]), int(result.b_part[k]), int(result.b_index[k])) if result.a_part[k] == 0 else
-                   (int(result.b_index[k]), int(result.a_part[k]), int(result.a_index[k])))
-        record = {"id": ids[i], "match": "exact" if result.exact[k] else "near", "hamming": int(result.hamming[k]),
-                  "correlation": round(float(result.correlation[k]), 4)}
+        i, q, j = (
+            (int(result.a_index[k]), int(result.b_part[k]), int(result.b_index[k]))
+            if result.a_part[k] == 0
+            else (int(result.b_index[k]), int(result.a_part[k]), int(result.a_index[k]))
+        )
+        record = {
+            "id": ids[i],
+            "match": "exact" if result.exact[k] else "near",
+            "hamming": int(result.hamming[k]),
+            "correlation": round(float(result.correlation[k]), 4),
+        }
         other = {"other": ids[j]} if q == 0 else {"real_index": j, "real_path": result.path(q, j)}
         twins[parts[q].split].append({**record, **other})
     report["audit"] = {k: v for k, v in result.summary().items() if k in ("pairs", "counts", "label_conflicts")}
@@ -87,7 +105,9 @@ def quality_report(out: str | Path, real=None, real_train=None) -> dict:
         from synthgap.generate.fid import FEATURES, fid_lite0
 
         report["real_set"] = real.name
-        report["fid_lite0"] = round(fid_lite0(generated.images, real.images), 4) if min(len(generated), len(real)) >= 2 else None
+        report["fid_lite0"] = (
+            round(fid_lite0(generated.images, real.images), 4) if min(len(generated), len(real)) >= 2 else None
+        )
         report["fid_features"] = FEATURES
         report["twins_vs_real_test"] = twins["test"]
     if real_train is not None:

@@ -1,4 +1,5 @@
 """Classifiers for small images, chosen by name: the same architecture serves every arm."""
+
 from __future__ import annotations
 
 import torch
@@ -35,7 +36,9 @@ class AirNet(nn.Module):
     def __init__(self, num_classes: int, widths: tuple[int, int, int] = (32, 64, 128), stem: int = 24):
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, stem, 2, padding=0), nn.GELU())
-        self.blocks = nn.Sequential(ConvBlock(stem, widths[0]), ConvBlock(widths[0], widths[1]), ConvBlock(widths[1], widths[2]))
+        self.blocks = nn.Sequential(
+            ConvBlock(stem, widths[0]), ConvBlock(widths[0], widths[1]), ConvBlock(widths[1], widths[2])
+        )
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Linear(widths[2], num_classes, bias=False)
         self.logit_scale = 1 / 9

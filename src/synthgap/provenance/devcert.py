@@ -4,6 +4,7 @@ For trying `synthgap generate --sign` and for the tests and benchmarks, offline.
 with them validates ("untrusted signer" unless root.pem is given as trust anchors) but identifies no
 one: real signing needs a certificate from a CA on the C2PA trust list.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -22,12 +23,25 @@ def make_dev_pki(folder: str | Path, alg: str = "es256", intermediate: bool = Fa
         return ec.generate_private_key(ec.SECP256R1()) if alg == "es256" else rsa.generate_private_key(65537, 2048)
 
     def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "synthgap tests")])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "synthgap tests"),
+            ]
+        )
 
     def usage(**on) -> x509.KeyUsage:
-        fields = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
-                  "key_cert_sign", "crl_sign", "encipher_only", "decipher_only")
+        fields = (
+            "digital_signature",
+            "content_commitment",
+            "key_encipherment",
+            "data_encipherment",
+            "key_agreement",
+            "key_cert_sign",
+            "crl_sign",
+            "encipher_only",
+            "decipher_only",
+        )
         return x509.KeyUsage(**{f: on.get(f, False) for f in fields})
 
     if alg not in ("es256", "ps256"):
@@ -35,14 +49,24 @@ def make_dev_pki(folder: str | Path, alg: str = "es256", intermediate: bool = Fa
     now = dt.datetime.now(dt.UTC)
 
     def cert(subject, public, issuer, issuer_key, ca: bool):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer.subject if issuer else subject)
-             .public_key(public).serial_number(x509.random_serial_number())
-             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=days))
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-             .add_extension(usage(key_cert_sign=True, crl_sign=True) if ca else usage(digital_signature=True), critical=True)
-             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False))
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer.subject if issuer else subject)
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(
+                usage(key_cert_sign=True, crl_sign=True) if ca else usage(digital_signature=True), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        )
         if issuer:
-            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+            b = b.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
         if not ca:  # C2PA wants an end-entity certificate with a signing extended key usage
             b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
         pad = None if alg == "es256" else padding.PSS(padding.MGF1(hashes.SHA256()), 32)

@@ -7,6 +7,7 @@ viewer and platform. With a signing certificate (`SignConfig`) an image also get
 manifest: action `c2pa.created` with that source type, the model, its revision, the seed and the
 prompt or class, bound to the pixels by a hash (any later change reads as "tampered").
 """
+
 from __future__ import annotations
 
 import io
@@ -23,11 +24,13 @@ XMP_PNG_KEY = "XML:com.adobe.xmp"
 
 def ai_xmp(creator_tool: str) -> str:
     """A minimal XMP packet: IPTC digital source type trainedAlgorithmicMedia and the tool that made it."""
-    return ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-            '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-            '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
-            f'xmlns:xmp="http://ns.adobe.com/xap/1.0/" Iptc4xmpExt:DigitalSourceType="{AI_SOURCE_TYPE}" '
-            f'xmp:CreatorTool={quoteattr(creator_tool[:200])}/></rdf:RDF></x:xmpmeta><?xpacket end="r"?>')
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/" '
+        f'xmlns:xmp="http://ns.adobe.com/xap/1.0/" Iptc4xmpExt:DigitalSourceType="{AI_SOURCE_TYPE}" '
+        f'xmp:CreatorTool={quoteattr(creator_tool[:200])}/></rdf:RDF></x:xmpmeta><?xpacket end="r"?>'
+    )
 
 
 def creator_tool(model: str) -> str:
@@ -76,8 +79,12 @@ class ManifestSigner:
             raise SynthgapError(f"sign.cert_chain: {cfg.cert_chain} is not a PEM certificate chain")
         if b"PRIVATE KEY" not in self._key:
             raise SynthgapError(f"sign.key: {cfg.key} is not a PEM private key")
-        self._settings = c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}},
-                                                  "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False}})
+        self._settings = c2pa.Settings.from_dict(
+            {
+                "builder": {"thumbnail": {"enabled": False}},
+                "verify": {"remote_manifest_fetch": False, "ocsp_fetch": False},
+            }
+        )
         self.sign(_probe_png(), "png", {})  # a bad key or chain fails here, not on image 1
 
     def sign(self, data: bytes, fmt: str, parameters: dict) -> bytes:
@@ -86,21 +93,35 @@ class ManifestSigner:
 
         manifest = {
             "claim_generator_info": [{"name": "synthgap", "version": __version__}],
-            "assertions": [{"label": "c2pa.actions.v2", "data": {"actions": [{
-                "action": "c2pa.created", "digitalSourceType": AI_SOURCE_TYPE,
-                "softwareAgent": {"name": "synthgap", "version": __version__},
-                "parameters": {k: v for k, v in parameters.items() if v not in (None, "")}}]}}],
+            "assertions": [
+                {
+                    "label": "c2pa.actions.v2",
+                    "data": {
+                        "actions": [
+                            {
+                                "action": "c2pa.created",
+                                "digitalSourceType": AI_SOURCE_TYPE,
+                                "softwareAgent": {"name": "synthgap", "version": __version__},
+                                "parameters": {k: v for k, v in parameters.items() if v not in (None, "")},
+                            }
+                        ]
+                    },
+                }
+            ],
         }
         try:
-            signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(self.cfg.alg.lower().encode(), self._chain, self._key,
-                                                               self.cfg.tsa_url))
+            signer = c2pa.Signer.from_info(
+                c2pa.C2paSignerInfo(self.cfg.alg.lower().encode(), self._chain, self._key, self.cfg.tsa_url)
+            )
             out = io.BytesIO()
             with c2pa.Builder(manifest, context=c2pa.Context(self._settings)) as builder:
                 builder.sign(signer, MIME[fmt], io.BytesIO(data), out)
         except c2pa.C2paError as e:
-            raise SynthgapError(f"signing with {self.cfg.cert_chain} and {self.cfg.key} ({self.cfg.alg}) failed: "
-                                f"{e}. The chain must start with an end-entity certificate whose key is "
-                                f"sign.key, with the digitalSignature key usage") from None
+            raise SynthgapError(
+                f"signing with {self.cfg.cert_chain} and {self.cfg.key} ({self.cfg.alg}) failed: "
+                f"{e}. The chain must start with an end-entity certificate whose key is "
+                f"sign.key, with the digitalSignature key usage"
+            ) from None
         return out.getvalue()
 
 

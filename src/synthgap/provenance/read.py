@@ -15,6 +15,7 @@ values are kept as short excerpts, the C2PA library runs only on files that carr
 in a thread given at most `C2PA_SECONDS`, and with remote manifest and OCSP fetches switched off
 (no network) unless the caller allows remote manifests.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,10 +29,12 @@ from PIL import Image
 
 # IPTC NewsCodes digital source types (https://cv.iptc.org/newscodes/digitalsourcetype/).
 IPTC_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/"
-AI_SOURCE_TYPES = frozenset({"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia",
-                             "algorithmicMedia", "compositeSynthetic"})
-CAPTURE_SOURCE_TYPES = frozenset({"digitalCapture", "computationalCapture", "negativeFilm", "positiveFilm",
-                                  "compositeCapture"})
+AI_SOURCE_TYPES = frozenset(
+    {"trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia", "algorithmicMedia", "compositeSynthetic"}
+)
+CAPTURE_SOURCE_TYPES = frozenset(
+    {"digitalCapture", "computationalCapture", "negativeFilm", "positiveFilm", "compositeCapture"}
+)
 
 # PNG text keys that generator front ends write, and what they are.
 GENERATOR_TEXT_KEYS = {
@@ -45,8 +48,11 @@ GENERATOR_TEXT_KEYS = {
     "synthgap": "synthgap generation record",
 }
 # Names in an EXIF or PNG `Software` field that are image generators, not editors or cameras.
-AI_SOFTWARE = re.compile(r"stable diffusion|novelai|midjourney|dall[-·]?e|comfyui|invokeai|automatic1111|"
-                         r"firefly|imagen|synthgap|flux", re.I)
+AI_SOFTWARE = re.compile(
+    r"stable diffusion|novelai|midjourney|dall[-·]?e|comfyui|invokeai|automatic1111|"
+    r"firefly|imagen|synthgap|flux",
+    re.I,
+)
 EXCERPT_CHARS = 300  # of any metadata value kept in a record
 XMP_SCAN_CHARS = 1 << 20  # an XMP packet is searched this far (real ones are a few KB)
 C2PA_SECONDS = 5.0  # the longest a manifest read may take before its answer is "timed out"
@@ -117,8 +123,13 @@ def _scan_xmp(xmp, scan: _Scan) -> None:
         scan.evidence.append(Evidence("XMP Iptc4xmpExt:DigitalSourceType", declares, f"digital source type {code}"))
     for m in CREATOR_TOOL_RE.finditer(text):
         tool = m.group(1).strip()
-        scan.evidence.append(Evidence("XMP xmp:CreatorTool", "ai" if AI_SOFTWARE.search(tool) else "software",
-                                      f"created with {tool[:EXCERPT_CHARS]}"))
+        scan.evidence.append(
+            Evidence(
+                "XMP xmp:CreatorTool",
+                "ai" if AI_SOFTWARE.search(tool) else "software",
+                f"created with {tool[:EXCERPT_CHARS]}",
+            )
+        )
     url = PROVENANCE_URL_RE.search(text)
     if url:
         scan.remote_manifest = url.group(1)
@@ -133,7 +144,9 @@ def scan_metadata(source) -> _Scan:
             info = dict(im.info)
             # A C2PA store: a PNG caBX chunk (Pillow keeps unknown ancillary chunks), a JPEG APP11 JUMBF segment.
             chunks = [cid for cid, *_ in getattr(im, "private_chunks", [])]
-            scan.has_c2pa = b"caBX" in chunks or any(m == "APP11" and d[:2] == b"JP" for m, d in getattr(im, "applist", []))
+            scan.has_c2pa = b"caBX" in chunks or any(
+                m == "APP11" and d[:2] == b"JP" for m, d in getattr(im, "applist", [])
+            )
             # A PNG's getexif() decodes the whole image to look past the pixels: only ask when the chunk came first.
             exif = im.getexif() if scan.format != "PNG" or "exif" in info else None
     except Image.DecompressionBombError as e:
@@ -163,18 +176,28 @@ def scan_metadata(source) -> _Scan:
         scan.has_exif = True
         make, model, software = (str(exif.get(t, "")).strip("\x00 ")[:EXCERPT_CHARS] for t in (0x010F, 0x0110, 0x0131))
         if make or model:
-            scan.evidence.append(Evidence("EXIF Make/Model", "capture", f"camera {' '.join(x for x in (make, model) if x)}"))
+            scan.evidence.append(
+                Evidence("EXIF Make/Model", "capture", f"camera {' '.join(x for x in (make, model) if x)}")
+            )
         if software:
-            scan.evidence.append(Evidence("EXIF Software", "ai" if AI_SOFTWARE.search(software) else "software",
-                                          f"software {software}"))
+            scan.evidence.append(
+                Evidence("EXIF Software", "ai" if AI_SOFTWARE.search(software) else "software", f"software {software}")
+            )
     return scan
 
 
 # ------------------------------------------------------------------ C2PA
 
 
-_MIME = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff", "GIF": "image/gif",
-         "AVIF": "image/avif", "HEIF": "image/heif"}
+_MIME = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "GIF": "image/gif",
+    "AVIF": "image/avif",
+    "HEIF": "image/heif",
+}
 
 
 def _c2pa_settings(options: ProvenanceOptions) -> dict:
@@ -206,18 +229,29 @@ def _read_c2pa(data: bytes, fmt: str, options: ProvenanceOptions) -> dict:
         if str(assertion.get("label", "")).startswith("c2pa.actions"):
             for a in (assertion.get("data") or {}).get("actions", []):
                 agent = a.get("softwareAgent")
-                actions.append({"action": str(a.get("action", ""))[:100],
-                                "digital_source_type": str(a.get("digitalSourceType", "")).rsplit("/", 1)[-1][:100],
-                                "software_agent": str(agent.get("name", "") if isinstance(agent, dict) else agent or "")[:100],
-                                "parameters": {str(k)[:50]: _excerpt(v)[0][:100] for k, v in
-                                               list((a.get("parameters") or {}).items())[:10]}})
+                actions.append(
+                    {
+                        "action": str(a.get("action", ""))[:100],
+                        "digital_source_type": str(a.get("digitalSourceType", "")).rsplit("/", 1)[-1][:100],
+                        "software_agent": str(agent.get("name", "") if isinstance(agent, dict) else agent or "")[:100],
+                        "parameters": {
+                            str(k)[:50]: _excerpt(v)[0][:100] for k, v in list((a.get("parameters") or {}).items())[:10]
+                        },
+                    }
+                )
     info = active.get("signature_info") or {}
     generator = active.get("claim_generator") or ", ".join(
-        " ".join(str(g.get(k, "")) for k in ("name", "version")).strip() for g in active.get("claim_generator_info", []))
-    return {"state": state, "claim_generator": str(generator)[:200],
-            "signer": {"common_name": str(info.get("common_name", ""))[:200], "issuer": str(info.get("issuer", ""))[:200]},
-            "signed_at": str(info.get("time", ""))[:40] or None, "actions": actions[:20], "failures": failures[:20],
-            "embedded": not store.get("remote_url")}
+        " ".join(str(g.get(k, "")) for k in ("name", "version")).strip() for g in active.get("claim_generator_info", [])
+    )
+    return {
+        "state": state,
+        "claim_generator": str(generator)[:200],
+        "signer": {"common_name": str(info.get("common_name", ""))[:200], "issuer": str(info.get("issuer", ""))[:200]},
+        "signed_at": str(info.get("time", ""))[:40] or None,
+        "actions": actions[:20],
+        "failures": failures[:20],
+        "embedded": not store.get("remote_url"),
+    }
 
 
 def _bounded(fn, seconds: float):
@@ -294,13 +328,21 @@ def read_provenance(source: str | Path | bytes, options: ProvenanceOptions = Pro
         if options.fetch_remote:
             c2pa_rec = read_c2pa(data, scan.format, options)
         else:
-            notes.append("the XMP points to a manifest stored at a URL; remote manifests are not fetched "
-                         "(allow them with fetch_remote / --fetch-remote-manifests)")
+            notes.append(
+                "the XMP points to a manifest stored at a URL; remote manifests are not fetched "
+                "(allow them with fetch_remote / --fetch-remote-manifests)"
+            )
     if c2pa_rec and c2pa_rec["state"] == "none":
         c2pa_rec = None
     code, why = _verdict(c2pa_rec, scan.evidence)
-    return {"verdict": VERDICTS[code], "code": code, "why": why, "c2pa": c2pa_rec,
-            "metadata": [e.to_dict() for e in scan.evidence], "notes": notes}
+    return {
+        "verdict": VERDICTS[code],
+        "code": code,
+        "why": why,
+        "c2pa": c2pa_rec,
+        "metadata": [e.to_dict() for e in scan.evidence],
+        "notes": notes,
+    }
 
 
 def combine(provenance: dict, detection: dict | None) -> dict:
@@ -311,20 +353,28 @@ def combine(provenance: dict, detection: dict | None) -> dict:
     code, c2pa_rec = provenance["code"], provenance.get("c2pa") or {}
     pixel = detection.get("verdict") if detection else None
     if code == "signed_ai":
-        return {"verdict": "synthetic", "decided_by": "C2PA manifest",
-                "why": "a valid signed manifest declares it AI-generated" +
-                       (f"; the pixel detector alone says {pixel}" if pixel and pixel != "synthetic" else "")}
+        return {
+            "verdict": "synthetic",
+            "decided_by": "C2PA manifest",
+            "why": "a valid signed manifest declares it AI-generated"
+            + (f"; the pixel detector alone says {pixel}" if pixel and pixel != "synthetic" else ""),
+        }
     if code == "signed_capture" and c2pa_rec.get("state") == "trusted":
-        return {"verdict": "real", "decided_by": "C2PA manifest",
-                "why": "a valid manifest from a trusted signer declares it a camera capture" +
-                       (f"; the pixel detector alone says {pixel}" if pixel and pixel != "real" else "")}
-    hint = {"signed_capture": "a camera capture signed by an untrusted signer is a claim, not proof",
-            "signed": "the manifest declares no digital source type",
-            "tampered": "a manifest was signed, but the image changed afterwards: its declaration no longer describes these pixels",
-            "invalid": "the manifest fails validation and proves nothing",
-            "unsigned_ai": "unsigned metadata declares AI-generated: a hint, not proof (anyone can write or strip it)",
-            "unsigned_capture": "unsigned camera metadata: a hint, not proof (anyone can write or strip it)",
-            "none": "no provenance found, which says nothing either way"}[code]
+        return {
+            "verdict": "real",
+            "decided_by": "C2PA manifest",
+            "why": "a valid manifest from a trusted signer declares it a camera capture"
+            + (f"; the pixel detector alone says {pixel}" if pixel and pixel != "real" else ""),
+        }
+    hint = {
+        "signed_capture": "a camera capture signed by an untrusted signer is a claim, not proof",
+        "signed": "the manifest declares no digital source type",
+        "tampered": "a manifest was signed, but the image changed afterwards: its declaration no longer describes these pixels",
+        "invalid": "the manifest fails validation and proves nothing",
+        "unsigned_ai": "unsigned metadata declares AI-generated: a hint, not proof (anyone can write or strip it)",
+        "unsigned_capture": "unsigned camera metadata: a hint, not proof (anyone can write or strip it)",
+        "none": "no provenance found, which says nothing either way",
+    }[code]
     if pixel is None:
         return {"verdict": "unknown", "decided_by": "nothing", "why": f"no pixel detector; {hint}"}
     return {"verdict": pixel, "decided_by": "pixel detector", "why": hint}

@@ -1,4 +1,5 @@
 """The report of a transfer output folder: summary.md, the fraction plot and a self-contained report.html."""
+
 from __future__ import annotations
 
 import base64
@@ -37,8 +38,10 @@ figure { display: inline-block; margin: 0.5em; max-width: 520px; } figcaption { 
 
 def page_head(title: str) -> str:
     """The opening of every synthgap report page: one look for all of them."""
-    return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body>\n")
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head><body>\n"
+    )
 
 
 def audit_lead(summary: dict | None) -> str:
@@ -50,7 +53,9 @@ def audit_lead(summary: dict | None) -> str:
     leaked = sum((summary.get("test_images_with_training_twin") or {}).values())
     if not leaked:
         return " The audit found no test image with a twin in the training data."
-    verb = "removed first" if summary.get("dedupe") == "drop" else "kept (dedupe: warn), so the test figures are inflated"
+    verb = (
+        "removed first" if summary.get("dedupe") == "drop" else "kept (dedupe: warn), so the test figures are inflated"
+    )
     return f" {leaked:,} test images with a twin in the training data were {verb}; see the data audit below."
 
 
@@ -61,11 +66,19 @@ def audit_section(summary: dict | None, page: Path) -> str:
     if not summary:
         return ""
     if summary.get("audited") is False:
-        return ("<h2>Data audit</h2><p class=warn>Not audited (<code>dedupe: off</code>): duplicates and test images "
-                "with training twins were neither looked for nor removed.</p>")
-    link = f' <a href="{html.escape(page.parent.name)}/{html.escape(page.name)}">The pairs, side by side.</a>' if page.exists() else ""
-    return (f"<h2>Data audit</h2><p>Exact twins (the same pixels) and near twins in the data this run used, before "
-            f"training (<code>dedupe: {html.escape(str(summary.get('dedupe')))}</code>).{link}</p>" + counts_html(summary))
+        return (
+            "<h2>Data audit</h2><p class=warn>Not audited (<code>dedupe: off</code>): duplicates and test images "
+            "with training twins were neither looked for nor removed.</p>"
+        )
+    link = (
+        f' <a href="{html.escape(page.parent.name)}/{html.escape(page.name)}">The pairs, side by side.</a>'
+        if page.exists()
+        else ""
+    )
+    return (
+        f"<h2>Data audit</h2><p>Exact twins (the same pixels) and near twins in the data this run used, before "
+        f"training (<code>dedupe: {html.escape(str(summary.get('dedupe')))}</code>).{link}</p>" + counts_html(summary)
+    )
 
 
 def audit_markdown(summary: dict | None) -> str:
@@ -95,8 +108,12 @@ def write_report(out_dir: str | Path) -> Path:
     rows = aggregate(records)
     md = markdown_table(rows)
     env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
-    write_text(out / "summary.md", f"# Transfer study\n\nTest accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n" + md
-               + audit_markdown(env.get("audit")))
+    write_text(
+        out / "summary.md",
+        f"# Transfer study\n\nTest accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n"
+        + md
+        + audit_markdown(env.get("audit")),
+    )
     plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
 
     cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
@@ -105,25 +122,35 @@ def write_report(out_dir: str | Path) -> Path:
     if "real" in by and "synthetic" in by:
         rr, sr = by["real"]["accuracy_real_mean"], by["synthetic"]["accuracy_real_mean"]
         n = f" ({by['real']['n_train']})" if by["real"].get("n_train") else ""
-        gap = (f"<p class=lead>Trained on synthetic images, the classifier reaches <b>{100 * sr:.1f}%</b> on real test "
-               f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number{n} of real ones: a gap of "
-               f"<b>{100 * (rr - sr):.1f} points</b>. The gap is what the generated images fail to teach about real "
-               f"ones (their look, their variety), with everything else equal: the same classifier, budget and "
-               f"test photos.{audit_lead(env.get('audit'))}</p>")
+        gap = (
+            f"<p class=lead>Trained on synthetic images, the classifier reaches <b>{100 * sr:.1f}%</b> on real test "
+            f"photos, against <b>{100 * rr:.1f}%</b> when trained on the same number{n} of real ones: a gap of "
+            f"<b>{100 * (rr - sr):.1f} points</b>. The gap is what the generated images fail to teach about real "
+            f"ones (their look, their variety), with everything else equal: the same classifier, budget and "
+            f"test photos.{audit_lead(env.get('audit'))}</p>"
+        )
     baseline = next((r for r in rows if r["train_domain"] == "real-baseline"), None)
     if baseline:
-        gap += (f"<p>With <b>{baseline['n_train']}</b> real training images (more than the synthetic set holds; that "
-                f"run's budget is the epochs times its own size), the same classifier reaches "
-                f"<b>{100 * baseline['accuracy_real_mean']:.1f}%</b> on the real test photos: the rows of equal size "
-                f"measure the gap, this one what more real data gives.</p>")
+        gap += (
+            f"<p>With <b>{baseline['n_train']}</b> real training images (more than the synthetic set holds; that "
+            f"run's budget is the epochs times its own size), the same classifier reaches "
+            f"<b>{100 * baseline['accuracy_real_mean']:.1f}%</b> on the real test photos: the rows of equal size "
+            f"measure the gap, this one what more real data gives.</p>"
+        )
     if (out / "samples.png").exists():
-        names = [html.escape(str(env.get("data", {}).get(f"{d}_train", {}).get("name", d))) for d in ("real", "synthetic")]
-        gap += (f"<figure style=\"max-width:760px\">{_img(out / 'samples.png')}<figcaption>The first training images "
-                f"of each class, real beside synthetic: {names[0]} (left), {names[1]} (right)</figcaption></figure>")
+        names = [
+            html.escape(str(env.get("data", {}).get(f"{d}_train", {}).get("name", d))) for d in ("real", "synthetic")
+        ]
+        gap += (
+            f'<figure style="max-width:760px">{_img(out / "samples.png")}<figcaption>The first training images '
+            f"of each class, real beside synthetic: {names[0]} (left), {names[1]} (right)</figcaption></figure>"
+        )
     confusions = []
     for run in sorted((out / "runs").glob("*/seed*")):
         for png in sorted(run.glob("confusion_*.png")):
-            confusions.append(f"<figure>{_img(png)}<figcaption>{html.escape(str(png.relative_to(out)))}</figcaption></figure>")
+            confusions.append(
+                f"<figure>{_img(png)}<figcaption>{html.escape(str(png.relative_to(out)))}</figcaption></figure>"
+            )
     data_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v.get('spec')))}</td><td>{v.get('n')}</td>"
         f"<td>{v.get('skipped')}</td><td><code>{str(v.get('sha256'))[:16]}</code></td></tr>"
@@ -131,24 +158,27 @@ def write_report(out_dir: str | Path) -> Path:
     )
     versions = ", ".join(f"{k} {env[k]}" for k in ("synthgap", "python", "torch", "torchvision", "numpy") if k in env)
     audit = audit_section(env.get("audit"), out / "audit" / "audit.html")
-    page = page_head("synthgap transfer report") + f"""
+    page = (
+        page_head("synthgap transfer report")
+        + f"""
 <h1>Synthetic vs real: transfer study</h1>
 {gap}
 <h2>Summary</h2>
 <p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
-budget ({env.get('budget_images_per_run', '?')} images processed) and preprocessing{', except the real-only run on more images' if baseline else ''}.</p>
+budget ({env.get("budget_images_per_run", "?")} images processed) and preprocessing{", except the real-only run on more images" if baseline else ""}.</p>
 {_md_to_html_table(md)}
-<figure style="max-width:700px">{_img(out / 'accuracy_vs_fraction.png')}</figure>
+<figure style="max-width:700px">{_img(out / "accuracy_vs_fraction.png")}</figure>
 <h2>Data</h2>
 <table><thead><tr><th>set</th><th>spec</th><th>images</th><th>skipped files</th><th>sha256</th></tr></thead>
 <tbody>{data_rows}</tbody></table>
 {audit}
 <h2>Confusion matrices</h2>
-{''.join(confusions)}
+{"".join(confusions)}
 <h2>Reproduce</h2>
-<p>{html.escape(versions)}; config hash <code>{html.escape(str(env.get('config_hash', '')))}</code>.</p>
+<p>{html.escape(versions)}; config hash <code>{html.escape(str(env.get("config_hash", "")))}</code>.</p>
 <pre>{html.escape(cfg)}</pre>
 </body></html>
 """
+    )
     write_text(out / "report.html", page)
     return out / "report.html"

@@ -1,4 +1,5 @@
 """Plots a person would rather look at than read: confusion heatmaps, accuracy vs synthetic share."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,15 +35,26 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> None:
         ax.set_title(label)
         for i in range(len(classes)):
             for j in range(len(classes)):
-                ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
-    fig.suptitle(f"{title}  accuracy {100 * metrics['accuracy']:.1f}%" if title else f"accuracy {100 * metrics['accuracy']:.1f}%")
+                ax.text(
+                    j,
+                    i,
+                    format(m[i, j], fmt),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
+    fig.suptitle(
+        f"{title}  accuracy {100 * metrics['accuracy']:.1f}%" if title else f"accuracy {100 * metrics['accuracy']:.1f}%"
+    )
     _save(fig, path)
 
 
 def plot_accuracy_vs_fraction(rows: list[dict], path: str | Path) -> None:
     """Test accuracy (mean ± std over seeds) against the synthetic share of a fixed-size training set."""
-    fixed = sorted((r for r in rows if r["train_domain"] in ("real", "synthetic", "mixed")), key=lambda r: r["synthetic_fraction"])
+    fixed = sorted(
+        (r for r in rows if r["train_domain"] in ("real", "synthetic", "mixed")), key=lambda r: r["synthetic_fraction"]
+    )
     extra = [r for r in rows if r not in fixed]
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for domain, color in (("real", "tab:blue"), ("synthetic", "tab:orange")):
@@ -51,9 +63,17 @@ def plot_accuracy_vs_fraction(rows: list[dict], path: str | Path) -> None:
         e = [100 * (r[f"accuracy_{domain}_std"] or 0) for r in fixed]  # one seed: no error bar
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, color=color, label=f"test on {domain}")
         for r in extra:
-            ax.errorbar([r["synthetic_fraction"]], [100 * r[f"accuracy_{domain}_mean"]],
-                        yerr=[100 * (r[f"accuracy_{domain}_std"] or 0)], marker="*", markersize=11, capsize=3, color=color,
-                        linestyle="none", label=f"{r['training_set']} → {domain}")
+            ax.errorbar(
+                [r["synthetic_fraction"]],
+                [100 * r[f"accuracy_{domain}_mean"]],
+                yerr=[100 * (r[f"accuracy_{domain}_std"] or 0)],
+                marker="*",
+                markersize=11,
+                capsize=3,
+                color=color,
+                linestyle="none",
+                label=f"{r['training_set']} → {domain}",
+            )
     ax.set_xlabel("synthetic share of the training set")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xlim(-0.05, 1.05)
@@ -74,10 +94,21 @@ def plot_roc_calibration(curve: dict, metrics: dict, path: str | Path, title: st
     a.plot([fpr], [tpr], "o", color="C3", label=f"threshold {metrics['threshold']:.3f}")
     a.set(xlabel="false positive rate (real called synthetic)", ylabel="true positive rate", title="ROC")
     a.legend(loc="lower right")
-    b.plot(curve["calibration"]["mean_predicted"], curve["calibration"]["fraction_synthetic"], "o-", lw=2,
-           label=f"ECE {metrics['ece']:.3f}")
+    b.plot(
+        curve["calibration"]["mean_predicted"],
+        curve["calibration"]["fraction_synthetic"],
+        "o-",
+        lw=2,
+        label=f"ECE {metrics['ece']:.3f}",
+    )
     b.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
-    b.set(xlabel="predicted P(synthetic)", ylabel="observed fraction synthetic", title="reliability", xlim=(0, 1), ylim=(0, 1))
+    b.set(
+        xlabel="predicted P(synthetic)",
+        ylabel="observed fraction synthetic",
+        title="reliability",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
     b.legend(loc="upper left")
     if title:
         fig.suptitle(title)
@@ -130,15 +161,24 @@ def plot_loss_curve(losses: list[float], path: str | Path, title: str = "trainin
         x = np.arange(1, len(y) + 1)
         ax.plot(x, y, color="C0", alpha=0.25, lw=0.8, label="per step")
         k = min(len(y), max(10, len(y) // 100))
-        ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, mode="valid"), color="C0", label=f"mean of {k} steps")
+        ax.plot(x[k - 1 :], np.convolve(y, np.ones(k) / k, mode="valid"), color="C0", label=f"mean of {k} steps")
         ax.set_yscale("log")
         ax.legend(loc="upper right")
     ax.set(xlabel="step", ylabel="loss", title=title)
     _save(fig, path)
 
 
-def plot_matrix(values: np.ndarray, rows: list[str], cols: list[str], path: str | Path, title: str = "",
-                marked: np.ndarray | None = None, fmt: str = "{:.0f}", scale: float = 100, vmin: float = 0.5) -> None:
+def plot_matrix(
+    values: np.ndarray,
+    rows: list[str],
+    cols: list[str],
+    path: str | Path,
+    title: str = "",
+    marked: np.ndarray | None = None,
+    fmt: str = "{:.0f}",
+    scale: float = 100,
+    vmin: float = 0.5,
+) -> None:
     """A heatmap of values (rows x cols, in [vmin, 1]) with the number in each cell; `marked` cells (e.g. a
     source the detector was trained on) are outlined."""
     fig, ax = plt.subplots(figsize=(1.6 + 1.15 * len(cols), 1.0 + 0.5 * len(rows)))
@@ -164,7 +204,9 @@ def plot_samples(sets: dict, path: str | Path, per_class: int = 8) -> None:
     import torch
     from torchvision.utils import make_grid
 
-    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 0.5 * max(len(s.classes) for s in sets.values()) + 0.8))
+    fig, axes = plt.subplots(
+        1, len(sets), figsize=(3.6 * len(sets), 0.5 * max(len(s.classes) for s in sets.values()) + 0.8)
+    )
     for k, (ax, (title, s)) in enumerate(zip(np.atleast_1d(axes), sets.items())):
         tiles = []
         for c in range(len(s.classes)):

@@ -7,6 +7,7 @@ SYNTHGAP_SERVE_* environment variables, so any WSGI server can run it:
 
 `synthgap serve` runs it under gunicorn (see `synthgap.serve.server`).
 """
+
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request

@@ -1,4 +1,5 @@
 """The JSON API; /api/openapi.json describes exactly these routes."""
+
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request

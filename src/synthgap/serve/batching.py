@@ -1,5 +1,6 @@
 """Sharing a model between request threads: a micro-batcher for the fast models, a bounded queue
 for the generator."""
+
 from __future__ import annotations
 
 import queue
@@ -20,8 +21,13 @@ class MicroBatcher:
     the images that queued during the previous call go together, at no cost when idle but the wait.
     """
 
-    def __init__(self, predict: Callable[[torch.Tensor], torch.Tensor], max_batch: int = 32, max_wait: float = 0.002,
-                 name: str = "batcher"):
+    def __init__(
+        self,
+        predict: Callable[[torch.Tensor], torch.Tensor],
+        max_batch: int = 32,
+        max_wait: float = 0.002,
+        name: str = "batcher",
+    ):
         self.predict, self.max_batch, self.max_wait, self.name = predict, max_batch, max_wait, name
         self._queue: queue.SimpleQueue[tuple[torch.Tensor, Future]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None

@@ -1,5 +1,6 @@
 """The web app's settings: one dataclass, filled from SYNTHGAP_SERVE_* environment variables and
 command-line flags (flags win), so a container configures it with its environment alone."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,10 +54,22 @@ class ServeConfig:
     setup_hint: str = "synthgap pipeline --config configs/pipeline-small.yaml\nsynthgap serve runs/pipeline-small"
 
     def check(self) -> ServeConfig:
-        for name, least in (("port", 1), ("workers", 1), ("threads", 1), ("torch_threads", 0), ("max_upload_bytes", 1),
-                            ("max_pixels", 1), ("max_prompt_chars", 1), ("max_steps", 1), ("generate_queue", 0),
-                            ("generate_timeout", 0), ("batch_size", 1), ("batch_wait_ms", 0), ("unsure_band", 0),
-                            ("sign_min_side", 0)):
+        for name, least in (
+            ("port", 1),
+            ("workers", 1),
+            ("threads", 1),
+            ("torch_threads", 0),
+            ("max_upload_bytes", 1),
+            ("max_pixels", 1),
+            ("max_prompt_chars", 1),
+            ("max_steps", 1),
+            ("generate_queue", 0),
+            ("generate_timeout", 0),
+            ("batch_size", 1),
+            ("batch_wait_ms", 0),
+            ("unsure_band", 0),
+            ("sign_min_side", 0),
+        ):
             if getattr(self, name) < least:
                 raise SynthgapError(f"serve setting '{name}': expected at least {least}, got {getattr(self, name)}")
         if self.port > 65535:
@@ -76,7 +89,8 @@ class ServeConfig:
             raise SynthgapError(
                 "nothing to serve: give a pipeline folder (synthgap serve runs/pipeline-small; make it with "
                 "synthgap pipeline --config configs/pipeline-small.yaml) or at least one of --classifier RUN, "
-                f"--detector BUNDLE, --generator MODEL (or {ENV_PREFIX}RUN, {ENV_PREFIX}CLASSIFIER, ...)")
+                f"--detector BUNDLE, --generator MODEL (or {ENV_PREFIX}RUN, {ENV_PREFIX}CLASSIFIER, ...)"
+            )
         return self
 
     @classmethod

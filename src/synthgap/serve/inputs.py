@@ -3,6 +3,7 @@
 Everything a user can get wrong ends here as a 4xx with a message saying what to send instead;
 werkzeug refuses bodies over MAX_CONTENT_LENGTH with 413 before any of this runs.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,15 +24,40 @@ from synthgap.data.images import to_rgb
 
 # Formats PIL may parse here: common photo formats only (never e.g. EPS, which runs Ghostscript).
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
-SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
-              b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG",
+    b"\xff\xd8\xff": "JPEG",
+    b"GIF87a": "GIF",
+    b"GIF89a": "GIF",
+    b"BM": "BMP",
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+}
 # Pixel modes `to_rgb` converts (alpha on white, 16/32-bit rescaled).
-MODES = {"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "LAB", "HSV",
-         "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+MODES = {
+    "1",
+    "L",
+    "P",
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "RGBa",
+    "LA",
+    "PA",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+    "I",
+    "I;16",
+    "I;16B",
+    "I;16L",
+    "I;16N",
+    "F",
+}
 IMAGE_FIELDS = {"image", "model"}
 GENERATE_FIELDS = {"prompt", "class", "seed", "steps", "guidance_scale", "model"}
-HOW_TO_SEND = ("send multipart/form-data with the image in a file field 'image', "
-               "or JSON {\"image\": \"<base64>\"}")
+HOW_TO_SEND = 'send multipart/form-data with the image in a file field \'image\', or JSON {"image": "<base64>"}'
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 30.0
 
@@ -60,8 +86,9 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     except UnidentifiedImageError:
         fmt = _format_from_signature(data)
         if fmt:
-            raise BadRequest(f"this {fmt} file cannot be decoded: an unsupported pixel mode or layout, "
-                             "or a corrupt header") from None
+            raise BadRequest(
+                f"this {fmt} file cannot be decoded: an unsupported pixel mode or layout, or a corrupt header"
+            ) from None
         raise BadRequest(f"not an image in a supported format: send {supported}") from None
     except Image.DecompressionBombError as e:
         raise BadRequest(f"decompression bomb refused: {e}") from None
@@ -69,8 +96,10 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
         raise BadRequest(f"corrupt image: {e}") from None
     w, h = im.size
     if w * h > max_pixels:  # checked from the header, before a single pixel is decoded
-        raise BadRequest(f"image of {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} "
-                         "(a decompression bomb?); send a smaller image")
+        raise BadRequest(
+            f"image of {w}x{h} = {w * h:,} pixels is over the limit of {max_pixels:,} "
+            "(a decompression bomb?); send a smaller image"
+        )
     if im.mode not in MODES:
         raise BadRequest(f"unsupported pixel mode '{im.mode}' ({im.format}); send an RGB, RGBA or grayscale image")
     try:
@@ -87,8 +116,9 @@ def _read_body(request: Request) -> None:
     try:
         request.get_data(parse_form_data=True)
     except RequestEntityTooLarge:
-        raise RequestEntityTooLarge(f"the request is too large: at most {request.max_content_length:,} bytes "
-                                    "are accepted") from None
+        raise RequestEntityTooLarge(
+            f"the request is too large: at most {request.max_content_length:,} bytes are accepted"
+        ) from None
 
 
 def _json_object(request: Request) -> dict:
@@ -104,8 +134,9 @@ def _json_object(request: Request) -> dict:
 def _check_fields(got: set, allowed: set[str], what: str) -> None:
     unknown = sorted(got - allowed, key=str)  # a malformed multipart part has the name None
     if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(repr(u) for u in unknown)} in {what}; "
-                         f"expected: {', '.join(sorted(allowed))}")
+        raise BadRequest(
+            f"unknown field(s) {', '.join(repr(u) for u in unknown)} in {what}; expected: {', '.join(sorted(allowed))}"
+        )
 
 
 def _model_field(value: Any) -> str | None:
@@ -162,7 +193,9 @@ def _number(name: str, value: Any, kind: type, low: float, high: float, from_for
         try:
             value = kind(value.strip())
         except ValueError:
-            raise BadRequest(f"field '{name}' must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+            raise BadRequest(
+                f"field '{name}' must be a {'whole ' if kind is int else ''}number, got {value!r}"
+            ) from None
     ok_types = (int,) if kind is int else (int, float)
     if isinstance(value, bool) or not isinstance(value, ok_types) or (kind is float and not math.isfinite(value)):
         raise BadRequest(f"field '{name}' must be a {'whole ' if kind is int else ''}number, got {value!r}")
@@ -175,11 +208,15 @@ def read_generate(request: Request, max_prompt_chars: int, max_steps: int, class
     """Generation settings from a JSON body (typed values) or a form (text values; empty means absent)."""
     from_form = not request.is_json
     if from_form and request.mimetype not in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        raise UnsupportedMediaType(f"content type '{request.mimetype or 'none'}' not accepted: send JSON "
-                                   "{\"prompt\": \"...\"} (or a form)")
+        raise UnsupportedMediaType(
+            f'content type \'{request.mimetype or "none"}\' not accepted: send JSON {{"prompt": "..."}} (or a form)'
+        )
     _read_body(request)
-    body: Mapping[str, Any] = ({k: v for k, v in request.form.items() if v != ""} if from_form  # "": left blank
-                               else _json_object(request))
+    body: Mapping[str, Any] = (
+        {k: v for k, v in request.form.items() if v != ""}
+        if from_form  # "": left blank
+        else _json_object(request)
+    )
     _check_fields(set(body) | (set(request.files) if from_form else set()), GENERATE_FIELDS, "the request")
     prompt, cls = body.get("prompt"), body.get("class")
     if prompt is not None:
@@ -198,16 +235,21 @@ def read_generate(request: Request, max_prompt_chars: int, max_steps: int, class
         if cls not in classes:
             raise BadRequest(f"unknown class '{cls[:100]}'; the prompt templates know: {', '.join(classes)}")
     if (prompt is None) == (cls is None):
-        raise BadRequest("give either a 'prompt' or a 'class' (whose prompt template fills the prompt), not both"
-                         if prompt is not None else "give a 'prompt' (or a 'class' whose prompt template fills one)")
+        raise BadRequest(
+            "give either a 'prompt' or a 'class' (whose prompt template fills the prompt), not both"
+            if prompt is not None
+            else "give a 'prompt' (or a 'class' whose prompt template fills one)"
+        )
     seed = body.get("seed")
     steps = body.get("steps")
     guidance = body.get("guidance_scale")
     return GenerateRequest(
-        prompt=prompt, cls=cls,
+        prompt=prompt,
+        cls=cls,
         seed=secrets.randbelow(MAX_SEED + 1) if seed is None else _number("seed", seed, int, 0, MAX_SEED, from_form),
         steps=None if steps is None else _number("steps", steps, int, 1, max_steps, from_form),
-        guidance_scale=None if guidance is None else float(_number("guidance_scale", guidance, float, 0, MAX_GUIDANCE,
-                                                                   from_form)),
+        guidance_scale=None
+        if guidance is None
+        else float(_number("guidance_scale", guidance, float, 0, MAX_GUIDANCE, from_form)),
         model=_model_field(body.get("model")),
     )

@@ -4,6 +4,7 @@
 `get_models`): the classifier and detector each behind a micro-batcher, the generator behind a
 bounded per-device queue.
 """
+
 from __future__ import annotations
 
 import base64
@@ -81,9 +82,17 @@ class Generator:
         """One image; `prompt` is the class for a class-conditional generator."""
         from synthgap.generate.generator import pipeline_kwargs
 
-        out = self.pipe(**pipeline_kwargs([prompt], [seed], steps=steps, guidance_scale=guidance_scale,
-                                          negative_prompt=self.negative_prompt, device=self.device,
-                                          class_conditional=bool(self.class_names)))
+        out = self.pipe(
+            **pipeline_kwargs(
+                [prompt],
+                [seed],
+                steps=steps,
+                guidance_scale=guidance_scale,
+                negative_prompt=self.negative_prompt,
+                device=self.device,
+                class_conditional=bool(self.class_names),
+            )
+        )
         return out.images[0].convert("RGB")
 
 
@@ -94,12 +103,17 @@ def _generator_record(folder: Path) -> dict:
     record = {}
     if (folder / "training.json").is_file():
         t = json.loads((folder / "training.json").read_text())
-        record["training"] = {"steps": t.get("steps"), "seconds": t.get("seconds"),
-                              "trained_on": _public_specs({k: t.get("data", {}).get(k) for k in ("name", "n")})}
+        record["training"] = {
+            "steps": t.get("steps"),
+            "seconds": t.get("seconds"),
+            "trained_on": _public_specs({k: t.get("data", {}).get(k) for k in ("name", "n")}),
+        }
     quality = folder.parent / "synthetic" / "quality.json"
     if quality.is_file():
         q = json.loads(quality.read_text())
-        record["generated_set"] = {k: q.get(k) for k in ("images", "fid_lite0", "cas", "real_to_real", "real_to_real_baseline")}
+        record["generated_set"] = {
+            k: q.get(k) for k in ("images", "fid_lite0", "cas", "real_to_real", "real_to_real_baseline")
+        }
     return record
 
 
@@ -118,12 +132,30 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
     templates = Templates.load()
     if info := builtin_info(source):
         pipe = load_builtin(source, device)
-        return Generator(public_name(model), pipe, templates, int(info["default_steps"]), float(info["default_guidance_scale"]), "",
-                         queue, pipe.device, list(info["class_names"]), _generator_record(Path(source)))
+        return Generator(
+            public_name(model),
+            pipe,
+            templates,
+            int(info["default_steps"]),
+            float(info["default_guidance_scale"]),
+            "",
+            queue,
+            pipe.device,
+            list(info["class_names"]),
+            _generator_record(Path(source)),
+        )
     family = templates.family_settings(model)
     pipe = load_pipeline(source, device=device)
-    return Generator(public_name(model), pipe, templates, int(family.get("steps", 25)), float(family.get("guidance_scale", 7.5)),
-                     templates.data["negative_prompt"], queue, pipe.device)
+    return Generator(
+        public_name(model),
+        pipe,
+        templates,
+        int(family.get("steps", 25)),
+        float(family.get("guidance_scale", 7.5)),
+        templates.data["negative_prompt"],
+        queue,
+        pipe.device,
+    )
 
 
 # ------------------------------------------------------------------ all of them
@@ -139,9 +171,11 @@ def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-FLAG_OF = {"classifier": "--classifier RUN (a synthgap train folder)",
-           "detector": "--detector BUNDLE (a synthgap detector train folder)",
-           "generator": "--generator MODEL (a diffusers model, a synthgap generator train folder, or synthgap-tiny)"}
+FLAG_OF = {
+    "classifier": "--classifier RUN (a synthgap train folder)",
+    "detector": "--detector BUNDLE (a synthgap detector train folder)",
+    "generator": "--generator MODEL (a diffusers model, a synthgap generator train folder, or synthgap-tiny)",
+}
 
 
 class Models:
@@ -163,13 +197,19 @@ class Models:
             self.detector_name = public_name(cfg.detector)
         # One lock file per device, shared by every worker (and every synthgap server) of this user.
         lock_file = os.path.join(tempfile.gettempdir(), f"synthgap-generate-{os.getuid()}-{device}.lock")
-        self.generator = (load_generator(cfg.generator, cfg.device,
-                                         DeviceQueue(cfg.generate_queue, cfg.generate_timeout, lock_file))
-                          if cfg.generator else None)
-        self._classify = (MicroBatcher(self.classifier.predict, cfg.batch_size, wait, "classifier")
-                          if self.classifier else None)
-        self._detect = (MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait,
-                                     "detector") if self.detector else None)
+        self.generator = (
+            load_generator(cfg.generator, cfg.device, DeviceQueue(cfg.generate_queue, cfg.generate_timeout, lock_file))
+            if cfg.generator
+            else None
+        )
+        self._classify = (
+            MicroBatcher(self.classifier.predict, cfg.batch_size, wait, "classifier") if self.classifier else None
+        )
+        self._detect = (
+            MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait, "detector")
+            if self.detector
+            else None
+        )
         from synthgap.provenance import ProvenanceOptions
 
         self.provenance_options = ProvenanceOptions(cfg.trust_anchors, cfg.fetch_remote_manifests)
@@ -179,20 +219,27 @@ class Models:
 
             self.signer = ManifestSigner(cfg.signing())
         if not (self.classifier or self.detector or self.generator):
-            log.warning("serving no models%s; make them with: %s", f" ({cfg.run} holds none yet)" if cfg.run else "",
-                        "; ".join(cfg.setup_hint.splitlines()))
+            log.warning(
+                "serving no models%s; make them with: %s",
+                f" ({cfg.run} holds none yet)" if cfg.run else "",
+                "; ".join(cfg.setup_hint.splitlines()),
+            )
 
     # -------------------------------------------------------------- names
 
     def names(self) -> dict[str, str | None]:
-        return {"classifier": self.classifier.name if self.classifier else None,
-                "detector": self.detector_name,
-                "generator": self.generator.name if self.generator else None}
+        return {
+            "classifier": self.classifier.name if self.classifier else None,
+            "detector": self.detector_name,
+            "generator": self.generator.name if self.generator else None,
+        }
 
     def missing(self, kind: str) -> str:
         """What makes a model this server lacks (its API's 404s; the pages show setup_hint as commands)."""
-        return (f"a pipeline folder has one ({'; '.join(self.cfg.setup_hint.splitlines())}), or start the server "
-                f"with {FLAG_OF[kind]}")
+        return (
+            f"a pipeline folder has one ({'; '.join(self.cfg.setup_hint.splitlines())}), or start the server "
+            f"with {FLAG_OF[kind]}"
+        )
 
     def require(self, kind: str, requested: str | None = None) -> None:
         """404 if this server has no model of `kind`; 400 if the client named another model than it has."""
@@ -225,8 +272,11 @@ class Models:
             meta = None
         t, band = self.detector.threshold, self.cfg.unsure_band
         rec = self.detector.assess([x], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
-        rec = {"model": self.detector_name, **rec,
-               "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)]}
+        rec = {
+            "model": self.detector_name,
+            **rec,
+            "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)],
+        }
         if data is not None:
             rec["provenance"] = self.provenance(data)
             rec["answer"] = combine(rec["provenance"], rec)
@@ -240,10 +290,17 @@ class Models:
         """What the loaded classifier and detector say about one image, its provenance and the one answer
         (the UI's Check page)."""
         detection = self.detect(image, data) if self.detector else None
-        provenance = detection["provenance"] if detection and data is not None else (
-            self.provenance(data) if data is not None else None)
-        return {"classifier": self.classify(image) if self.classifier else None, "detector": detection,
-                "provenance": provenance, "answer": combine(provenance, detection) if provenance else None}
+        provenance = (
+            detection["provenance"]
+            if detection and data is not None
+            else (self.provenance(data) if data is not None else None)
+        )
+        return {
+            "classifier": self.classify(image) if self.classifier else None,
+            "detector": detection,
+            "provenance": provenance,
+            "answer": combine(provenance, detection) if provenance else None,
+        }
 
     # -------------------------------------------------------------- generation
 
@@ -255,8 +312,10 @@ class Models:
         gen = self.generator
         assert gen is not None
         if gen.class_names and req.prompt is not None:
-            raise BadRequest(f"this generator ({gen.name}) is class-conditional: send 'class' "
-                             f"({', '.join(gen.class_names)}), not 'prompt'")
+            raise BadRequest(
+                f"this generator ({gen.name}) is class-conditional: send 'class' "
+                f"({', '.join(gen.class_names)}), not 'prompt'"
+            )
         if gen.class_names:
             prompt = req.cls  # a class-conditional model's 'prompt' is its class, as in `synthgap generate`
         else:
@@ -267,18 +326,35 @@ class Models:
             t0 = time.perf_counter()
             image = gen.render(prompt, req.seed, steps, guidance)
             seconds = time.perf_counter() - t0
-        meta = {"prompt": prompt, "negative_prompt": gen.negative_prompt if guidance > 1 else "", "seed": req.seed,
-                "model": gen.name, "scheduler": type(gen.pipe.scheduler).__name__, "steps": steps,
-                "guidance_scale": guidance, "class": req.cls or ""}
+        meta = {
+            "prompt": prompt,
+            "negative_prompt": gen.negative_prompt if guidance > 1 else "",
+            "seed": req.seed,
+            "model": gen.name,
+            "scheduler": type(gen.pipe.scheduler).__name__,
+            "steps": steps,
+            "guidance_scale": guidance,
+            "class": req.cls or "",
+        }
         png = _encode_png(image, meta)  # the generation record and the AI-generated mark travel in the PNG
         if self.signer and min(image.size) >= self.cfg.sign_min_side:
-            png = self.signer.sign(png, "png", {k: meta[k] for k in ("model", "seed", "prompt", "class") if meta[k] != ""})
+            png = self.signer.sign(
+                png, "png", {k: meta[k] for k in ("model", "seed", "prompt", "class") if meta[k] != ""}
+            )
         saved = None
         if self.output:
             saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"
             write_bytes(self.output / saved, png)
-        return {**meta, "class": req.cls, "width": image.width, "height": image.height, "seconds": round(seconds, 3),
-                "image": base64.b64encode(png).decode(), "saved": saved, **self.check(image, png)}
+        return {
+            **meta,
+            "class": req.cls,
+            "width": image.width,
+            "height": image.height,
+            "seconds": round(seconds, 3),
+            "image": base64.b64encode(png).decode(),
+            "saved": saved,
+            **self.check(image, png),
+        }
 
     def keep_upload(self, data: bytes, fmt: str) -> str | None:
         """Keep an uploaded file in OUTPUT/uploads under its hash, if configured; never under a client's name."""
@@ -294,28 +370,47 @@ class Models:
         """What is loaded, its metrics and where it came from (/api/models and the Models page)."""
         out: dict[str, Any] = {"classifier": None, "detector": None, "generator": None}
         if self.classifier:
-            out["classifier"] = {"name": self.classifier.name, **_public_specs(self.classifier.info),
-                                 "recent_batch_sizes": self._classify.batch_sizes[-10:]}
+            out["classifier"] = {
+                "name": self.classifier.name,
+                **_public_specs(self.classifier.info),
+                "recent_batch_sizes": self._classify.batch_sizes[-10:],
+            }
         if self.detector:
             meta = self.detector.meta
             out["detector"] = {
                 "name": self.detector_name,
-                "architecture": meta.get("architecture"), "image_size": self.detector.image_size,
-                "input": {k: meta["preprocessing"][k] for k in ("input", "input_why", "crop_size", "crop_grid")
-                          if k in meta["preprocessing"]},
-                "threshold": self.detector.threshold, "unsure_band": self.cfg.unsure_band,
-                "metrics": meta.get("metrics", {}), "format_bias": meta.get("format_bias"),
-                "data_audit": _audit_counts(meta.get("data_audit")), "robustness": meta.get("robustness"),
-                "trained_on": _public_specs(meta.get("specs")), "versions": meta.get("versions"), "created": meta.get("created"),
+                "architecture": meta.get("architecture"),
+                "image_size": self.detector.image_size,
+                "input": {
+                    k: meta["preprocessing"][k]
+                    for k in ("input", "input_why", "crop_size", "crop_grid")
+                    if k in meta["preprocessing"]
+                },
+                "threshold": self.detector.threshold,
+                "unsure_band": self.cfg.unsure_band,
+                "metrics": meta.get("metrics", {}),
+                "format_bias": meta.get("format_bias"),
+                "data_audit": _audit_counts(meta.get("data_audit")),
+                "robustness": meta.get("robustness"),
+                "trained_on": _public_specs(meta.get("specs")),
+                "versions": meta.get("versions"),
+                "created": meta.get("created"),
                 "recent_batch_sizes": self._detect.batch_sizes[-10:],
             }
         if self.generator:
             g = self.generator
-            out["generator"] = {"name": g.name, **g.info, "pipeline": type(g.pipe).__name__,
-                                "scheduler": type(g.pipe.scheduler).__name__, "device": str(g.device),
-                                "default_steps": g.steps, "default_guidance_scale": g.guidance_scale,
-                                "max_steps": self.cfg.max_steps, "classes": g.classes,
-                                "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue}}
+            out["generator"] = {
+                "name": g.name,
+                **g.info,
+                "pipeline": type(g.pipe).__name__,
+                "scheduler": type(g.pipe.scheduler).__name__,
+                "device": str(g.device),
+                "default_steps": g.steps,
+                "default_guidance_scale": g.guidance_scale,
+                "max_steps": self.cfg.max_steps,
+                "classes": g.classes,
+                "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue},
+            }
         return out
 
 
@@ -324,9 +419,11 @@ def _audit_counts(summary: dict | None) -> dict | None:
     if not summary:
         return None
     keep = ("dedupe", "audited", "images", "pairs", "counts", "label_conflicts")
-    return {**{k: summary[k] for k in keep if k in summary},
-            "test_images_with_training_twin": sum((summary.get("test_images_with_training_twin") or {}).values()),
-            "removed": sum(r["removed"] for r in (summary.get("removed") or {}).values())}
+    return {
+        **{k: summary[k] for k in keep if k in summary},
+        "test_images_with_training_twin": sum((summary.get("test_images_with_training_twin") or {}).values()),
+        "removed": sum(r["removed"] for r in (summary.get("removed") or {}).values()),
+    }
 
 
 def _array(image: Image.Image):

@@ -1,5 +1,6 @@
 """Running the app: gunicorn (threaded workers, each loading the models once), or Flask's
 development server with debug=True."""
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,8 @@ class GunicornServer(BaseApplication):
             "bind": f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}",
             "workers": cfg.workers,
             # Threads let concurrent requests of one worker meet in its micro-batcher.
-            "worker_class": "gthread", "threads": cfg.threads,
+            "worker_class": "gthread",
+            "threads": cfg.threads,
             # A worker is silent while it loads models or runs a long generation.
             "timeout": int(max(120, cfg.generate_timeout + 60)),
             "preload_app": False,  # models load after the fork: no torch (or CUDA) state crosses a fork

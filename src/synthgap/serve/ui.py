@@ -1,6 +1,7 @@
 """The HTML pages: Generate, Check an image, Models. Plain forms that work without JavaScript;
 static/app.js only adds drag & drop and a busy state. A mistake re-renders the form with the
 message (and the API's status code)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, render_template, request
@@ -21,14 +22,27 @@ def generate():
         try:
             models.require("generator")
             cfg = models.cfg
-            result = models.generate(read_generate(request, cfg.max_prompt_chars, cfg.max_steps, models.generator.classes))
+            result = models.generate(
+                read_generate(request, cfg.max_prompt_chars, cfg.max_steps, models.generator.classes)
+            )
         except QueueFull as e:
             error, status, headers = str(e), 429, {"Retry-After": str(e.retry_after)}
         except HTTPException as e:
             error, status = e.description, e.code
-    return render_template("generate.html", names=models.names(), generator=models.generator, form=request.form,
-                           result=result, error=error, max_steps=models.cfg.max_steps,
-                           setup_hint=models.cfg.setup_hint), status, headers
+    return (
+        render_template(
+            "generate.html",
+            names=models.names(),
+            generator=models.generator,
+            form=request.form,
+            result=result,
+            error=error,
+            max_steps=models.cfg.max_steps,
+            setup_hint=models.cfg.setup_hint,
+        ),
+        status,
+        headers,
+    )
 
 
 @bp.route("/check", methods=["GET", "POST"])
@@ -44,12 +58,23 @@ def check():
             result, preview = models.check(upload.image, upload.data), png_data_uri(upload.image, max_side=256)
         except HTTPException as e:
             error, status = e.description, e.code
-    return render_template("check.html", names=models.names(), result=result, preview=preview, error=error,
-                           setup_hint=models.cfg.setup_hint), status
+    return render_template(
+        "check.html",
+        names=models.names(),
+        result=result,
+        preview=preview,
+        error=error,
+        setup_hint=models.cfg.setup_hint,
+    ), status
 
 
 @bp.get("/models")
 def models_page():
     models = get_models()
-    return render_template("models.html", names=models.names(), models=models.describe(), cfg=models.cfg,
-                           missing={kind: models.missing(kind) for kind in ("classifier", "detector", "generator")})
+    return render_template(
+        "models.html",
+        names=models.names(),
+        models=models.describe(),
+        cfg=models.cfg,
+        missing={kind: models.missing(kind) for kind in ("classifier", "detector", "generator")},
+    )

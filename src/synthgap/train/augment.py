@@ -1,4 +1,5 @@
 """Augmentation as batched tensor ops on the training device (no PIL, no per-image Python)."""
+
 from __future__ import annotations
 
 import math

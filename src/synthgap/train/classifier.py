@@ -3,6 +3,7 @@ classes, input size, normalisation, flip TTA, test figures, what it was trained 
 train`, every run of a transfer study and the pipeline write it; `synthgap classify` and the web app load it,
 the one format for both. Folders made before safetensors hold `model.pt` (a state dict), read the same way.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,7 @@ class Classifier:
         out: list[dict] = []
         for start in range(0, len(paths), chunk):
             arrays, where, part = [], [], []
-            for i, p in enumerate(paths[start:start + chunk]):
+            for i, p in enumerate(paths[start : start + chunk]):
                 arr, reason = decode_image(p, self.image_size)
                 part.append({"label": None, "error": reason} if arr is None else {})
                 if arr is not None:
@@ -66,20 +67,32 @@ class Classifier:
         return out
 
 
-def classifier_meta(cfg: TrainConfig, classes: list[str], image_size: int, metrics: dict, trained_on: dict,
-                    name: str | None = None) -> dict:
+def classifier_meta(
+    cfg: TrainConfig, classes: list[str], image_size: int, metrics: dict, trained_on: dict, name: str | None = None
+) -> dict:
     """The classifier.json of a trained model: metrics {name: value} on its test data, trained_on its data."""
     from synthgap.io import environment
     from synthgap.models import CIFAR_MEAN, CIFAR_STD
 
     env = environment()
-    return {"kind": "synthgap-classifier", "name": name, "architecture": cfg.model, "widths": cfg.widths,
-            "classes": list(classes), "image_size": int(image_size),
-            # What train.augment.normalize applies to [0, 1] pixels before the model (the same for every run).
-            "normalization": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)}, "tta": cfg.tta, "epochs": cfg.epochs,
-            "seed": cfg.seed, "metrics": metrics, "trained_on": trained_on, "config": to_dict(cfg),
-            "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "kind": "synthgap-classifier",
+        "name": name,
+        "architecture": cfg.model,
+        "widths": cfg.widths,
+        "classes": list(classes),
+        "image_size": int(image_size),
+        # What train.augment.normalize applies to [0, 1] pixels before the model (the same for every run).
+        "normalization": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)},
+        "tta": cfg.tta,
+        "epochs": cfg.epochs,
+        "seed": cfg.seed,
+        "metrics": metrics,
+        "trained_on": trained_on,
+        "config": to_dict(cfg),
+        "versions": {k: env[k] for k in ("synthgap", "torch", "torchvision", "python")},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def save_classifier(folder: str | os.PathLike, model: torch.nn.Module | None, meta: dict) -> Path:
@@ -101,9 +114,11 @@ def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu
     folder = Path(folder)
     weights = next((folder / w for w in (WEIGHTS, OLD_WEIGHTS) if (folder / w).is_file()), None)
     if not (folder / META).is_file() or weights is None:
-        raise SynthgapError(f"{folder}: not a classifier (expected {META} and {WEIGHTS}); make one with `synthgap train "
-                            "--data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k> (a study made before "
-                            f"{META} existed writes it when run again: its finished runs are read back, not retrained)")
+        raise SynthgapError(
+            f"{folder}: not a classifier (expected {META} and {WEIGHTS}); make one with `synthgap train "
+            "--data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k> (a study made before "
+            f"{META} existed writes it when run again: its finished runs are read back, not retrained)"
+        )
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
         cfg = from_dict(TrainConfig, meta["config"])
@@ -112,8 +127,11 @@ def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
     model = build_model(cfg.model, len(classes), widths=cfg.widths)
     try:
-        state = load_weights(weights) if weights.name == WEIGHTS else torch.load(weights, map_location="cpu",
-                                                                                  weights_only=True)
+        state = (
+            load_weights(weights)
+            if weights.name == WEIGHTS
+            else torch.load(weights, map_location="cpu", weights_only=True)
+        )
         model.load_state_dict(state)
     except Exception as e:
         raise SynthgapError(f"{weights}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None

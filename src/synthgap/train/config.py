@@ -1,5 +1,6 @@
 """The training loop's config: one classifier trained on one set (synthgap train, each transfer run, a
 detector's stages)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,4 +1,5 @@
 """Predictions and classification metrics (scikit-learn's definitions)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,15 @@ MAX_BATCH_PIXELS = 2**22  # per prediction batch: 4,096 images of 32 x 32, 83 of
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 512, tta: bool = True,
-                  device: torch.device | str = "cpu", prepare=None) -> torch.Tensor:
+def predict_proba(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    *,
+    batch_size: int = 512,
+    tta: bool = True,
+    device: torch.device | str = "cpu",
+    prepare=None,
+) -> torch.Tensor:
     """Class probabilities for uint8 images (N x 3 x H x W); TTA averages the logits with the mirror image.
 
     prepare(x, None): the model input of a batch (default: normalised images).

@@ -5,6 +5,7 @@ there. Every random draw (split, order, augmentation) comes from generators seed
 (seed, epoch), so a run resumed from its per-epoch checkpoint ends exactly where an
 uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,13 +52,19 @@ def check_config(cfg: TrainConfig, where: str = "train") -> None:
     def pair(r, lo, hi):
         return len(r) == 2 and lo <= r[0] <= r[1] <= hi
 
-    checks = [("augment.jpeg_quality", pair(a.jpeg_quality, 1, 100), "[low, high] within 1..100"),
-              ("augment.downscale_range", pair(a.downscale_range, 0.125, 1), "[low, high] within 0.125..1"),
-              ("augment.blur_sigma", pair(a.blur_sigma, 0.01, 3), "[low, high] within 0.01..3"),
-              *((f"augment.{k}", 0 <= getattr(a, k) <= 1, "a probability in [0, 1]") for k in ("jpeg", "downscale", "blur")),("batch_size", cfg.batch_size >= 1, "at least 1"), ("epochs", cfg.epochs >= 1, "at least 1"),
-              ("lr", cfg.lr > 0, "positive"), ("warmup", 0 <= cfg.warmup < 1, "in [0, 1)"),
-              ("val_fraction", 0 <= cfg.val_fraction < 1, "in [0, 1)"), ("patience", cfg.patience >= 0, "0 or more"),
-              ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)")]
+    checks = [
+        ("augment.jpeg_quality", pair(a.jpeg_quality, 1, 100), "[low, high] within 1..100"),
+        ("augment.downscale_range", pair(a.downscale_range, 0.125, 1), "[low, high] within 0.125..1"),
+        ("augment.blur_sigma", pair(a.blur_sigma, 0.01, 3), "[low, high] within 0.01..3"),
+        *((f"augment.{k}", 0 <= getattr(a, k) <= 1, "a probability in [0, 1]") for k in ("jpeg", "downscale", "blur")),
+        ("batch_size", cfg.batch_size >= 1, "at least 1"),
+        ("epochs", cfg.epochs >= 1, "at least 1"),
+        ("lr", cfg.lr > 0, "positive"),
+        ("warmup", 0 <= cfg.warmup < 1, "in [0, 1)"),
+        ("val_fraction", 0 <= cfg.val_fraction < 1, "in [0, 1)"),
+        ("patience", cfg.patience >= 0, "0 or more"),
+        ("label_smoothing", 0 <= cfg.label_smoothing < 1, "in [0, 1)"),
+    ]
     for name, ok, want in checks:
         if not ok:
             value = getattr(a, name.split(".")[1]) if name.startswith("augment.") else getattr(cfg, name)
@@ -68,6 +75,7 @@ def check_config(cfg: TrainConfig, where: str = "train") -> None:
 class Run:
     """What `fit` sets up once, before the first epoch: the data on the device, the step budget, the
     model and everything that updates it."""
+
     device: torch.device
     train: ImageSet
     val: ImageSet | None
@@ -91,6 +99,7 @@ class Run:
 class State:
     """What changes from epoch to epoch; with the model, optimizer and schedule it is what a checkpoint
     must carry for a resumed run to continue exactly where it stopped."""
+
     result: FitResult
     epoch: int = 0  # the next epoch to train
     step: int = 0
@@ -99,8 +108,9 @@ class State:
     stopped: bool = False
 
 
-def split_data(train: ImageSet, val: ImageSet | None, cfg: TrainConfig, batches=None,
-               desc: str = "train") -> tuple[ImageSet, ImageSet | None]:
+def split_data(
+    train: ImageSet, val: ImageSet | None, cfg: TrainConfig, batches=None, desc: str = "train"
+) -> tuple[ImageSet, ImageSet | None]:
     """(training set, validation set): `val` if given, else a stratified `cfg.val_fraction` of `train`."""
     if batches is not None and val is None:
         raise SynthgapError(f"{desc}: a batch source needs its validation set given")
@@ -135,19 +145,38 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
         # Each phase needs at least two steps (OneCycleLR divides by their lengths).
         pct = min(max(cfg.warmup, 2 / total_steps), 1 - 2 / total_steps)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=pct, anneal_strategy="linear",
-            div_factor=10, final_div_factor=100, cycle_momentum=False,
+            opt,
+            max_lr=cfg.lr,
+            total_steps=total_steps,
+            pct_start=pct,
+            anneal_strategy="linear",
+            div_factor=10,
+            final_div_factor=100,
+            cycle_momentum=False,
         )
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup * total_steps))
-            * 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+            opt,
+            lambda s: (
+                min(1.0, (s + 1) / max(1, cfg.warmup * total_steps))
+                * 0.5
+                * (1 + math.cos(math.pi * min(s, total_steps) / total_steps))
+            ),
         )
     raise SynthgapError(f"config field 'train.schedule': unknown '{cfg.schedule}' (onecycle or cosine)")
 
 
-def setup(train: ImageSet, cfg: TrainConfig, *, val: ImageSet | None = None, budget_images: int | None = None,
-          model: torch.nn.Module | None = None, prepare=None, batches=None, desc: str = "train") -> Run:
+def setup(
+    train: ImageSet,
+    cfg: TrainConfig,
+    *,
+    val: ImageSet | None = None,
+    budget_images: int | None = None,
+    model: torch.nn.Module | None = None,
+    prepare=None,
+    batches=None,
+    desc: str = "train",
+) -> Run:
     """Check the config, seed, split the data and build the model, optimizer, schedule and AMP scaler.
 
     The order matters: seeding comes before the model's initial weights are drawn.
@@ -163,9 +192,7 @@ def setup(train: ImageSet, cfg: TrainConfig, *, val: ImageSet | None = None, bud
     n = len(train)
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN likes full batches
-    total_steps = (
-        max(1, math.ceil(budget_images / batch_size)) if budget_images else steps_per_epoch * cfg.epochs
-    )
+    total_steps = max(1, math.ceil(budget_images / batch_size)) if budget_images else steps_per_epoch * cfg.epochs
     epochs = math.ceil(total_steps / steps_per_epoch)
 
     if model is None:
@@ -175,14 +202,30 @@ def setup(train: ImageSet, cfg: TrainConfig, *, val: ImageSet | None = None, bud
     opt = build_optimizer(model, cfg, desc)
     sched = build_scheduler(opt, cfg, total_steps)
     autocast, scaler = mixed_precision(device)
-    return Run(device=device, train=train, val=val, x_train=x_train, y_train=y_train, batches=batches,
-               batch_size=batch_size, steps_per_epoch=steps_per_epoch, total_steps=total_steps, epochs=epochs,
-               model=model, prepare=prepare, optimizer=opt, scheduler=sched, autocast=autocast, scaler=scaler,
-               train_sha256=train.sha256())
+    return Run(
+        device=device,
+        train=train,
+        val=val,
+        x_train=x_train,
+        y_train=y_train,
+        batches=batches,
+        batch_size=batch_size,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        epochs=epochs,
+        model=model,
+        prepare=prepare,
+        optimizer=opt,
+        scheduler=sched,
+        autocast=autocast,
+        scaler=scaler,
+        train_sha256=train.sha256(),
+    )
 
 
-def train_one_epoch(run: Run, cfg: TrainConfig, epoch: int, state: State, *, desc: str = "train",
-                    progress: bool = True) -> dict:
+def train_one_epoch(
+    run: Run, cfg: TrainConfig, epoch: int, state: State, *, desc: str = "train", progress: bool = True
+) -> dict:
     """Train epoch `epoch` (0-based) from `state.step`, advancing `state.step` and `state.seconds`;
     returns the epoch's record for the history."""
     model, opt, device, batch_size = run.model, run.optimizer, run.device, run.batch_size
@@ -192,8 +235,14 @@ def train_one_epoch(run: Run, cfg: TrainConfig, epoch: int, state: State, *, des
     model.train()
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per batch
-    bar = progress_bar(range(n_steps), desc=f"{desc} epoch {epoch + 1}/{run.epochs}", unit="batch", leave=False,
-                       enabled=progress, mininterval=1.0)
+    bar = progress_bar(
+        range(n_steps),
+        desc=f"{desc} epoch {epoch + 1}/{run.epochs}",
+        unit="batch",
+        leave=False,
+        enabled=progress,
+        mininterval=1.0,
+    )
     source = run.batches.epoch(order, batch_size, n_steps, g) if run.batches is not None else None
     for i in bar:
         idx = order[i * batch_size : (i + 1) * batch_size]
@@ -218,15 +267,23 @@ def train_one_epoch(run: Run, cfg: TrainConfig, epoch: int, state: State, *, des
     source = None  # a batch source's worker processes end here, before validation starts its own
     seconds = time.perf_counter() - t0
     state.seconds += seconds
-    return {"epoch": epoch + 1, "step": state.step, "train_loss": round(loss_sum.item() / n_steps, 4),
-            "lr": round(lr, 6), "seconds": round(seconds, 2),
-            "images_per_second": round(n_steps * batch_size / seconds, 1)}
+    return {
+        "epoch": epoch + 1,
+        "step": state.step,
+        "train_loss": round(loss_sum.item() / n_steps, 4),
+        "lr": round(lr, 6),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(n_steps * batch_size / seconds, 1),
+    }
 
 
 def validate(run: Run, cfg: TrainConfig, val_proba=None) -> float:
     """Accuracy on the validation set (4 decimals, as the history keeps it)."""
-    proba = (val_proba(run.model, run.prepare) if val_proba else
-             predict_proba(run.model, run.val.images, tta=cfg.tta, device=run.device, prepare=run.prepare))
+    proba = (
+        val_proba(run.model, run.prepare)
+        if val_proba
+        else predict_proba(run.model, run.val.images, tta=cfg.tta, device=run.device, prepare=run.prepare)
+    )
     return round(float((proba.argmax(1) == run.val.labels).float().mean()), 4)
 
 
@@ -246,22 +303,35 @@ def log_epoch(desc: str, record: dict, epochs: int) -> None:
     """One line per epoch, printed through tqdm so it does not tear a progress bar."""
     from tqdm.auto import tqdm
 
-    tqdm.write(f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.3f}"
-               + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
-               + f", {record['images_per_second']:.0f} img/s")
+    tqdm.write(
+        f"{desc} epoch {record['epoch']}/{epochs}: loss {record['train_loss']:.3f}"
+        + (f", val acc {record['val_accuracy']:.4f}" if "val_accuracy" in record else "")
+        + f", {record['images_per_second']:.0f} img/s"
+    )
 
 
 def save_checkpoint(path: Path, run: Run, cfg: TrainConfig, state: State, epoch: int) -> None:
     """The checkpoint after epoch `epoch`: one dict with the config it was made with (atomic write)."""
     result = state.result
-    save_torch(path, {
-        "config": to_dict(cfg), "total_steps": run.total_steps, "epoch": epoch, "step": state.step,
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "best_state": state.best_state, "history": result.history, "best_epoch": result.best_epoch,
-        "best_val_accuracy": result.best_val_accuracy, "seconds": state.seconds,
-        "train_sha256": run.train_sha256, "stopped": state.stopped,
-    })
+    save_torch(
+        path,
+        {
+            "config": to_dict(cfg),
+            "total_steps": run.total_steps,
+            "epoch": epoch,
+            "step": state.step,
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "best_state": state.best_state,
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "best_val_accuracy": result.best_val_accuracy,
+            "seconds": state.seconds,
+            "train_sha256": run.train_sha256,
+            "stopped": state.stopped,
+        },
+    )
 
 
 def load_checkpoint(path: Path, run: Run, cfg: TrainConfig, state: State) -> None:
@@ -269,17 +339,26 @@ def load_checkpoint(path: Path, run: Run, cfg: TrainConfig, state: State) -> Non
     is refused, since continuing from it would silently mix two runs."""
     ck = torch.load(path, map_location=run.device, weights_only=False)
     # The step count is part of the identity: a budget set by the caller, not by the config.
-    check_resume(path, "a checkpoint", {
-        "identity": {**recorded_identity(TrainConfig, ck["config"]), "total_steps": ck["total_steps"]},
-        "data": {"train": ck["train_sha256"]},
-    }, {"identity": {**identity(cfg), "total_steps": run.total_steps}, "data": {"train": run.train_sha256}},
-        remedy="remove it to start over")
+    check_resume(
+        path,
+        "a checkpoint",
+        {
+            "identity": {**recorded_identity(TrainConfig, ck["config"]), "total_steps": ck["total_steps"]},
+            "data": {"train": ck["train_sha256"]},
+        },
+        {"identity": {**identity(cfg), "total_steps": run.total_steps}, "data": {"train": run.train_sha256}},
+        remedy="remove it to start over",
+    )
     run.model.load_state_dict(ck["model"])
     run.optimizer.load_state_dict(ck["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
     result = state.result
     state.best_state, state.epoch, state.step = ck["best_state"], ck["epoch"] + 1, ck["step"]
-    result.history, result.best_epoch, result.best_val_accuracy = ck["history"], ck["best_epoch"], ck["best_val_accuracy"]
+    result.history, result.best_epoch, result.best_val_accuracy = (
+        ck["history"],
+        ck["best_epoch"],
+        ck["best_val_accuracy"],
+    )
     state.seconds, state.stopped = ck["seconds"], ck["stopped"]
 
 
@@ -294,10 +373,22 @@ def finish(run: Run, state: State) -> FitResult:
     return result
 
 
-def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None, resume: bool = False,
-        val: ImageSet | None = None, budget_images: int | None = None, progress: bool = True,
-        desc: str = "train", model: torch.nn.Module | None = None, prepare=None, on_epoch=None,
-        batches=None, val_proba=None) -> FitResult:
+def fit(
+    train: ImageSet,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    val: ImageSet | None = None,
+    budget_images: int | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    model: torch.nn.Module | None = None,
+    prepare=None,
+    on_epoch=None,
+    batches=None,
+    val_proba=None,
+) -> FitResult:
     """Train `cfg.model` (or `model`) on `train`; pick the epoch with the best validation accuracy.
 
     val: a validation set; by default `cfg.val_fraction` of `train` is held out (stratified).
@@ -314,8 +405,9 @@ def fit(train: ImageSet, cfg: TrainConfig, *, out_dir: str | Path | None = None,
     yields the batches of order[i * batch_size : ...]; needs `val`. val_proba(model, prepare): the
     validation set's N x C probabilities, when they are not predict_proba of `val.images`.
     """
-    run = setup(train, cfg, val=val, budget_images=budget_images, model=model, prepare=prepare, batches=batches,
-                desc=desc)
+    run = setup(
+        train, cfg, val=val, budget_images=budget_images, model=model, prepare=prepare, batches=batches, desc=desc
+    )
     state = State(FitResult(model=run.model, device=str(run.device)))
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir else None
     if resume and ckpt_path and ckpt_path.exists():

@@ -4,6 +4,7 @@ The same functions serve as training augmentations (random strength per image) a
 fixed perturbations of the robustness table. They take and return uint8 batches (N x 3 x H x W)
 because JPEG is defined on bytes; the rest are tensor ops.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,7 +15,11 @@ from synthgap.train.config import AugmentConfig
 
 
 def _per_image(value: float | torch.Tensor, n: int) -> torch.Tensor:
-    return torch.as_tensor(value, dtype=torch.float32).expand(n) if not torch.is_tensor(value) or value.ndim == 0 else value.float()
+    return (
+        torch.as_tensor(value, dtype=torch.float32).expand(n)
+        if not torch.is_tensor(value) or value.ndim == 0
+        else value.float()
+    )
 
 
 def jpeg_bytes(img: torch.Tensor, quality: int) -> bytes:
@@ -40,8 +45,13 @@ def downscale(x: torch.Tensor, factor: float | torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(x)
     for value in f.unique().tolist():  # one resize per distinct factor, not per image
         idx = (f == value).nonzero().flatten().to(x.device)
-        small = F.interpolate(x[idx].float(), size=(max(1, round(h * value)), max(1, round(w * value))),
-                              mode="bilinear", antialias=True, align_corners=False)
+        small = F.interpolate(
+            x[idx].float(),
+            size=(max(1, round(h * value)), max(1, round(w * value))),
+            mode="bilinear",
+            antialias=True,
+            align_corners=False,
+        )
         back = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
         out[idx] = back.round().clamp(0, 255).to(x.dtype)
     return out
