@@ -106,6 +106,11 @@ def _session_cache(tmp_path_factory):
         # No test may reach a model hub: the tiny pipelines are saved and loaded from local folders.
         mp.setenv("HF_HUB_OFFLINE", "1")
         mp.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+        # huggingface_hub reads the variable when imported, which collecting the tests already did: an
+        # in-process command would otherwise try the network and wait out its retries.
+        import huggingface_hub.constants
+
+        mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
         yield
 
 

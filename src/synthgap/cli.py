@@ -326,7 +326,7 @@ def generator() -> None:
     required=True,
     metavar="SPEC",
     help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*), a manifest "
-    "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see the README's data specs).",
+    "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see docs/data.md).",
 )
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures."
