@@ -47,7 +47,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from synthgap import SynthgapError
 from synthgap.config import from_dict, to_dict
 from synthgap.generate.config import GeneratorConfig
-from synthgap.io import environment, save_torch, write_bytes, write_json, write_text
+from synthgap.io import environment, save_torch, write_json, write_text
 from synthgap.runs import RunDir, check_resume
 from synthgap.runs import identity as run_identity
 
@@ -347,7 +347,7 @@ def class_grid(
     guidance_scale: float | None = None,
 ) -> Path:
     """One row per class, the same seeds every time (so grids of successive steps can be compared)."""
-    from torchvision.utils import make_grid
+    from synthgap.report.plots import save_image_grid
 
     classes = list(pipe.config.class_names)
     labels = [c for c in classes for _ in range(per_class)]
@@ -355,19 +355,8 @@ def class_grid(
     images = pipe(
         labels, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens, output_type="pt"
     ).images
-    save_grid(make_grid(images.cpu(), nrow=per_class, padding=1, pad_value=1.0), path)
+    save_image_grid(images, path, nrow=per_class)
     return path
-
-
-def save_grid(grid: torch.Tensor, path: Path, scale: int = 2) -> None:
-    from PIL import Image
-
-    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-    image = Image.fromarray(array)
-    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)  # 32 px images: bigger to look at
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
 
 
 @dataclasses.dataclass

@@ -16,9 +16,8 @@ from synthgap.io import write_json
 def class_grid_of_set(out: Path, rows: list[dict], images: list[Image.Image], per_class: int = 10) -> Path | None:
     """DIR/grid.png: the first `per_class` images of each class, one row per class."""
     import torch
-    from torchvision.utils import make_grid
 
-    from synthgap.generate.builtin import save_grid
+    from synthgap.report.plots import save_image_grid
 
     if not rows:
         return None
@@ -31,7 +30,7 @@ def class_grid_of_set(out: Path, rows: list[dict], images: list[Image.Image], pe
     for c in dict.fromkeys(r["label"] for r in rows):
         mine = [tile(im) for r, im in zip(rows, images) if r["label"] == c][:per_class]
         tiles += mine + [torch.ones(3, size[1], size[0])] * (per_class - len(mine))
-    save_grid(make_grid(torch.stack(tiles), nrow=per_class, padding=1, pad_value=1.0), out / "grid.png")
+    save_image_grid(torch.stack(tiles), out / "grid.png", nrow=per_class)
     return out / "grid.png"
 
 

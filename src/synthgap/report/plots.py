@@ -198,6 +198,19 @@ def plot_matrix(
     _save(fig, path)
 
 
+def save_image_grid(images, path: str | Path, nrow: int, scale: int = 2) -> None:
+    """Images (N x 3 x H x W, floats in [0, 1]) as one PNG, `nrow` to a row with white 1-px gaps, every
+    pixel `scale` x `scale` (32-px images are small to look at)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    grid = make_grid(images.cpu(), nrow=nrow, padding=1, pad_value=1.0)
+    image = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+    image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
 def plot_samples(sets: dict, path: str | Path, per_class: int = 8) -> None:
     """Side by side, one panel per set (e.g. real and synthetic training images): the first `per_class`
     images of each class, one row per class, so the two can be compared by eye."""
