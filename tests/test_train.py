@@ -30,6 +30,19 @@ def test_models_build_by_name_and_give_logits(name):
     assert count_parameters(model) > 0
 
 
+def test_one_registry_names_classifiers_backbones_and_the_fid_features():
+    from synthgap.detect.backbones import BACKBONES, build_backbone
+    from synthgap.models.registry import CLASSIFIERS, FID_FEATURES, MODELS
+
+    assert set(CLASSIFIERS) | set(BACKBONES) == set(MODELS) and FID_FEATURES in BACKBONES
+    for name, info in CLASSIFIERS.items():  # every classifier takes its own input size
+        assert build_model(name, 3)(torch.randn(2, 3, info.input_size, info.input_size)).shape == (2, 3)
+    # `resnet18` as a classifier (old configs) is the CIFAR-stem network; as a backbone, torchvision's own.
+    assert build_model("resnet18", 3).conv1.stride == (1, 1)
+    assert build_backbone("resnet18", pretrained=False).blocks[0][0].stride == (2, 2)
+    assert MODELS["resnet18"].mean != MODELS["resnet18-cifar"].mean
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(SynthgapError, match="unknown model 'vgg99'.*airnet"):
         build_model("vgg99", 6)

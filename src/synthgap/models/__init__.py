@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from synthgap import SynthgapError
+from synthgap.models.registry import CIFAR_MEAN, CIFAR_STD, CLASSIFIER_ALIASES, CLASSIFIERS
 
-# The one normalisation of synthgap's own classifiers (CIFAR-10's channel statistics), for every arm and domain.
-CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+__all__ = ["CIFAR_MEAN", "CIFAR_STD", "AirNet", "build_model", "count_parameters"]
 
 
 class ConvBlock(nn.Sequential):
@@ -60,23 +60,25 @@ def resnet18_cifar(num_classes: int) -> nn.Module:
     return m
 
 
-ARCHITECTURES = {
+# The builders of the registry's classifiers (synthgap.models.registry.CLASSIFIERS).
+BUILDERS = {
     "airnet": lambda n, **kw: AirNet(n, **kw),
     "airnet-wide": lambda n, **kw: AirNet(n, widths=(64, 256, 256), **kw),
-    "resnet18": lambda n, **kw: resnet18_cifar(n),
+    "resnet18-cifar": lambda n, **kw: resnet18_cifar(n),
 }
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    if name not in ARCHITECTURES:
-        raise SynthgapError(f"unknown model '{name}'; choose one of: {', '.join(ARCHITECTURES)}")
+    name = CLASSIFIER_ALIASES.get(name, name)
+    if name not in CLASSIFIERS:
+        raise SynthgapError(f"unknown model '{name}'; choose one of: {', '.join(CLASSIFIERS)}")
     if num_classes < 2:
         raise SynthgapError(f"a classifier needs at least 2 classes, got {num_classes}")
     if "widths" in kwargs and kwargs["widths"] is not None:
         kwargs["widths"] = tuple(kwargs["widths"])
     else:
         kwargs.pop("widths", None)
-    return ARCHITECTURES[name](num_classes, **kwargs)
+    return BUILDERS[name](num_classes, **kwargs)
 
 
 def count_parameters(model: nn.Module) -> int:

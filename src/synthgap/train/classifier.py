@@ -72,8 +72,9 @@ def classifier_meta(
 ) -> dict:
     """The classifier.json of a trained model: metrics {name: value} on its test data, trained_on its data."""
     from synthgap.io import environment
-    from synthgap.models import CIFAR_MEAN, CIFAR_STD
+    from synthgap.models.registry import CLASSIFIER_ALIASES, MODELS
 
+    info = MODELS[CLASSIFIER_ALIASES.get(cfg.model, cfg.model)]
     env = environment()
     return {
         "kind": "synthgap-classifier",
@@ -82,8 +83,8 @@ def classifier_meta(
         "widths": cfg.widths,
         "classes": list(classes),
         "image_size": int(image_size),
-        # What train.augment.normalize applies to [0, 1] pixels before the model (the same for every run).
-        "normalization": {"mean": list(CIFAR_MEAN), "std": list(CIFAR_STD)},
+        # What train.augment.normalize applies to [0, 1] pixels before the model (the registry's entry).
+        "normalization": {"mean": list(info.mean), "std": list(info.std)},
         "tta": cfg.tta,
         "epochs": cfg.epochs,
         "seed": cfg.seed,
