@@ -182,26 +182,12 @@ def write_cross_report(out: str | Path, result: dict) -> Path:
                     percent=tuple(sources),
                 )
             )
-    summary = md_table(
-        result["summary"],
-        [
-            "backbone",
-            "unseen_leave_one_out_accuracy",
-            "unseen_leave_one_out_auc",
-            "unseen_single_source_accuracy",
-            "unseen_single_source_auc",
-            "all_sources_accuracy",
-            "all_sources_auc",
-        ],
-        percent=(
-            "unseen_leave_one_out_accuracy",
-            "unseen_leave_one_out_auc",
-            "unseen_single_source_accuracy",
-            "unseen_single_source_auc",
-            "all_sources_accuracy",
-            "all_sources_auc",
-        ),
-    )
+    figures = [
+        f"{on}_{m}"
+        for on in ("unseen_leave_one_out", "unseen_single_source", "all_sources")
+        for m in ("accuracy", "auc")
+    ]
+    summary = md_table(result["summary"], ["backbone", *figures], percent=tuple(figures))
     sizes = result["sizes"]
     about = (
         f"Real: {', '.join(result['real'])} ({sizes['test_real']:,} test images). Each detector: the same config and "
