@@ -180,3 +180,25 @@ def synthgap(*args, env=None, check=True, in_subprocess=False) -> subprocess.Com
     if check and proc.returncode != 0:
         raise AssertionError(f"synthgap {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
+
+
+def make_tiny_bundle(folder, *, domain=None, crop=False, name=None, probes=None, metrics=None, seed=0) -> Path:
+    """An untrained airnet detector bundle in `folder` (32 px thumbnails, or with `crop` 2 x 2 windows of
+    64 px at the image's own scale) whose detector.json carries the given training `domain` record (pixel
+    sizes, formats, JPEG qualities: what routes an image to it), `name`, `probes` and test `metrics`."""
+    import torch
+
+    from synthgap.detect.config import DetectorConfig
+    from synthgap.detect.crops import InputChain
+    from synthgap.detect.model import DetectorBundle, build_detector
+    from synthgap.detect.train import bundle_meta
+
+    torch.manual_seed(seed)
+    chain = (InputChain("crop", 32, 64, 2), "input: crop (test)") if crop else None
+    meta = bundle_meta(DetectorConfig(backbone="airnet"), 0.5, chain=chain)
+    meta.update(metrics=metrics or {"accuracy": 0.9, "auc": 0.95}, created="2026-11-24T00:00:00Z")
+    for key, value in (("domain", domain), ("name", name), ("probes", probes)):
+        if value is not None:
+            meta[key] = value
+    model = build_detector("airnet", pretrained=False, input_size=meta["architecture"]["input_size"])
+    return DetectorBundle(model, meta).save(folder)

@@ -8,6 +8,7 @@ of period 2 px, which a thumbnail averages away and a window keeps.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -104,6 +105,34 @@ def test_a_small_image_is_upscaled_to_a_window_and_thumbnail_data_is_taken_whole
     assert resolve_input("crop", 224, [])[0] == "resize"
 
 
+def test_the_robustness_table_degrades_every_window_of_photos_at_their_own_pixels(photos):
+    from synthgap.data import ImageSet
+    from synthgap.detect.crops import eval_batches
+    from synthgap.detect.evaluate import set_robustness
+    from synthgap.detect.model import DetectorBundle, build_detector
+    from synthgap.detect.train import bundle_meta
+    from synthgap.train.robust import PERTURBATIONS
+
+    files = sorted(str(p) for p in photos[0].glob("*.png"))[:3] + sorted(str(p) for p in photos[1].glob("*.png"))[:3]
+    torch.manual_seed(0)
+    model = build_detector("airnet", pretrained=False, input_size=64).eval()  # random weights: the inputs are the point
+    cfg = dataclasses.replace(_config("crop"), backbone="airnet")
+    bundle = DetectorBundle(model, bundle_meta(cfg, 0.5, model, (CROP, "input: crop")))
+    s = ImageSet(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 0, 0, 1, 1, 1]), ["x"], files=files)
+    y, p = s.labels.numpy(), bundle.predict_set(s, workers=0).numpy()
+    seen, predict = [], bundle.predict
+    bundle.predict = lambda x: seen.append(x) or predict(x)  # what each degraded row is predicted on
+    table, on = set_robustness(bundle, s, y, p, workers=0)
+    assert [r["test set"] for r in table] == ["clean", *PERTURBATIONS]
+    assert all(f"jpeg q{q}" in PERTURBATIONS for q in (95, 90, 75, 60)) and "downscale x0.5" in PERTURBATIONS
+    assert on.startswith("6 images") and "every window degraded" in on
+    clean = torch.cat([x for _, x in eval_batches(files, CROP, workers=0)]).flatten(0, 1)  # 6 photos x 4 windows
+    assert [x.shape for x in seen] == [clean.shape] * len(PERTURBATIONS)  # windows at 64 px, not thumbnails
+    err = {name: (x.float() - clean.float()).abs().mean().item() for name, x in zip(PERTURBATIONS, seen)}
+    assert 0 < err["jpeg q95"] < err["jpeg q90"] < err["jpeg q75"] < err["jpeg q60"] < err["jpeg q50"], err
+    assert err["downscale x0.5"] > 0 and err["blur sigma 1"] > 0
+
+
 def test_the_dataloader_gives_the_batches_of_the_in_memory_path(photos):
     files = sorted(str(p) for p in photos[0].glob("*.png"))[:12] + sorted(str(p) for p in photos[1].glob("*.png"))[:12]
     in_memory = RandomCrops(files, CROP, in_memory_mb=1024, progress=False)
@@ -144,3 +173,122 @@ def test_one_file_gets_one_answer_from_detect_the_api_and_the_check_page(detecto
     ).get_data(as_text=True)
     assert f"{100 * first['p_synthetic']:.1f}%" in page
     assert "mean over 4 windows" in page
+
+
+# ---------------------------------------------------------------- shortcuts: the input chain, the probes, the content check
+
+
+def test_training_windows_are_rescaled_and_reencoded_alike_from_seeded_draws(photos):
+    from synthgap.train.robust import jpeg
+
+    plain = CROP
+    chain = dataclasses.replace(CROP, rescale=(0.5, 1.0), jpeg_quality=(60, 90))
+    assert not plain.augments and chain.augments
+    # A chain that changes nothing draws what it always drew: two numbers per window, so old runs reproduce
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert plain.draws(5, g1) == [tuple(r) for r in torch.rand(5, 2, generator=g2).double().tolist()]
+    draws = chain.draws(400, torch.Generator().manual_seed(3))
+    assert draws == chain.draws(400, torch.Generator().manual_seed(3))
+    scales, qualities = np.array([d[2] for d in draws]), np.array([d[3] for d in draws])
+    assert 0.5 <= scales.min() and scales.max() <= 1 and scales.std() > 0.1
+    assert qualities.min() == 60 and qualities.max() == 90 and len(set(qualities.tolist())) == 31
+    files = sorted(str(p) for p in photos[1].glob("*.png"))[:1]
+    src = torch.from_numpy(np.asarray(Image.open(files[0]).convert("RGB")).copy()).permute(2, 0, 1)
+    views = CropViews(files, chain)
+    # scale 0.5: a 128 px region shrunk to the 64 px window (bicubic, antialiased), then JPEG at its quality
+    window = views[(0, 0.0, 0.0, 0.5, 0)]
+    region = Image.fromarray(src[:, :128, :128].permute(1, 2, 0).numpy()).resize((64, 64), Image.Resampling.BICUBIC)
+    assert torch.equal(window, torch.from_numpy(np.asarray(region).copy()).permute(2, 0, 1))
+    assert torch.equal(views[(0, 0.0, 0.0, 1.0, 75)], jpeg(src[None, :, :64, :64], 75)[0])
+    assert torch.equal(views[(0, 0.0, 0.0, 1.0, 0)], src[:, :64, :64])  # scale 1, no quality: the pixels as they are
+    # Evaluation re-encodes every window at the chain's own quality
+    evaluated = dataclasses.replace(chain, normalize_format=95)
+    assert torch.equal(CropViews(files, evaluated)[0][0], jpeg(src[None, :, :64, :64], 95)[0])
+
+
+def test_what_the_model_sees_has_no_format_to_learn_when_the_files_do(tmp_path):
+    """JPEG photos against PNG ones of the same kind: the files' metadata separates the sides, the windows the
+    model sees (rescaled, re-encoded at random qualities on both sides) do not."""
+    from synthgap.detect.probes import seen_metadata
+    from synthgap.detect.train import format_bias, input_chain
+
+    real = make_photo_folder(tmp_path / "real", 30, planted=False, seed=5, ext="jpg")
+    fake = make_photo_folder(tmp_path / "fake", 30, planted=False, seed=6)
+    cfg = from_dict(DetectorConfig, {"crop_size": 64, "crop_grid": 2})
+    loaded = load_sources(str(real), str(fake), classes=cfg.classes, size=32, dedupe="off", progress=False)
+    data = assemble(loaded, val_fraction=0.1, seed=0)
+    bias = format_bias(data, cfg)
+    assert bias["biased"] and bias["per_feature"]["format"] > 0.9  # the files: JPEG against PNG
+    seen = bias["seen_by_model"]
+    assert seen == seen_metadata(data.train, input_chain(cfg, data.train)[0])  # seeded: the same sample again
+    assert not seen["biased"] and seen["balanced_accuracy_without_file_size"] < 0.65, seen
+    assert set(seen["real"]["formats"]) == set(seen["synthetic"]["formats"]) == {"JPEG"}
+    assert "re-encoded at JPEG q65-100" in seen["on"]
+
+
+def test_the_content_check_flags_features_far_from_every_training_image():
+    from synthgap.detect.domain import KNN_QUANTILE, content_record, content_scores, verdicts
+
+    g = torch.Generator().manual_seed(0)
+    kinds = torch.eye(16)[:3]  # three kinds of training image, each a cluster in feature space
+
+    def draw(n):
+        return kinds[torch.arange(n) % 3] + 0.05 * torch.randn(n, 16, generator=g)
+
+    bank, val = draw(200), draw(100)
+    record = content_record(bank, val)
+    assert record["quantile"] == KNN_QUANTILE and record["bank"] == 200
+    assert (content_scores(val, bank) <= record["threshold"]).float().mean() == pytest.approx(KNN_QUANTILE, abs=0.011)
+    near, far = kinds[1:2], torch.eye(16)[7:8]  # a training kind; a kind no training image is
+    scores = content_scores(torch.cat([near, far]), bank)
+    assert scores[0] < record["threshold"] < scores[1]
+    meta = {"format": "JPEG", "width": 64, "height": 64, "jpeg_quality": 90}
+    domain = {"width": [64, 64], "height": [64, 64], "formats": ["JPEG"], "jpeg_quality": [80, 95], "content": record}
+    p = torch.tensor([0.9, 0.9])
+    rec = verdicts(p, p.repeat(3), 0.5, [meta, meta], domain, content=scores)
+    assert [r["rule"] for r in rec] == ["threshold", "outside_domain"]
+    assert "content unlike its training images" in rec[1]["why"] and rec[1]["content_score"] > record["threshold"]
+    assert rec[0]["domain"] == {"inside": True, "why": []}
+
+
+@pytest.mark.slow
+def test_a_photo_detector_stands_beside_its_probes_and_abstains_on_unfamiliar_content(detectors, photos, tmp_path):
+    from synthgap.data.sets import ImageSet
+    from synthgap.detect.model import DetectorBundle
+
+    meta, folder = detectors["crop"]
+    probes = meta["probes"]
+    # The drawn trace is a 2 px checkerboard: windows keep it, 32 px thumbnails (the content probe) cannot
+    assert meta["metrics"]["auc"] >= 0.95 and probes["content"]["auc"] <= 0.8, probes["content"]
+    assert probes["content"]["image_size"] == 32 and "beyond the content probe" in probes["credited"]
+    assert probes["metadata"]["seen_balanced_accuracy"] <= 0.65  # PNG both sides, and re-encoded alike
+    assert {r["source"] for r in meta["per_source"]} == {"real", "fake"}
+    assert detectors["resize"][0]["probes"]["content"]["skipped"].startswith("the detector itself reads 32 px")
+    # Its ~10 validation images are too few to set the content check's threshold: it says so and checks nothing
+    assert "too few" in meta["domain"]["content"]["skipped"] and load_bundle(folder).bank is None
+    # With a bank of its training photos and 40 more drawn photos as validation, it abstains on unfamiliar
+    # content: a drawn photo like the training ones is inside, white noise of the same size is not
+    from synthgap.detect.domain import content_record
+
+    bundle = load_bundle(folder)
+    train_files = sorted(str(p) for p in photos[0].glob("*.png")) + sorted(str(p) for p in photos[1].glob("*.png"))
+    val = make_photo_folder(tmp_path / "val", 40, planted=False, seed=7)
+    bank = bundle.set_features(ImageSet(torch.zeros(0), torch.zeros(0), ["x"], files=train_files))
+    val_files = sorted(str(p) for p in val.glob("*.png"))
+    val_features = bundle.set_features(ImageSet(torch.zeros(0), torch.zeros(0), ["x"], files=val_files))
+    content = content_record(bank, val_features)
+    meta["domain"]["content"] = content
+    DetectorBundle(bundle.model, meta, bank).save(tmp_path / "with-bank")
+    bundle = load_bundle(tmp_path / "with-bank")
+    assert bundle.bank is not None and bundle.bank.shape[0] == content["bank"] == len(train_files)
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (384, 512, 3), dtype=np.uint8)).save(noise)
+    a, b = bundle.assess_files([val_files[0], str(noise)])
+    assert a["domain"]["inside"] and a["content_score"] <= content["threshold"], a
+    assert b["content_score"] > 100 * a["content_score"]
+    assert b["verdict"] == "outside the training domain" and "content unlike" in b["why"], b
+    report = (folder / "report.html").read_text()
+    assert "Beside its shortcut probes" in report and "Risk against coverage" in report
+    metrics = json.loads((folder / "metrics.json").read_text())
+    sel = metrics["selective"]
+    assert len(sel["coverage"]) == len(sel["accuracy"]) == 20 and "decided" not in sel  # no content check here

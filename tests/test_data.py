@@ -287,6 +287,177 @@ def test_16bit_grayscale_png_is_rescaled_to_8bit(tmp_path):
     assert (arr[4:, 8:] == 0).all()
 
 
+# ---------------------------------------------------------------- odd files a photo checker meets
+# Each kind goes through the one decoder (data.images.decode_native, and upright_rgb for uploads) and must come
+# out upright 8-bit RGB at its upright size with its colours.
+
+RED, GREEN, BLUE, WHITE = (220, 20, 20), (20, 200, 20), (20, 20, 220), (255, 255, 255)
+
+
+def _halves(size: tuple[int, int], left, right, mode: str = "RGB") -> Image.Image:
+    im = Image.new(mode, size, right)
+    im.paste(left, (0, 0, size[0] // 2, size[1]))
+    return im
+
+
+def _mean(a: np.ndarray) -> np.ndarray:
+    return a.reshape(-1, 3).mean(0)
+
+
+def _odd_files(folder: Path) -> dict:
+    """name -> (file, the upright size (w, h) it must decode to, a check of its decoded H x W x 3 pixels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    # A phone held upright: stored landscape 60x40, left red and right blue, with EXIF orientation 6 (turn 90
+    # degrees clockwise to view): upright it is 40x60 with red on top.
+    im = _halves((60, 40), RED, BLUE)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(folder / "rotated.jpg", quality=95, exif=exif)
+    out["exif-orientation-6"] = (
+        folder / "rotated.jpg",
+        (40, 60),
+        lambda a: near(_mean(a[:25]), RED) and near(_mean(a[-25:]), BLUE),
+    )
+    # A phone's MPO (multi-picture JPEG, named .jpg): the main photo first, a second picture after it; the
+    # orientation is the first frame's.
+    main = Image.new("RGB", (48, 32), RED)
+    exif = main.getexif()
+    exif[0x0112] = 6
+    main.save(folder / "phone.jpg", "MPO", save_all=True, append_images=[Image.new("RGB", (48, 32), BLUE)], exif=exif)
+    out["mpo"] = (folder / "phone.jpg", (32, 48), lambda a: near(_mean(a), RED, tol=10))
+    # 16-bit grey gradient 0..65535 across 64 px: an 8-bit gradient 0..255, not clipped to white.
+    Image.fromarray(np.linspace(0, 65535, 64).round().astype(np.uint16)[None].repeat(16, 0)).save(folder / "g16.png")
+    out["png-16-bit"] = (
+        folder / "g16.png",
+        (64, 16),
+        lambda a: (
+            (a == a[..., :1]).all()
+            and (np.diff(a[0, :, 0].astype(int)) >= 0).all()
+            and a[0, 0, 0] <= 2
+            and a[0, -1, 0] >= 253
+            and 120 < a.mean() < 135
+        ),
+    )
+    Image.new("CMYK", (32, 32), (0, 255, 255, 0)).save(folder / "cmyk.jpg", quality=95)  # C 0, M Y full: red
+    out["cmyk-jpeg"] = (folder / "cmyk.jpg", (32, 32), lambda a: near(_mean(a), (255, 0, 0), tol=20))
+    Image.new("L", (32, 32), 100).save(folder / "grey.png")
+    out["grey"] = (folder / "grey.png", (32, 32), lambda a: (a == 100).all())
+    _halves((32, 32), (100, 255), (0, 0), "LA").save(folder / "grey-alpha.png")  # right half: transparent black
+    out["grey-alpha"] = (
+        folder / "grey-alpha.png",
+        (32, 32),
+        lambda a: (a[:, :16] == 100).all() and (a[:, 16:] == 255).all(),
+    )
+    for ext in ("png", "gif"):
+        im = _halves((32, 32), 1, 0, "P")
+        im.putpalette([0, 0, 0, *GREEN] + [0] * 762)
+        im.save(folder / f"palette.{ext}", transparency=0)  # index 0 (the right half) transparent
+        out[f"palette-transparent-{ext}"] = (
+            folder / f"palette.{ext}",
+            (32, 32),
+            lambda a: (a[:, :16] == GREEN).all() and (a[:, 16:] == 255).all(),
+        )
+    return out
+
+
+ODD_KINDS = ["exif-orientation-6", "mpo", "png-16-bit", "cmyk-jpeg", "grey", "grey-alpha"]
+ODD_KINDS += ["palette-transparent-png", "palette-transparent-gif"]
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory) -> dict:
+    return _odd_files(tmp_path_factory.mktemp("odd"))
+
+
+@pytest.mark.parametrize("kind", ODD_KINDS)
+def test_an_odd_file_decodes_upright_rgb_with_its_colours_for_files_thumbnails_and_uploads(kind, odd_files):
+    from synthgap.data.images import MAX_PIXELS, decode_native, resize_square
+    from synthgap.serve.inputs import decode_image as decode_upload
+
+    path, size, colours_ok = odd_files[kind]
+    if kind == "mpo":
+        with Image.open(path) as im:
+            assert (im.format, im.n_frames) == ("MPO", 2)  # the file really holds two pictures
+    im, reason = decode_native(path)
+    assert reason is None, reason
+    a = np.asarray(im)
+    assert (im.mode, im.size, a.dtype, a.shape) == ("RGB", size, np.uint8, (size[1], size[0], 3))
+    assert colours_ok(a), _mean(a)
+    thumb, reason = decode_image(path, 16)  # the thumbnail of training and `input: resize`: the same pixels
+    assert reason is None and np.array_equal(thumb, np.asarray(resize_square(im, 16)))
+    upload, _ = decode_upload(path.read_bytes(), MAX_PIXELS)  # the web app: the same conversion
+    assert np.array_equal(np.asarray(upload), a)
+
+
+def _png_claiming(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims width x height, with nothing to decode behind it: a decompression bomb's shape."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grey
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "side, reason",
+    [
+        (9000, "9000x9000 = 81,000,000 pixels, over the limit of 64,000,000"),  # synthgap's own limit
+        (10000, "10000x10000 = 100,000,000 pixels, over the limit"),  # where PIL would also warn
+        (20000, "decompression bomb: Image size (400000000 pixels) exceeds limit"),  # PIL refuses at the header
+    ],
+)
+def test_a_huge_image_is_refused_from_its_header_with_one_line_and_no_warning(side, reason, tmp_path):
+    import warnings
+
+    from synthgap.data.images import decode_native
+
+    path = _png_claiming(tmp_path / "huge.png", side, side)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # PIL's DecompressionBombWarning would be recorded here
+        im, why = decode_native(path)
+    assert im is None and why.startswith(reason) and "\n" not in why
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def _random_detector(mode: str):
+    """A randomly initialised detector bundle (never trained, nothing downloaded) with the input chain `mode`."""
+    from synthgap.detect.config import DetectorConfig
+    from synthgap.detect.crops import InputChain
+    from synthgap.detect.model import DetectorBundle, build_detector
+    from synthgap.detect.train import bundle_meta
+
+    torch.manual_seed(0)
+    if mode == "resize":
+        return DetectorBundle(
+            build_detector("airnet", pretrained=False).eval(), bundle_meta(DetectorConfig(backbone="airnet"), 0.5)
+        )
+    chain = InputChain("crop", image_size=32, crop_size=64, crop_grid=2)
+    cfg = DetectorConfig(backbone="npr", input="crop", crop_size=64, crop_grid=2, image_size=32)
+    model = build_detector("npr", pretrained=False, input_size=64).eval()
+    return DetectorBundle(model, bundle_meta(cfg, 0.5, model, (chain, "input: crop")))
+
+
+@pytest.mark.parametrize("mode", ["resize", "crop"])
+def test_a_detector_gives_every_odd_file_a_verdict_and_a_huge_one_a_reason(mode, odd_files, tmp_path):
+    from synthgap.detect.domain import VERDICT_OUTSIDE
+
+    bundle = _random_detector(mode)
+    huge = _png_claiming(tmp_path / "huge.png", 10000, 10000)
+    records = bundle.assess_files([str(odd_files[k][0]) for k in ODD_KINDS] + [str(huge)])
+    for kind, rec in zip(ODD_KINDS, records):
+        assert "error" not in rec and 0 <= rec["p_synthetic"] <= 1, (kind, rec)
+        assert rec["verdict"] in ("real", "synthetic", "unsure", VERDICT_OUTSIDE), (kind, rec)
+        assert rec.get("views", {}).get("n", 1) == (4 if mode == "crop" else 1)
+    assert records[-1]["verdict"] is None and "over the limit" in records[-1]["error"]
+
+
 def test_non_square_image_is_centre_cropped_then_resized(tmp_path):
     """40x20 (and 20x40) with a red centre square and blue sides: the crop keeps the centre, so it decodes red."""
     wide = Image.new("RGB", (40, 20), (0, 0, 255))

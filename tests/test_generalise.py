@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import torch
 from conftest import make_image_folder
 from PIL import Image
 
+from synthgap import SynthgapError
 from synthgap.detect.config import DetectorConfig
-from synthgap.detect.data import equal_shares, load_detector_data, load_sources, parse_sources
+from synthgap.detect.data import equal_shares, load_detector_data, load_sources, parse_sides, parse_sources
 from synthgap.detect.generalise import cross_matrix, detector_sets, evaluate_bundle
 from synthgap.detect.train import run_detector
 
@@ -134,6 +136,38 @@ def test_evaluate_on_the_training_data_reproduces_the_test_metrics(sources, tmp_
     )
     assert other["threshold"] == meta["threshold"] and other["domain"]["checked"] == other["test"]["n"]
     assert {row["source"] for row in other["per_source"]} == {"real", "stripes"}
+
+
+def test_folders_of_one_name_on_both_sides_become_distinct_sources(tmp_path, caplog):
+    # `--real DATA/cifar10-jpeg/test --synthetic DATA/cifake-sd14-fake/test`: both named "test" by their folder
+    real = jpeg_folder(make_image_folder(tmp_path / "photos" / "test", CLASSES, 12, size=32, splits=(), seed=1))
+    fake = stamp(make_image_folder(tmp_path / "generated" / "test", CLASSES, 12, size=32, splits=(), seed=2), "grid")
+    with caplog.at_level(logging.INFO, logger="synthgap"):
+        data = load_detector_data(real=str(real), synthetic=str(fake), classes=CLASSES, size=32, progress=False)
+    assert "renamed" in caplog.text and "photos/test" in caplog.text
+    assert list(data.sources["real"]) == ["photos/test"] and list(data.sources["synthetic"]) == ["generated/test"]
+    for part in (data.train, data.val, data.test):  # every image tagged with its own side's source
+        side = dict(zip(part.sources, part.labels.tolist()))
+        assert side == {"photos/test": 0, "generated/test": 1}
+    meta = run_detector(data, tiny(epochs=1), tmp_path / "det", progress=False)
+    assert set(meta["sources"]["synthetic"]) == {"generated/test"}
+    # evaluate re-reads the bundle's training sources (the audit against them) under the same names
+    r = evaluate_bundle(tmp_path / "det", tmp_path / "eval", real=str(real), synthetic=str(fake), progress=False)
+    assert r["audit_against_training_data"] == "checked" and r["test"]["n"] == meta["metrics"]["n"]
+    assert {row["source"]: row["side"] for row in r["per_source"]} == {
+        "photos/test": "real",
+        "generated/test": "synthetic",
+    }
+    # Parent folders of one name too: the side tells them apart; a name repeated within a side stays an error.
+    for side in ("a", "b"):
+        (tmp_path / side / "data" / "test").mkdir(parents=True)
+    a, b = str(tmp_path / "a" / "data" / "test"), str(tmp_path / "b" / "data" / "test")
+    assert [[s.name for s in side] for side in parse_sides(a, [b, f"sd={fake}"])] == [
+        ["real:test"],
+        ["synthetic:test", "sd"],
+    ]
+    with pytest.raises(SynthgapError, match="source names repeat"):
+        parse_sides([a, b], str(fake))
 
 
 @pytest.mark.slow

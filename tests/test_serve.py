@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthgap
+from conftest import draw_photo, make_tiny_bundle, synthgap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -44,6 +44,12 @@ from synthgap.serve.openapi import document
 from synthgap.train.config import TrainConfig
 
 CLASSES = ["bird", "cat", "frog"]
+PHOTO_DOMAIN = {"width": [400, 640], "height": [300, 480], "formats": ["JPEG", "PNG"], "jpeg_quality": [70, 95]}
+PROBES = {
+    "metadata": {"balanced_accuracy": 0.61, "verdict": "file metadata alone tells the sides apart a little"},
+    "content": {"auc": 0.96, "accuracy": 0.89, "image_size": 32},
+    "credited": "Its windows find traces that a 32 px thumbnail of the same images does not keep.",
+}
 MAX_UPLOAD = 300_000
 MAX_PIXELS = 1_000_000
 
@@ -128,6 +134,12 @@ def pipeline_run(model_files, tmp_path_factory):
         meta.update(name=f"{name}/seed0", metrics={"test_real_accuracy": accuracy})
         (folder / "classifier.json").write_text(json_.dumps(meta))
     shutil.copytree(model_files["detector"], run / "detector")
+    meta = json_.loads((run / "detector" / "detector.json").read_text())
+    meta["domain"] = {"width": [16, 64], "height": [16, 64], "formats": ["JPEG", "PNG"], "jpeg_quality": None}
+    (run / "detector" / "detector.json").write_text(json_.dumps(meta))
+    make_tiny_bundle(  # the optional photo-detector stage's bundle
+        run / "photo-detector", domain=PHOTO_DOMAIN, crop=True, probes=PROBES, metrics={"accuracy": 0.95, "auc": 0.99}
+    )
     shutil.copytree(model_files["generator"], run / "generator")
     return run
 
@@ -136,7 +148,7 @@ def test_a_pipeline_folder_serves_whole_and_flags_override_one_model(pipeline_ru
     cfg = ServeConfig.load({}, run=str(pipeline_run))
     assert (cfg.classifier, cfg.detector, cfg.generator) == (
         str(pipeline_run / "transfer" / "runs" / "synthetic" / "seed0"),
-        str(pipeline_run / "detector"),
+        [str(pipeline_run / "detector"), str(pipeline_run / "photo-detector")],  # its detector first
         str(pipeline_run / "generator"),
     )
     other = ServeConfig.load({"SYNTHGAP_SERVE_RUN": str(pipeline_run)}, detector=str(model_files["detector"]))
@@ -750,6 +762,95 @@ def test_device_queues_of_two_workers_share_the_device_through_their_lock_file(t
     holder.join(10)
 
 
+# ------------------------------------------------------------------ several detectors, one answer per image
+
+
+def photo_png(size=(512, 384), seed=0) -> bytes:
+    buf = io.BytesIO()
+    draw_photo(np.random.default_rng(seed), size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_several_detectors_each_answer_the_images_of_their_domain(pipeline_run, model_files):
+    """The main job's detector (16-64 px) and its photo detector: the API and the Check page name which one
+    answered, with its probe figures; an image neither covers is outside the training domain, naming both."""
+    cfg = ServeConfig(detector=[str(pipeline_run / "detector"), str(pipeline_run / "photo-detector")])
+    client = create_app(cfg).test_client()
+    thumb = post_file(client, "/api/detect", png_bytes(32)).json
+    photo = post_file(client, "/api/detect", photo_png()).json
+    strip = post_file(client, "/api/detect", photo_png((5000, 40))).json
+    for rec in (thumb, photo, strip):
+        schema_validator("Detection").validate(rec)
+    assert thumb["model"] == "pipeline-test/detector" and thumb["answered_by"]["name"] == "detector"
+    assert photo["model"] == "pipeline-test/photo-detector" and photo["views"]["n"] == 4
+    assert photo["answered_by"] == {
+        "name": "photo-detector",
+        "backbone": "airnet",
+        "input": "windows at native scale",
+        "test_auc": 0.99,
+        "test_accuracy": 0.95,
+        "probes": {
+            "metadata": {"balanced_accuracy": 0.61, "verdict": PROBES["metadata"]["verdict"]},
+            "content": {"auc": 0.96, "accuracy": 0.89, "image_size": 32},
+            "credited": PROBES["credited"],
+        },
+    }
+    assert photo["routing"]["tried"][0] == {
+        "name": "detector",
+        "inside": False,
+        "why": ["size 512x384 px, trained on 16-64x16-64 px"],
+    }
+    assert strip["verdict"] == "outside the training domain" and strip["model"] is None
+    assert strip["p_synthetic"] is None and strip["unsure_band"] is None and strip["answered_by"] is None
+    assert (
+        "every detector: detector (size 5000x40 px" in strip["why"] and "photo-detector (size 5000x40" in strip["why"]
+    )
+    assert strip["answer"]["verdict"] == "outside the training domain"
+    # A client may ask for one detector by name: then only that one answers.
+    only = post_file(client, "/api/detect", photo_png(), model="detector").json
+    assert only["answered_by"]["name"] == "detector" and only["verdict"] == "outside the training domain"
+    assert post_file(client, "/api/detect", photo_png(), model="other").status_code == 400
+
+    models = client.get("/api/models").json
+    assert [d["answers_as"] for d in models["detectors"]] == ["detector", "photo-detector"]
+    assert models["detector"]["name"] == "pipeline-test/detector" and "photo-detector" in models["routing"]
+    assert models["detectors"][1]["probes"]["content"]["auc"] == 0.96
+
+    html = post_file(client, "/check", photo_png()).get_data(as_text=True)
+    assert (
+        'Answered by <b class="detector-name">photo-detector</b> (airnet, windows at native scale). '
+        "On its test split: AUC 0.99; content alone (32 px thumbnails): AUC 0.96; "
+        "file metadata alone: balanced accuracy 0.61." in html
+    )
+    assert "Passed on by detector (size 512x384 px, trained on 16-64x16-64 px)" in html
+    html = post_file(client, "/check", photo_png((5000, 40))).get_data(as_text=True)
+    assert "Outside what any of the 2 detectors was trained on" in html and "photo-detector</b>: size 5000x40" in html
+    pages = html + client.get("/models").get_data(as_text=True) + json.dumps(models)
+    assert str(pipeline_run.parent) not in pages  # names only, never where the models live on the server
+
+
+def test_a_bundle_without_probes_or_a_name_answers_by_its_folder_name(model_files):
+    client = create_app(ServeConfig(detector=str(model_files["detector"]))).test_client()
+    rec = post_file(client, "/api/detect", png_bytes(32)).json
+    assert rec["model"] == "serve-models0/detector" and "probes" not in rec["answered_by"]
+    assert rec["answered_by"]["name"] == "detector" and rec["routing"]["order"] == ["detector"]
+    html = post_file(client, "/check", png_bytes(32)).get_data(as_text=True)
+    assert (
+        'Answered by <b class="detector-name">detector</b> (airnet, 32 px thumbnails). On its test split: AUC 0.95.'
+        in html
+    )
+    assert "content alone" not in html and "Passed on by" not in html
+
+
+def test_the_detector_setting_takes_several_folders(pipeline_run):
+    two = [str(pipeline_run / "detector"), str(pipeline_run / "photo-detector")]
+    assert ServeConfig.load({"SYNTHGAP_SERVE_DETECTOR": ",".join(two)}).detectors == two
+    assert ServeConfig.load({}, detector=tuple(two)).detector == two  # --detector A --detector B
+    assert ServeConfig.load({}, detector=(two[0],)).detector == two[0]
+    with pytest.raises(SynthgapError, match="'detector': no folder .*missing"):
+        ServeConfig.load({}, detector=(two[0], two[0] + "-missing"))
+
+
 def test_settings_come_from_the_environment_and_flags_win(tmp_path):
     env = {
         "SYNTHGAP_SERVE_DETECTOR": str(tmp_path),
@@ -884,6 +985,8 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
 
     photo = tmp_path / "photo.png"
     photo.write_bytes(png_bytes(48, colour=(40, 200, 40)))
+    large = tmp_path / "large.png"  # photo-sized: the photo detector's
+    large.write_bytes(photo_png())
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -919,6 +1022,20 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
             )
             page.wait_for_selector(".verdict")
             assert "%" in page.inner_text(".p-ai")
+            assert page.inner_text(".detector .detector-name") == "detector"
+
+            # A photo-sized image: answered by the pipeline's photo detector, named with its figures.
+            page.goto(live_server + "/check")
+            page.set_input_files("input[name=image]", str(large))
+            page.click("button[type=submit]")
+            page.wait_for_selector(".answered-by")
+            line = page.inner_text(".answered-by")
+            assert line.startswith("Answered by photo-detector (airnet, windows at native scale).")
+            assert "content alone (32 px thumbnails): AUC 0.96" in line and "mean over 4 windows" in page.content()
+            shot = Path(os.environ.get("SYNTHGAP_SCREENSHOTS", tmp_path)) / "check-two-detectors.png"
+            shot.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         finally:
             browser.close()
 

@@ -399,8 +399,9 @@ def pipeline(config_file, overrides) -> None:
 
     Writes OUT/synthetic (the generated set), OUT/transfer (the study and its report.html) and
     OUT/detector (a detector of the generated images against the real ones); with the builtin
-    generator also OUT/generator. Re-running resumes every stage. Serve what it made with
-    `synthgap serve OUT`.
+    generator also OUT/generator; with a photo_detector section (real and synthetic photo specs)
+    also OUT/photo-detector, a detector of photo-sized images. Re-running resumes every stage.
+    Serve what it made with `synthgap serve OUT`.
     """
     import dataclasses
 
@@ -876,6 +877,121 @@ def detector_cross(
     click.echo(f"matrix: {Path(out) / 'cross.md'}; report: {Path(out) / 'report.html'}")
 
 
+# ---------------------------------------------------------------- autoencoder (content-matched fakes)
+
+
+@cli.group()
+def autoencoder() -> None:
+    """Content-matched fakes: real photos through an autoencoder, as a detector's synthetic side.
+
+    \b
+    Each photo keeps its content and gains the decoder's upsampling traces (B-Free, AutoGAN), so a
+    detector cannot tell the sides apart by what the images show:
+      synthgap autoencoder train --real photos/real --out runs/ae
+      synthgap autoencoder reconstruct --model runs/ae --real photos/real --out runs/recon
+      synthgap detector train --real photos/real --synthetic recon=runs/recon --synthetic ai=photos/ai --out runs/det
+    """
+
+
+@autoencoder.command("train")
+@click.option(
+    "--real",
+    required=True,
+    metavar="SPEC",
+    help="Real photos: a folder of images (searched recursively; without train/ and test/ the fixed 20% "
+    "hold-out is left for the metrics), or any data spec (see docs/data.md).",
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder: the model and its record.")
+@click.option("--steps", type=int, default=None, help="Optimisation steps [default: 1000, about 5 minutes on 2 cores].")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (e.g. with more --steps).")
+@root_option
+@config_option
+@set_option
+def autoencoder_train(real, out, steps, resume, root, config_file, overrides) -> None:
+    """Train a small AutoencoderKL (diffusers, no hub) on random windows of real photos at their own scale.
+
+    \b
+    MSE + a small KL + EfficientNet-Lite0 features against blur (`perceptual`, 0.1), a budget in
+    steps, seeded, an atomic checkpoint every `checkpoint_every` steps; Ctrl-C saves one, --resume
+    continues. Writes the model (save_pretrained: config.json, diffusion_pytorch_model.safetensors),
+    autoencoder.json (config, data hashes, versions, held-out PSNR and the blur check), training.yaml,
+    loss.csv and checkpoint.pt to --out. Example:
+      synthgap autoencoder train --real ../shared/data/photos/real --out runs/ae-photos
+    """
+    from synthgap.config import load_config
+    from synthgap.detect.autoencoder import AutoencoderConfig, read_record, train_autoencoder
+
+    cfg = load_config(AutoencoderConfig, config_file, overrides, flags={"steps": steps})
+    written = train_autoencoder(real, out, cfg, root=root, resume=resume)
+    record = read_record(written)
+    m, t = record["metrics"], record["training"]
+    click.echo(
+        f"autoencoder ready: {written} ({t['steps']} steps, {t['steps_per_second']:.2f} steps/s); "
+        f"{'held-out' if m.get('held_out') else 'training'} windows: PSNR {m['psnr']:.2f} dB, high-frequency "
+        f"energy of the reconstructions / the originals: {m['hf_ratio_laplacian']:.3f} (Laplacian), "
+        f"{m['hf_ratio_npr']:.3f} (NPR)"
+    )
+    click.echo(f"reconstruct photos with it: synthgap autoencoder reconstruct --model {written} --real DIR --out DIR")
+
+
+@autoencoder.command("reconstruct")
+@click.option(
+    "--model",
+    required=True,
+    metavar="DIR_OR_HUB_ID",
+    help="A `synthgap autoencoder train` folder, a save_pretrained AutoencoderKL folder, a diffusers pipeline "
+    "folder, or a Hugging Face hub id (e.g. stabilityai/sd-vae-ft-mse, or a pipeline id with --subfolder vae).",
+)
+@click.option(
+    "--real",
+    required=True,
+    metavar="DIR",
+    help="A folder of real images (searched recursively); every one is reconstructed.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Output folder: the same relative paths with suffix .png, and reconstructions.json (re-run to resume).",
+)
+@click.option("--subfolder", default=None, help="The autoencoder's subfolder in --model (a pipeline's: vae).")
+@click.option("--revision", default=None, help="Hub revision (a commit or tag) of --model.")
+@click.option(
+    "--latent",
+    type=click.Choice(["mean", "sample"]),
+    default=None,
+    help="Decode the latent's mean, or a seeded sample of it [default: mean].",
+)
+@config_option
+@set_option
+def autoencoder_reconstruct(model, real, out, subfolder, revision, latent, config_file, overrides) -> None:
+    """Pass every image of a folder through an autoencoder at its own size; write the PNGs as a mirror.
+
+    \b
+    Images are padded to a multiple of the autoencoder's down-sampling and cropped back; larger than
+    `tile` (512) they go through in overlapping tiles, so memory stays bounded. The output keeps the
+    input's relative names and order, so the fixed hold-out of a folder without splits puts a photo and
+    its reconstruction on the same side; each PNG carries the AI-generated mark (XMP) and its record.
+    A re-run skips finished files; reconstructions.json records the autoencoder (path or hub id and
+    commit), its hashes, the count and each source's sha256. Example:
+      synthgap autoencoder reconstruct --model runs/ae-photos --real ../shared/data/photos/real --out runs/recon
+      synthgap detector train --real ../shared/data/photos/real --synthetic recon=runs/recon --out runs/det
+    """
+    from synthgap.config import load_config
+    from synthgap.detect.autoencoder import ReconstructConfig, reconstruct_folder
+
+    cfg = load_config(ReconstructConfig, config_file, overrides, flags={"latent": latent})
+    r = reconstruct_folder(model, real, out, cfg, subfolder=subfolder, revision=revision)
+    s = r["summary"]
+    per = f", {s['seconds_per_image']:.2f} s per image" if s["seconds_per_image"] else ""
+    click.echo(
+        f"{r['count']} reconstructions in {out} ({s['reconstructed_now']} now{per}, {s['done_before']} done before, "
+        f"{s['skipped_unreadable']} unreadable skipped); PSNR {s['psnr_mean']:.2f} dB, high-frequency ratio "
+        f"{s['hf_ratio_laplacian_median']:.3f} (Laplacian), {s['hf_ratio_npr_median']:.3f} (NPR), medians"
+    )
+    click.echo(f"use them: synthgap detector train --real {real} --synthetic recon={out} --out DIR")
+
+
 def _image_paths(paths) -> list[str]:
     """The files named, and the image files in the folders named (recursively, sorted)."""
     from synthgap.data.images import IMAGE_EXTENSIONS
@@ -940,10 +1056,12 @@ def classify(paths, run_dir, top, as_json) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option(
     "--model",
-    "bundle",
+    "bundles",
     required=True,
+    multiple=True,
     type=click.Path(exists=True, file_okay=False),
-    help="A detector bundle folder (made by `synthgap detector train`).",
+    help="A detector bundle folder (made by `synthgap detector train`). Repeat it for several detectors: each "
+    "image is answered by the first, in the order given, whose training domain holds it.",
 )
 @click.option(
     "--trust-anchors",
@@ -958,7 +1076,7 @@ def classify(paths, run_dir, top, as_json) -> None:
     help="Fetch a C2PA manifest an image points to by URL (a network request) [default: never].",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
-def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> None:
+def detect(paths, bundles, trust_anchors, fetch_remote_manifests, as_json) -> None:
     """Whether each image is AI-generated: the pixel detector, the image's provenance, one answer.
 
     PATHS: image files or folders (searched recursively). Per image:
@@ -975,13 +1093,17 @@ def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> Non
     - the answer and what decided it: a valid signed manifest declaring AI decides; otherwise the
       pixel detector's verdict stands and unsigned metadata is shown as a hint.
 
+    With several --model detectors (e.g. a pipeline's detector and photo-detector), each image goes
+    to the first, in the order given, whose training domain holds it, and the line names it; an image
+    none of them covers is "outside the training domain", with each one's reason.
+
     --json gives every record in full. No network request is made unless --fetch-remote-manifests.
     """
-    from synthgap.detect.model import load_bundle
+    from synthgap.detect.route import DetectorSet, answered_line
     from synthgap.provenance import ProvenanceOptions, combine, read_provenance
 
     files = _image_paths(paths)
-    records = load_bundle(bundle).assess_files(files)
+    records = DetectorSet.load(bundles).assess_files(files)
     options = ProvenanceOptions(trust_anchors, fetch_remote_manifests)
     for f, rec in zip(files, records):
         if "error" not in rec:
@@ -992,9 +1114,14 @@ def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> Non
         records,
         as_json,
         lambda rec: (
-            f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
-            f"{rec['verdict']}"
+            (
+                f"{rec['p_synthetic']:.4f} ({rec['p_range'][0]:.2f}-{rec['p_range'][1]:.2f})\t"
+                if rec["p_synthetic"] is not None
+                else "-\t"
+            )
+            + f"{rec['verdict']}"
             + ("" if rec["reliable"] else f" ({rec['why']})")
+            + (f"\t{answered_line(rec)}" if len(bundles) > 1 else "")
             + f"\tprovenance: {rec['provenance']['verdict']}"
             f"\tanswer: {rec['answer']['verdict']} (by {rec['answer']['decided_by']})"
         ),
@@ -1009,7 +1136,12 @@ def detect(paths, bundle, trust_anchors, fetch_remote_manifests, as_json) -> Non
 @click.option(
     "--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>."
 )
-@click.option("--detector", default=None, help="A detector bundle folder (`synthgap detector train`).")
+@click.option(
+    "--detector",
+    multiple=True,
+    help="A detector bundle folder (`synthgap detector train`). Repeat it for several: each image is answered "
+    "by the first, in the order given, whose training domain holds it.",
+)
 @click.option(
     "--generator",
     default=None,
@@ -1034,8 +1166,9 @@ def serve(**flags) -> None:
     """The web app and JSON API: generate images, classify them, detect AI-generated ones.
 
     RUN_DIR: a `synthgap pipeline` output folder (e.g. runs/pipeline-small): its generator, its
-    transfer run with the best real test accuracy and its detector; --classifier, --detector and
-    --generator override each.
+    transfer run with the best real test accuracy and its detector (and its photo detector, when it
+    trained one: each image goes to the detector whose training domain holds it); --classifier,
+    --detector and --generator override each.
 
     \b
     Example:

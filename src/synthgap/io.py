@@ -53,10 +53,13 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
 
 def save_weights(path: str | os.PathLike, model) -> None:
-    """A module's state dict as safetensors (atomic): tensors only, nothing that runs code when loaded."""
+    """A module's state dict (or a dict of tensors) as safetensors (atomic): tensors only, nothing that runs
+    code when loaded."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().cpu().contiguous() for k, v in (model if isinstance(model, dict) else model.state_dict()).items()
+    }
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
 

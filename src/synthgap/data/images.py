@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,9 @@ CACHE_VERSION = 2  # 2: the native pixel hash of every image is cached with it
 MAX_PIXELS = 64_000_000  # larger is a decompression bomb or a mistake, not a training image
 MIN_SIDE = 8
 MAX_ASPECT = 8.0
+# Formats PIL may parse, for files, data sets' bytes and uploads alike: photo formats only (never e.g. EPS,
+# which runs Ghostscript). A phone's MPO (multi-picture JPEG) opens through the JPEG plugin.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
 
 def resize_square(im: Image.Image, size: int) -> Image.Image:
@@ -65,6 +69,30 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+_QUIET_BOMB = ("ignore", None, Image.DecompressionBombWarning, None, 0)  # as warnings.filterwarnings stores it
+
+
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """Image.open of a file or its bytes in one of FORMATS: the header only, so its size can be checked before
+    any pixel is decoded. Raises as Image.open does (DecompressionBombError from 179 M pixels), but without
+    PIL's DecompressionBombWarning from 89 M: every caller refuses from its own, lower limit with a one-line
+    reason (MAX_PIXELS, the web app's max_pixels), and the warning would only add two alarming lines."""
+    # A filter, not catch_warnings (files are decoded on threads: catch_warnings is not thread-safe), put first
+    # again at each call: whoever owns the process (pytest, an application) may reset the filters or put a
+    # broader one ("always", "error") in front of it.
+    if not warnings.filters or warnings.filters[0] != _QUIET_BOMB:
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
+
+
+def upright_rgb(im: Image.Image) -> Image.Image:
+    """The one conversion of an opened file to what every model sees (files, data sets, uploads): its pixels
+    loaded (the first frame: a phone's MPO keeps its main photo there, a GIF its first), turned upright by
+    its EXIF orientation, in 8-bit RGB (to_rgb)."""
+    im.load()
+    return to_rgb(ImageOps.exif_transpose(im))
+
+
 def pixel_hash(rgb: np.ndarray) -> int:
     """64-bit hash of an H x W x 3 uint8 array and its shape: equal for equal pixels, whatever the file
     format or metadata they came in (a JPEG decoded and saved as PNG hashes the same)."""
@@ -89,17 +117,18 @@ def decode_native(path: str | os.PathLike | bytes) -> tuple[Image.Image | None, 
     try:
         if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             return None, "empty file (0 bytes)"
-        with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS or min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
-                return (
-                    None,
-                    f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE}, <= {MAX_PIXELS} pixels, aspect <= {MAX_ASPECT:g})",
+        with open_image(path) as im:
+            w, h = im.size  # from the header: checked before a single pixel is decoded
+            if w * h > MAX_PIXELS:
+                return None, (
+                    f"{w}x{h} = {w * h:,} pixels, over the limit of {MAX_PIXELS:,} (a decompression bomb, "
+                    "or a photo to downscale first)"
                 )
-            im.load()
-            return to_rgb(ImageOps.exif_transpose(im)), None
+            if min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
+                return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE} and aspect <= {MAX_ASPECT:g})"
+            return upright_rgb(im), None
     except UnidentifiedImageError:
-        return None, "not an image PIL can read"
+        return None, f"not an image PIL can read in a supported format ({', '.join(FORMATS)})"
     except Image.DecompressionBombError as e:
         return None, f"decompression bomb: {e}"
     except (OSError, ValueError, SyntaxError) as e:

@@ -11,6 +11,7 @@ _EXPORTS = {
     "DetectorBundle": "synthgap.detect.model",
     "build_detector": "synthgap.detect.model",
     "load_bundle": "synthgap.detect.model",
+    "DetectorSet": "synthgap.detect.route",
     "run_detector": "synthgap.detect.train",
     "train_detector": "synthgap.detect.train",
     "tune_detector": "synthgap.detect.tune",

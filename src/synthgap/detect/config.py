@@ -79,6 +79,13 @@ class DetectorConfig:
     test_size: int | None = None
     normalize_format: bool = False  # re-encode both sides identically (JPEG) before anything else
     normalize_quality: int = 90
+    # input: crop (photo-sized data), both sides alike, so that size, format and compression separate nothing:
+    # every training window shrunk by a random factor in window_rescale and re-encoded as JPEG at a random
+    # quality in window_jpeg; in evaluation and use, every image re-encoded once at eval_jpeg (null: off).
+    window_rescale: list[float] | None = field(default_factory=lambda: [0.67, 1.0])
+    window_jpeg: list[int] | None = field(default_factory=lambda: [65, 100])
+    eval_jpeg: int | None = 95
+    content_probe: bool = True  # train the same head on 32 px thumbnails: what content alone gives (photo data)
     dedupe: str = "drop"  # drop | warn | off: the data audit before training, as in TransferConfig
     seed: int = 0
     head: TrainConfig = field(default_factory=_head_stage)

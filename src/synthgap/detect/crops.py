@@ -4,8 +4,14 @@
 32x32 data is the whole image either way). `input: crop` keeps the pixels at the image's own scale, where
 generators leave their high-frequency traces: training takes one random `crop_size` window per image
 per epoch, validation, test and prediction a fixed grid of `crop_grid` x `crop_grid` windows whose
-P(synthetic) are averaged into one, with their spread. An image whose shorter side is below `crop_size`
-is upscaled (bicubic) until it is not, and counted in the bundle. Real and synthetic images go through
+P(synthetic) are averaged into one, with their spread.
+
+Size, format and compression are cues a detector learns instead of generation traces when the two sides
+differ in them (JPEG photos against PNG or WebP AI images). So every training window of both sides is
+rescaled by a random factor in `rescale` (cut larger, resized down: the pixel grid and any JPEG block grid
+move) and re-encoded as JPEG at a random quality in `jpeg_quality`; in evaluation and use every window is
+re-encoded at `normalize_format`. No side is ever seen only as PNG or WebP. An image whose shorter side
+is below `crop_size` is upscaled (bicubic) until it is not, and counted in the bundle. Real and synthetic images go through
 the same chain, in training and in use.
 
 Photo-sized sets do not fit in memory: their windows are cut by DataLoader worker processes that decode
@@ -34,7 +40,9 @@ class InputChain:
     image_size: int = 32  # resize: the square size
     crop_size: int = 224  # crop: the window side
     crop_grid: int = 3  # crop: a grid x grid of windows at evaluation and prediction
-    normalize_format: int | None = None  # JPEG quality every image is re-encoded at first, or None
+    normalize_format: int | None = None  # JPEG quality every view is re-encoded at in evaluation and use, or None
+    rescale: tuple[float, float] | None = None  # crop, training: a window shrunk by a factor in this range
+    jpeg_quality: tuple[int, int] | None = None  # crop, training: each window re-encoded at a quality in this range
 
     @property
     def crop(self) -> bool:
@@ -58,15 +66,33 @@ class InputChain:
             int(preprocessing.get("crop_size") or 224),
             int(preprocessing.get("crop_grid") or 1),
             preprocessing.get("normalize_format"),
+            tuple(preprocessing["train_rescale"]) if preprocessing.get("train_rescale") else None,
+            tuple(preprocessing["train_jpeg"]) if preprocessing.get("train_jpeg") else None,
         )
 
-    def native(self, im: Image.Image) -> Image.Image:
-        """The image every view is cut from: format-normalised, and upscaled when smaller than a window."""
-        if self.normalize_format:
-            from synthgap.train.robust import jpeg
+    @property
+    def augments(self) -> bool:
+        """Whether training windows are rescaled or re-encoded (their keys then carry the draws)."""
+        return self.crop and bool(self.rescale or self.jpeg_quality)
 
-            x = torch.from_numpy(np.asarray(im, dtype=np.uint8)).permute(2, 0, 1)
-            im = Image.fromarray(jpeg(x[None], self.normalize_format)[0].permute(1, 2, 0).numpy())
+    def record(self) -> dict:
+        """The training-side chain as the bundle's `preprocessing` records it."""
+        return {"train_rescale": list(self.rescale or []) or None, "train_jpeg": list(self.jpeg_quality or []) or None}
+
+    def draws(self, n: int, g: torch.Generator) -> list[tuple[float, ...]]:
+        """Per training window (down, across, scale, quality): its position, and with `augments` the
+        rescale factor and JPEG quality (0: none), all drawn from g."""
+        u = torch.rand(n, 4 if self.augments else 2, generator=g, device=g.device).cpu().double()
+        if not self.augments:
+            return [tuple(r) for r in u.tolist()]
+        lo, hi = self.rescale or (1.0, 1.0)
+        qlo, qhi = self.jpeg_quality or (0, 0)
+        scale = lo + (hi - lo) * u[:, 2]
+        quality = (qlo + (qhi - qlo + 1) * u[:, 3]).floor().clamp(max=qhi) if self.jpeg_quality else u[:, 3] * 0
+        return list(zip(u[:, 0].tolist(), u[:, 1].tolist(), scale.tolist(), quality.int().tolist()))
+
+    def native(self, im: Image.Image) -> Image.Image:
+        """The image every view is cut from: upscaled when smaller than a window."""
         if self.crop and min(im.size) < self.crop_size:
             scale = self.crop_size / min(im.size)
             im = im.resize(
@@ -89,16 +115,33 @@ class InputChain:
         return self.grid_views(_tensor(self.native(im)))
 
     def grid_views(self, x: torch.Tensor) -> torch.Tensor:
-        """The evaluation windows of a native 3 x H x W image (InputChain.native), stacked."""
+        """The evaluation windows of a native 3 x H x W image (InputChain.native), stacked, each re-encoded at
+        `normalize_format` (the windows, not the whole image: a 12-megapixel photo's JPEG round trip alone
+        would take most of a second)."""
         c = self.crop_size
-        return torch.stack([x[:, t : t + c, left : left + c] for t, left in self.grid(*x.shape[-2:])])
+        views = torch.stack([x[:, t : t + c, left : left + c] for t, left in self.grid(*x.shape[-2:])])
+        if self.normalize_format:
+            from synthgap.train.robust import jpeg
 
-    def window(self, x: torch.Tensor, u: tuple[float, float]) -> torch.Tensor:
-        """The training window of a 3 x H x W image at fractions u = (down, across) of its free range."""
+            views = jpeg(views, self.normalize_format)
+        return views
+
+    def window(self, x: torch.Tensor, u: tuple[float, ...]) -> torch.Tensor:
+        """The training window of a 3 x H x W image at fractions u = (down, across) of its free range; with
+        u = (down, across, scale, quality) (InputChain.draws), a window of crop_size / scale pixels resized
+        down to crop_size and re-encoded as JPEG at that quality (0: not re-encoded)."""
         c = self.crop_size
         h, w = x.shape[-2:]
-        top, left = min(int(u[0] * (h - c + 1)), h - c), min(int(u[1] * (w - c + 1)), w - c)
-        return x[:, top : top + c, left : left + c]
+        side = min(h, w, round(c / u[2])) if len(u) > 2 and u[2] < 1 else c
+        top, left = min(int(u[0] * (h - side + 1)), h - side), min(int(u[1] * (w - side + 1)), w - side)
+        out = x[:, top : top + side, left : left + side]
+        if side != c:
+            out = _tensor(Image.fromarray(out.permute(1, 2, 0).numpy()).resize((c, c), RESAMPLE))
+        if len(u) > 3 and u[3]:
+            from synthgap.train.robust import jpeg
+
+            out = jpeg(out[None], int(u[3]))[0]
+        return out
 
 
 def _tensor(im: Image.Image) -> torch.Tensor:
@@ -152,8 +195,11 @@ class CropViews(torch.utils.data.Dataset):
         return _tensor(self.chain.native(im))
 
     def __getitem__(self, key):
-        if isinstance(key, tuple):
-            return self.chain.window(self.native(int(key[0])), (key[1], key[2]))
+        if isinstance(key, tuple):  # (i, *draw): one training window; (i, draw, draw, ...): several, stacked
+            x, draws = self.native(int(key[0])), key[1:]
+            if draws and isinstance(draws[0], tuple):
+                return torch.stack([self.chain.window(x, u) for u in draws])
+            return self.chain.window(x, draws)
         return self.chain.grid_views(self.native(key))
 
 
@@ -197,7 +243,7 @@ class RandomCrops:
         """uint8 batches B x 3 x S x S of the images order[i * B : (i + 1) * B] for i < steps; the windows'
         positions are drawn from g (before any batch is cut, so workers cannot change the draw)."""
         order = order[: steps * batch_size].cpu()
-        u = torch.rand(len(order), 2, generator=g, device=g.device).cpu().double().tolist()
+        u = self.views.chain.draws(len(order), g)
         idx = order.tolist()
         self.keys.batches = [
             [(idx[k], *u[k]) for k in range(s * batch_size, (s + 1) * batch_size)] for s in range(steps)
@@ -233,14 +279,27 @@ def load_native(files: list[str], chain: InputChain, progress: bool = True) -> l
         )
 
 
-def eval_batches(files: list[str], chain: InputChain, *, batch_images: int = 8, workers: int = 2):
-    """(image indices, their evaluation views stacked: n x V x 3 x S x S) per batch of files, in order."""
+def eval_batches(
+    files: list[str], chain: InputChain, *, batch_images: int = 8, workers: int = 2, train_seed: int | None = None
+):
+    """(image indices, their evaluation views stacked: n x V x 3 x S x S) per batch of files, in order.
+    train_seed: instead of the grid, V training windows per image (InputChain.draws from this seed), so the
+    features stage 1 caches have been through the same rescaling and re-encoding as stage 2's windows."""
     keys = _Keys()
-    keys.batches = [list(range(i, min(i + batch_images, len(files)))) for i in range(0, len(files), batch_images)]
+    starts = range(0, len(files), batch_images)
+    if train_seed is not None and chain.augments:
+        u = chain.draws(len(files) * chain.views, torch.Generator().manual_seed(train_seed))
+        v = chain.views
+        keys.batches = [
+            [(i, *u[i * v : (i + 1) * v]) for i in range(s, min(s + batch_images, len(files)))] for s in starts
+        ]
+        batches = [[k[0] for k in b] for b in keys.batches]
+    else:
+        keys.batches = batches = [list(range(s, min(s + batch_images, len(files)))) for s in starts]
     loader = torch.utils.data.DataLoader(
         CropViews(files, chain), batch_sampler=keys, num_workers=min(workers, len(keys.batches))
     )
-    yield from zip(keys.batches, loader)
+    yield from zip(batches, loader)
 
 
 @torch.no_grad()

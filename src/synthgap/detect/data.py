@@ -6,6 +6,9 @@ does not drown a small one."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,8 @@ from synthgap.train.robust import jpeg
 
 REAL_NAMES = ("real", "0_real", "reals", "authentic", "nature")
 SYNTHETIC_NAMES = ("fake", "1_fake", "fakes", "synthetic", "generated", "ai")
+
+log = logging.getLogger("synthgap")
 
 
 def _images_under(folder: Path) -> list[str]:
@@ -124,6 +129,47 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
     if len(set(names)) != len(names):
         raise SynthgapError(f"source names repeat: {names}; name them with NAME=SPEC")
     return out
+
+
+def parse_sides(real, synthetic) -> list[list[Source]]:
+    """[real sources, synthetic sources] (parse_sources of each). Names need only be unique within a side, as
+    the flags tell the sides apart; but every table downstream (the loaded splits, the audit, per-source
+    counts and metrics) is keyed by name alone, so a name on both sides (two folders called `test`) is made
+    unique here: prefixed with its parent folder (`cifar10-jpeg/test`, `cifake-sd14-fake/test`) when those
+    differ, else with its side (`real:test`, `synthetic:test`)."""
+    sides = [parse_sources(real), parse_sources(synthetic)]
+    both = {s.name for s in sides[0]} & {s.name for s in sides[1]}
+    if not both:
+        return sides
+
+    def parent(src: Source) -> str:
+        if is_hub_spec(src.spec):
+            return ""
+        return Path(os.path.abspath(Path(src.spec).expanduser())).parent.name
+
+    renamed = [[], []]
+    for name in sorted(both):
+        pair = [next(s for s in side if s.name == name) for side in sides]
+        parents = [parent(s) for s in pair]
+        if all(parents) and parents[0] != parents[1]:
+            new_names = [f"{p}/{name}" for p in parents]
+        else:
+            new_names = [f"{side}:{name}" for side in CLASSES]
+        for k, (src, new_name) in enumerate(zip(pair, new_names)):
+            renamed[k].append(new_name)
+            sides[k] = [dataclasses.replace(s, name=new_name) if s is src else s for s in sides[k]]
+    names = [s.name for side in sides for s in side]
+    if len(set(names)) != len(names):
+        raise SynthgapError(
+            f"source names repeat across the sides: {[s.name for s in sides[0]]} and {[s.name for s in sides[1]]}; "
+            "name them with NAME=SPEC"
+        )
+    log.info(
+        "sources named on both sides, renamed to tell them apart: real %s, synthetic %s",
+        ", ".join(renamed[0]),
+        ", ".join(renamed[1]),
+    )
+    return sides
 
 
 def load_side(
@@ -290,13 +336,9 @@ def load_sources(
         if real or synthetic:
             raise SynthgapError("give either --data (one root with real and fake folders) or --real and --synthetic")
         real, synthetic = hub_sides(data) if is_hub_spec(data) else two_class_root(data)
-    sides = [parse_sources(real), parse_sources(synthetic)]
+    sides = parse_sides(real, synthetic)
     if not sides[0] or not sides[1]:
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")
-    if len({s.name for side in sides for s in side}) < sum(map(len, sides)):
-        raise SynthgapError(
-            f"a source is named on both sides: {[s.name for s in sides[0]]} and {[s.name for s in sides[1]]}"
-        )
     parts = []
     for part_split in (split,) if split else ("train", "test"):
         for label, sources in enumerate(sides):

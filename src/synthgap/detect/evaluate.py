@@ -115,3 +115,51 @@ def curves(y, p) -> dict:
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
         "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_synthetic": frac_pos.tolist()},
     }
+
+
+def per_source_rows(y, p, sources: list[str], threshold: float) -> list[dict]:
+    """Per source of a labelled set: its side, count and accuracy at `threshold`; for a synthetic source also
+    the AUC of its images against every real image of the set."""
+    y, p = np.asarray(y), np.asarray(p)
+    if not len(sources):
+        return []
+    sources = np.asarray(sources)
+    rows = []
+    for name in dict.fromkeys(sources.tolist()):
+        m = sources == name
+        row = {
+            "source": name,
+            "side": CLASSES[int(y[m][0])],
+            "n": int(m.sum()),
+            "accuracy": float(((p[m] >= threshold) == y[m]).mean()),
+        }
+        if row["side"] == "synthetic" and (y == 0).any():
+            sel = m | (y == 0)
+            row["auc"] = float(roc_auc_score(y[sel], p[sel]))
+        rows.append(row)
+    return rows
+
+
+def selective(y, p, threshold: float, inside=None, points: int = 20) -> dict:
+    """Accuracy against coverage: the images decided most confidently first (distance of P from the
+    threshold), accuracy on the first k% of them for k up to 100; and, given `inside` (per image, whether the
+    content check keeps it in the training domain), the operating point of deciding only those."""
+    y, p = np.asarray(y), np.asarray(p)
+    right = (p >= threshold) == y
+    order = np.argsort(-np.abs(p - threshold), kind="stable")
+    coverage = np.linspace(1 / points, 1, points)
+    counts = np.maximum(1, np.round(coverage * len(y)).astype(int))
+    cumulative = np.cumsum(right[order])
+    out = {
+        "coverage": coverage.round(4).tolist(),
+        "accuracy": (cumulative[counts - 1] / counts).round(4).tolist() if len(y) else [],
+        "n": int(len(y)),
+    }
+    if inside is not None and len(y):
+        inside = np.asarray(inside, dtype=bool)
+        out["decided"] = {
+            "coverage": float(inside.mean()),
+            "accuracy": float(right[inside].mean()) if inside.any() else None,
+            "rule": "content check (kNN distance to training images)",
+        }
+    return out

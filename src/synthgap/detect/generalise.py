@@ -15,8 +15,8 @@ from synthgap import SynthgapError
 from synthgap.config import from_dict
 from synthgap.data.sets import concat
 from synthgap.detect.config import DetectorConfig
-from synthgap.detect.data import LoadedSources, assemble, equal_shares, load_sources, parse_sources
-from synthgap.detect.evaluate import binary_metrics, curves, set_robustness
+from synthgap.detect.data import LoadedSources, assemble, equal_shares, load_sources, parse_sides
+from synthgap.detect.evaluate import binary_metrics, curves, per_source_rows, selective, set_robustness
 from synthgap.detect.model import DetectorBundle, load_bundle
 from synthgap.io import environment, write_json
 
@@ -49,8 +49,11 @@ def _training_parts(bundle: DetectorBundle, classes: list[str]):
         return [], "the bundle does not name its training sources in a form this version reads"
     parts = []
     try:
-        for label, side in enumerate(("real", "synthetic")):
-            for src in parse_sources(specs[side]):
+        # parse_sides, as load_sources named them: a name on both sides comes out renamed the same way
+        for label, (side, sources) in enumerate(
+            zip(("real", "synthetic"), parse_sides(specs["real"], specs["synthetic"]))
+        ):
+            for src in sources:
                 folder, given = _resolve(src.spec, "train")
                 s = load_side(
                     folder,
@@ -123,22 +126,13 @@ def evaluate_bundle(
     p = bundle.predict_set(test, progress=progress).numpy()
     t = bundle.threshold
     overall = binary_metrics(y, p, t)
-    sources = np.asarray(test.sources)
-    per_source = []
-    for n in names:
-        m = sources == n
-        if not m.any():  # every image of it was a twin of the training data
-            continue
-        row = {
-            "source": n,
-            "side": "real" if y[m][0] == 0 else "synthetic",
-            "n": int(m.sum()),
-            "accuracy": float(((p[m] >= t) == y[m]).mean()),
-        }
-        if row["side"] == "synthetic":  # AUC of this source against every real image
-            sel = m | (y == 0)
-            row["auc"] = binary_metrics(y[sel], p[sel], t)["auc"]
-        per_source.append(row)
+    per_source = per_source_rows(y, p, test.sources, t)
+    inside = None
+    from synthgap.detect.domain import content_check, content_scores
+
+    known = content_check(bundle.domain)
+    if bundle.bank is not None and known:  # the content check, as in use
+        inside = content_scores(bundle.set_features(test), bundle.bank, known["k"]).numpy() <= known["threshold"]
     out = Path(out)
     result = {
         "bundle": str(bundle_dir),
@@ -147,6 +141,7 @@ def evaluate_bundle(
         "test": overall,
         "curves": curves(y, p),
         "per_source": per_source,
+        "selective": selective(y, p, t, inside),
         **dict(zip(("robustness", "robustness_on"), set_robustness(bundle, test, y, p))),
         "domain": _file_domain(bundle, test.files),
         "trained_on": bundle.meta.get("sources"),

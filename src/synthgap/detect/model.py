@@ -24,6 +24,7 @@ from synthgap.train.augment import STD as SYNTHGAP_STD
 
 CLASSES = ["real", "synthetic"]
 WEIGHTS, META = "model.safetensors", "detector.json"
+BANK = "domain.safetensors"  # the training images' features, for the content check (detect.domain)
 
 
 class Head(nn.Sequential):
@@ -101,6 +102,7 @@ class DetectorBundle:
 
     model: Detector
     meta: dict = field(default_factory=dict)
+    bank: torch.Tensor | None = None  # features of training images (detect.domain.content_scores), or None
 
     @property
     def threshold(self) -> float:
@@ -133,6 +135,39 @@ class DetectorBundle:
         return predict_proba(self.model, images, batch_size=batch_size, tta=self.meta.get("tta", False), device=device)[
             :, 1
         ]
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The trained backbone's features of uint8 views N x 3 x S x S, prepared as `predict` prepares them."""
+        from synthgap.train.augment import normalize
+        from synthgap.train.robust import jpeg
+
+        quality = self.meta["preprocessing"].get("normalize_format")
+        if quality and not self.chain.crop:
+            images = jpeg(images, int(quality))
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        side = max(images.shape[-2:], default=64)
+        step = max(8, 256 * 64 * 64 // max(side, self.model.input_size) ** 2)
+        return torch.cat(
+            [
+                self.model.features(normalize(images[i : i + step].to(device))).float().cpu()
+                for i in range(0, len(images), step)
+            ]
+        )
+
+    def set_features(self, s, *, workers: int = 2) -> torch.Tensor:
+        """Per image of an ImageSet, the mean of its views' features: what the content check compares."""
+        chain = self.chain
+        if not chain.crop:
+            return self.features(s.images)
+        from synthgap.detect.crops import eval_batches
+
+        out = [
+            self.features(x.flatten(0, 1)).view(*x.shape[:2], -1).mean(1)
+            for _, x in eval_batches(s.files, chain, workers=workers)
+        ]
+        return torch.cat(out) if out else torch.empty(0, self.model.backbone.num_features)
 
     def views(self, image) -> torch.Tensor:
         """The model inputs of one upright RGB PIL image (V x 3 x S x S uint8): its thumbnail, or its windows."""
@@ -171,7 +206,7 @@ class DetectorBundle:
         tensor per image, from `views`; or one tensor N x 3 x S x S, a view each) whose file metadata are
         `metas`: P(synthetic) (the mean over the views, with their spread), its range under mild
         perturbations, the domain check, the rule."""
-        from synthgap.detect.domain import PERTURBATIONS, perturbed, verdicts
+        from synthgap.detect.domain import PERTURBATIONS, content_check, content_scores, perturbed, verdicts
 
         predict = predict or self.predict
         views = list(views[:, None]) if isinstance(views, torch.Tensor) else list(views)
@@ -184,7 +219,14 @@ class DetectorBundle:
         def mean(v):  # per image, over its views
             return torch.zeros(len(counts)).index_add_(0, index, v.float()) / torch.tensor(counts)
 
-        records = verdicts(mean(p), torch.cat([mean(row) for row in pp]), self.threshold, metas, self.domain, band)
+        content = None
+        if self.bank is not None and content_check(self.domain):
+            f = self.features(x)
+            per_image = torch.zeros(len(counts), f.shape[1]).index_add_(0, index, f) / torch.tensor(counts)[:, None]
+            content = content_scores(per_image, self.bank, self.domain["content"]["k"])
+        records = verdicts(
+            mean(p), torch.cat([mean(row) for row in pp]), self.threshold, metas, self.domain, band, content
+        )
         for rec, start, n in zip(records, starts.tolist(), counts):
             if n > 1:
                 part = p[start : start + n].float()
@@ -223,6 +265,8 @@ class DetectorBundle:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_weights(folder / WEIGHTS, self.model)
+        if self.bank is not None:
+            save_weights(folder / BANK, {"features": self.bank.half()})
         write_json(folder / META, self.meta)  # written last: a folder with detector.json is complete
         return folder
 
@@ -251,4 +295,7 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
         model.load_state_dict(load_weights(folder / WEIGHTS))
     except Exception as e:
         raise SynthgapError(f"{folder / WEIGHTS}: weights do not fit the architecture in {META} ({e})") from None
-    return DetectorBundle(model.to(device).eval(), meta)
+    bank = None
+    if (folder / BANK).exists() and ((meta.get("domain") or {}).get("content") or {}).get("threshold") is not None:
+        bank = load_weights(folder / BANK)["features"].float()
+    return DetectorBundle(model.to(device).eval(), meta, bank)

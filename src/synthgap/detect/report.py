@@ -9,7 +9,7 @@ from pathlib import Path
 from synthgap import SynthgapError
 from synthgap.io import write_text
 from synthgap.report.html import _img, _md_to_html_table, audit_lead, audit_markdown, audit_section, page_head
-from synthgap.report.plots import plot_confusion, plot_roc_calibration
+from synthgap.report.plots import plot_confusion, plot_risk_coverage, plot_roc_calibration
 from synthgap.report.tables import md_table
 
 
@@ -19,6 +19,40 @@ def robustness_md(rows: list[dict]) -> str:
         ["test set", "accuracy", "auc", "recall_real", "recall_synthetic"],
         percent=("accuracy", "auc", "recall_real", "recall_synthetic"),
     )
+
+
+def per_source_md(rows: list[dict]) -> str:
+    return md_table(rows, ["source", "side", "n", "accuracy", "auc"], percent=("accuracy", "auc"))
+
+
+def probes_md(meta: dict, test: dict) -> str:
+    """The detector beside its shortcut probes: a table and the one line saying what it is credited with."""
+    probes = meta.get("probes")
+    if not probes:
+        return ""
+    content, metadata = probes.get("content") or {}, probes.get("metadata") or {}
+    rows = [{"model": "this detector", "auc": test["auc"], "accuracy": test["accuracy"]}]
+    if "auc" in content:
+        rows.append(
+            {
+                "model": f"content probe ({content['image_size']} px thumbnails)",
+                "auc": content["auc"],
+                "accuracy": content["accuracy"],
+            }
+        )
+    if metadata.get("balanced_accuracy") is not None:
+        rows.append(
+            {"model": "metadata probe, files as stored (balanced accuracy)", "accuracy": metadata["balanced_accuracy"]}
+        )
+    if metadata.get("seen_balanced_accuracy") is not None:
+        rows.append(
+            {
+                "model": "metadata probe, what the model sees (balanced accuracy)",
+                "accuracy": metadata["seen_balanced_accuracy"],
+            }
+        )
+    table = md_table(rows, ["model", "auc", "accuracy"], percent=("auc", "accuracy"))
+    return f"{probes['credited']}\n\n{table}\n"
 
 
 def _audit_html(audit: dict) -> str:
@@ -50,7 +84,11 @@ def write_detector_report(out: str | Path) -> Path:
     name = meta["architecture"]["backbone"]
     plot_confusion(test, out / "confusion.png", title=f"{name} test")
     plot_roc_calibration(metrics["curves"], test, out / "roc_calibration.png", title=f"{name} test")
-    rob = robustness_md(metrics["robustness"])
+    if metrics.get("selective"):
+        plot_risk_coverage({"test split": metrics["selective"]}, out / "risk_coverage.png", title=f"{name} test")
+    rob = robustness_md(metrics["robustness"]) if metrics.get("robustness") else ""
+    probes = probes_md(meta, test)
+    sources = per_source_md(metrics.get("per_source") or [])
     headline = (
         f"Test accuracy **{100 * test['accuracy']:.2f}%**, AUC **{test['auc']:.4f}**, average precision "
         f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
@@ -58,11 +96,17 @@ def write_detector_report(out: str | Path) -> Path:
         + audit_lead(env.get("audit"))
     )
     chain = meta["preprocessing"].get("input_why", "input: resize")
-    rob_on = f"On {metrics.get('robustness_on', 'all test images')}, same threshold."
+    rob_on = (
+        f"On {metrics.get('robustness_on', 'all test images')}, same threshold."
+        if metrics.get("robustness")
+        else "Not computed for this run (run_detector(..., robustness=False))."
+    )
     write_text(
         out / "summary.md",
         f"# Detector: {name}\n\n{headline}\n\nInput: {chain}.\n\n"
-        f"## Robustness (test set)\n\n{rob_on}\n\n{rob}\n"
+        + (f"## Beside its shortcut probes\n\n{probes}\n" if probes else "")
+        + (f"## Per source (test split)\n\n{sources}\n" if sources else "")
+        + f"## Robustness (test set)\n\n{rob_on}\n\n{rob}\n"
         f"## Format-bias audit\n\n{audit.get('verdict', 'not run')}\n" + audit_markdown(env.get("audit")),
     )
     stages = "".join(
@@ -78,8 +122,9 @@ def write_detector_report(out: str | Path) -> Path:
 <p class=lead>{html.escape(headline).replace("**", "")}</p>
 <p>Input: {html.escape(chain)}.</p>
 <figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
+{_probes_html(probes, sources, out)}
 <h2>Robustness</h2><p>The test set re-encoded or degraded. {html.escape(rob_on)}</p>
-{_md_to_html_table(rob)}
+{_md_to_html_table(rob) if rob else ""}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 <h2>Format-bias audit</h2>{_audit_html(audit)}
 <h2>Training</h2>
@@ -92,6 +137,25 @@ def write_detector_report(out: str | Path) -> Path:
     )
     write_text(out / "report.html", page)
     return out / "report.html"
+
+
+def _probes_html(probes: str, sources: str, out: Path) -> str:
+    parts = []
+    if probes:
+        line, _, table = probes.partition("\n\n")
+        parts.append(f"<h2>Beside its shortcut probes</h2><p>{html.escape(line)}</p>{_md_to_html_table(table)}")
+    if sources:
+        parts.append(
+            "<h2>Per source</h2><p>Accuracy of each source's test images at the threshold; a synthetic source's AUC "
+            f"is against all the real test images.</p>{_md_to_html_table(sources)}"
+        )
+    if (out / "risk_coverage.png").exists():
+        parts.append(
+            "<h2>Risk against coverage</h2><p>Accuracy on the images the detector decides, most confident first, "
+            "against the share it decides; the dot is the content check's operating point (images it keeps as "
+            f"inside its training domain).</p><figure>{_img(out / 'risk_coverage.png')}</figure>"
+        )
+    return "\n".join(parts)
 
 
 def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict) -> Path:
@@ -114,8 +178,12 @@ def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict
         f"(not re-tuned on this data), AUC **{test['auc']:.4f}**, average precision {test['average_precision']:.4f}, "
         f"on {test['n']:,} images.{outside}" + audit_lead(env.get("audit"))
     )
-    sources = md_table(result["per_source"], ["source", "side", "n", "accuracy", "auc"], percent=("accuracy", "auc"))
+    sources = per_source_md(result["per_source"])
     rob = robustness_md(result["robustness"])
+    if result.get("selective"):
+        plot_risk_coverage(
+            {"evaluated set": result["selective"]}, out / "risk_coverage.png", title=f"{name} on new data"
+        )
     write_text(
         out / "summary.md",
         f"# Detector {name} on new data\n\n{headline}\n\n## Per source\n\n{sources}\n"
@@ -134,6 +202,7 @@ def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict
 <figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
 <h2>Per source</h2><p>Accuracy of each source's images at the bundle's threshold; a synthetic source's AUC is against all the real images.</p>
 {_md_to_html_table(sources)}
+{_probes_html("", "", out)}
 <h2>Robustness</h2>{_md_to_html_table(rob)}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 </body></html>

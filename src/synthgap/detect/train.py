@@ -25,6 +25,7 @@ from synthgap.detect.data import DetectorData
 from synthgap.detect.domain import training_domain
 from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, set_robustness
 from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
+from synthgap.detect.probes import content_probe, probes_record, seen_metadata
 from synthgap.device import select_device, set_threads
 from synthgap.io import environment, write_json, write_text
 from synthgap.runs import RunDir, identity_hash
@@ -72,6 +73,19 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         if not ok:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)!r}")
     check_dedupe(cfg.dedupe)
+    for name, value, ok, want in (
+        (
+            "window_rescale",
+            cfg.window_rescale,
+            lambda r: 0.25 <= r[0] <= r[1] <= 1,
+            "[low, high] with 0.25 <= low <= high <= 1",
+        ),
+        ("window_jpeg", cfg.window_jpeg, lambda r: 1 <= r[0] <= r[1] <= 100, "[low, high] qualities within 1..100"),
+    ):
+        if value is not None and not (isinstance(value, (list, tuple)) and len(value) == 2 and ok(value)):
+            raise SynthgapError(f"config field '{name}': expected {want}, or null, got {value!r}")
+    if cfg.eval_jpeg is not None and not 1 <= cfg.eval_jpeg <= 100:
+        raise SynthgapError(f"config field 'eval_jpeg': expected 1..100, or null, got {cfg.eval_jpeg}")
     if not 1 <= cfg.normalize_quality <= 100:
         raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
 
@@ -83,8 +97,16 @@ def from_scratch(cfg: DetectorConfig) -> bool:
 def input_chain(cfg: DetectorConfig, train: ImageSet) -> tuple[InputChain, str]:
     """The input chain of a run on `train` (crops only for photo-sized files) and why it was chosen."""
     mode, why = resolve_input(cfg.input, cfg.crop_size, train.files, seed=cfg.seed)
+    crop = mode == "crop"
+    normalize = cfg.normalize_quality if cfg.normalize_format else cfg.eval_jpeg if crop else None
     return InputChain(
-        mode, cfg.image_size, cfg.crop_size, cfg.crop_grid, cfg.normalize_quality if cfg.normalize_format else None
+        mode,
+        cfg.image_size,
+        cfg.crop_size,
+        cfg.crop_grid,
+        normalize,
+        tuple(cfg.window_rescale) if crop and cfg.window_rescale else None,
+        tuple(cfg.window_jpeg) if crop and cfg.window_jpeg else None,
     ), why
 
 
@@ -102,17 +124,34 @@ def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
 
 
 def stage1_features(
-    model: Detector, data: DetectorData, chain: InputChain, device, *, workers: int = 2, progress: bool = True
+    model: Detector,
+    data: DetectorData,
+    chain: InputChain,
+    device,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+    seed: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen backbone's features of the training and validation images: N x F, or with crops
-    N x V x F (every evaluation window of every image)."""
+    N x V x F (every evaluation window of every image; for training images, V seeded training windows
+    when the chain rescales or re-encodes them)."""
     if not chain.crop:
         return (
             extract_features(model, data.train.images, device, progress=progress, desc="features train"),
             extract_features(model, data.val.images, device, progress=progress, desc="features val"),
         )
     return tuple(
-        view_features(model, s.files, chain, device, workers=workers, progress=progress, desc=f"features {split}")
+        view_features(
+            model,
+            s.files,
+            chain,
+            device,
+            workers=workers,
+            progress=progress,
+            desc=f"features {split}",
+            train_seed=seed if split == "train" else None,
+        )
         for split, s in (("train", data.train), ("val", data.val))
     )
 
@@ -127,6 +166,7 @@ def view_features(
     workers: int = 2,
     progress: bool = True,
     desc: str = "features",
+    train_seed: int | None = None,
 ) -> torch.Tensor:
     from synthgap.detect.crops import eval_batches
     from synthgap.io import progress_bar
@@ -136,7 +176,7 @@ def view_features(
     # Filled in place: the one set-sized tensor of stage 1 (V x F floats per image), never held twice
     out = torch.empty(len(files), chain.views, model.backbone.num_features)
     for index, x in progress_bar(
-        eval_batches(files, chain, workers=workers),
+        eval_batches(files, chain, workers=workers, train_seed=train_seed),
         total=-(-len(files) // 8),
         desc=desc,
         unit="batch",
@@ -256,7 +296,9 @@ def train_detector(
     model.backbone.set_trainable(0)
     if cfg.cache_features:
         t0 = time.perf_counter()
-        f_train, f_val = features or stage1_features(model, data, chain, device, workers=cfg.workers, progress=progress)
+        f_train, f_val = features or stage1_features(
+            model, data, chain, device, workers=cfg.workers, progress=progress, seed=cfg.seed
+        )
         seconds = time.perf_counter() - t0
         head_val_proba = None
         if chain.crop:  # every window of a training image is a sample; validation averages an image's windows
@@ -307,16 +349,49 @@ def tta_of(cfg: DetectorConfig) -> bool:
     return cfg.head.tta and not cfg.cache_features
 
 
+def evaluation_bundle(model: Detector, cfg: DetectorConfig, chain: tuple[InputChain, str]) -> DetectorBundle:
+    """The model as a bundle that reads the loaded splits as they are: their thumbnails are already
+    format-normalised (only freshly degraded images need it again); crops are cut from the files,
+    normalised as they are read."""
+    meta = bundle_meta(cfg, threshold=0.5, model=model, chain=chain)
+    if not chain[0].crop:
+        meta = {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}}
+    return DetectorBundle(model.eval(), meta)
+
+
+def content_domain(model: Detector, data: DetectorData, cfg: DetectorConfig) -> tuple[torch.Tensor, dict, np.ndarray]:
+    """The content check of detect.domain: (the feature bank of up to KNN_BANK training images, each file
+    once; the domain's `content` record, its threshold from validation; the test images' content scores)."""
+    from synthgap.detect.domain import KNN_BANK, content_record, content_scores
+
+    loaded = evaluation_bundle(model, cfg, input_chain(cfg, data.train))
+    train = data.train
+    keys = train.files or list(range(len(train)))
+    first = np.unique(np.asarray(keys, dtype=object if train.files else np.int64), return_index=True)[1]
+    cap = KNN_BANK if not loaded.chain.crop else KNN_BANK // 3  # a photo's 9 windows cost 9 images
+    pick = np.sort(np.random.default_rng(cfg.seed).permutation(first)[:cap])
+    bank = loaded.set_features(train.subset(pick), workers=cfg.workers)
+    record = content_record(bank, loaded.set_features(data.val, workers=cfg.workers))
+    scores = content_scores(loaded.set_features(data.test, workers=cfg.workers), bank).numpy()
+    return bank, record, scores
+
+
 def evaluate_detector(
-    model: Detector, data: DetectorData, cfg: DetectorConfig, *, robustness: bool = True, progress: bool = False
+    model: Detector,
+    data: DetectorData,
+    cfg: DetectorConfig,
+    *,
+    robustness: bool = True,
+    progress: bool = False,
+    content: tuple[dict, np.ndarray] | None = None,
 ) -> dict:
-    """Threshold on validation, then every test figure at that threshold."""
+    """Threshold on validation, then every test figure at that threshold; per source; with `content` (the
+    domain's content record and the test images' scores), accuracy against coverage of the images it decides."""
+    from synthgap.detect.evaluate import per_source_rows, selective
+
     chain, why = input_chain(cfg, data.train)
-    meta = bundle_meta(cfg, threshold=0.5, model=model, chain=(chain, why))
-    # The loaded thumbnails are already format-normalised; only freshly degraded images need it again.
-    loaded = DetectorBundle(
-        model.eval(), {**meta, "preprocessing": {**meta["preprocessing"], "normalize_format": None}}
-    )
+    loaded = evaluation_bundle(model, cfg, (chain, why))
+    meta = loaded.meta
     p_val = loaded.predict_set(data.val, workers=cfg.workers, progress=progress).numpy()
     threshold = choose_threshold(data.val.labels.numpy(), p_val)
     p_test = loaded.predict_set(data.test, workers=cfg.workers, progress=progress).numpy()
@@ -327,6 +402,13 @@ def evaluate_detector(
         "test": binary_metrics(y_test, p_test, threshold),
         "test_at_0.5": binary_metrics(y_test, p_test, 0.5),
         "curves": curves(y_test, p_test),
+        "per_source": per_source_rows(y_test, p_test, data.test.sources, threshold),
+        "selective": selective(
+            y_test,
+            p_test,
+            threshold,
+            None if content is None or "threshold" not in content[0] else content[1] <= content[0]["threshold"],
+        ),
     }
     if robustness:
         result["robustness"], result["robustness_on"] = set_robustness(
@@ -344,7 +426,10 @@ def bundle_meta(
     cfg: DetectorConfig, threshold: float, model: Detector | None = None, chain: tuple[InputChain, str] | None = None
 ) -> dict:
     info = BACKBONES[cfg.backbone]
-    chain, why = chain or (InputChain("resize", cfg.image_size), "input: resize")
+    chain, why = chain or (
+        InputChain("resize", cfg.image_size, normalize_format=cfg.normalize_quality if cfg.normalize_format else None),
+        "input: resize",
+    )
     input_size = cfg.input_size or (chain.crop_size if chain.crop else info.input_size)
     return {
         "kind": "synthgap-detector",
@@ -373,7 +458,8 @@ def bundle_meta(
                 else {}
             ),
             "resample": "bicubic (PIL), antialiased",
-            "normalize_format": cfg.normalize_quality if cfg.normalize_format else None,
+            "normalize_format": chain.normalize_format,
+            **(chain.record() if chain.crop else {}),
             "input_size": input_size,
             "mean": list(info.mean),
             "std": list(info.std),
@@ -409,6 +495,9 @@ def format_bias(data: DetectorData, cfg: DetectorConfig) -> dict:
     y = train.labels.numpy()
     result = audit_files(list(files[y == 0]), list(files[y == 1]), seed=cfg.seed)
     result["on"] = "training files as stored"
+    seen = seen_metadata(train, input_chain(cfg, train)[0], seed=cfg.seed)
+    if seen:
+        result["seen_by_model"] = seen
     return result
 
 
@@ -448,8 +537,11 @@ def run_detector(
     resume: bool = False,
     progress: bool = True,
     audit_page: bool = True,
+    robustness: bool = True,
 ) -> dict:
-    """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`."""
+    """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`.
+    robustness: the robustness table (every test window degraded 7 ways: the slowest part of evaluating a
+    photo detector)."""
     from synthgap.detect.report import write_detector_report
 
     check_detector_config(cfg)
@@ -465,19 +557,24 @@ def run_detector(
     t0 = time.perf_counter()
     model, history = train_detector(data, cfg, out, resume=resume, progress=progress)
     train_seconds = time.perf_counter() - t0
-    result = evaluate_detector(model, data, cfg)
+    bank, content, test_scores = content_domain(model, data, cfg)
+    result = evaluate_detector(model, data, cfg, content=(content, test_scores), robustness=robustness)
     meta = bundle_meta(cfg, result["threshold"], model, input_chain(cfg, data.train))
     test = result["test"]
+    probe = content_probe(data, cfg, progress=progress)
+    domain = training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed)
     meta.update(
         {
             "metrics": {
                 k: test[k] for k in ("accuracy", "auc", "average_precision", "f1_synthetic", "ece", "brier", "n")
             },
-            "robustness": result["robustness"],
+            "robustness": result.get("robustness", []),
             "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
+            "probes": probes_record(test, bias, probe),
+            "per_source": result["per_source"],
             "data_audit": env["audit"],
             "sources": data.sources,
-            "domain": training_domain(data.train, cfg, {side: list(v) for side, v in data.sources.items()}, cfg.seed),
+            "domain": {**domain, "content": content},
             "training": {
                 "seconds": round(train_seconds, 1),
                 "stages": {k: {kk: v[kk] for kk in ("best_epoch", "seconds")} for k, v in history.items()},
@@ -491,6 +588,6 @@ def run_detector(
         }
     )
     write_json(out / "metrics.json", {**result, "history": history, "train_seconds": round(train_seconds, 1)})
-    DetectorBundle(model.cpu(), meta).save(out)
+    DetectorBundle(model.cpu(), meta, bank if "threshold" in content else None).save(out)
     write_detector_report(out)
     return meta

@@ -136,7 +136,7 @@ def tune_detector(
         device = select_device(cfg.head.device)
         chain, _ = input_chain(cfg, data.train)
         model = new_detector(cfg, chain).to(device)
-        features = stage1_features(model, data, chain, device, workers=cfg.workers, progress=progress)
+        features = stage1_features(model, data, chain, device, workers=cfg.workers, progress=progress, seed=cfg.seed)
 
     def objective(trial) -> float:
         trial_cfg = suggest(trial, cfg, max_finetune_blocks if BACKBONES[cfg.backbone].pretrainable else 0)

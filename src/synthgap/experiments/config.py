@@ -40,6 +40,20 @@ QUICK = {
 
 
 @dataclass
+class PhotoDetectorConfig:
+    """The pipeline's optional photo-detector stage: a detector of photo-sized real against photo-sized
+    synthetic images (specs as `synthgap detector train --real/--synthetic` takes them, `$SYNTHGAP_DATA`
+    standing for the data root), trained into OUT/photo-detector, so `synthgap serve OUT` answers photos as
+    well as thumbnails. No specs: no such stage."""
+
+    real: list[str] = field(default_factory=list)
+    synthetic: list[str] = field(default_factory=list)
+    # Its own detector config, not the pipeline's classes and image_size: windows of the photos' own pixels
+    # (input: crop), both sides' windows rescaled and re-encoded alike (the photo chain of DetectorConfig).
+    config: DetectorConfig = field(default_factory=DetectorConfig)
+
+
+@dataclass
 class PipelineConfig:
     """The whole study in one file: real data -> generate -> transfer -> report."""
 
@@ -58,3 +72,5 @@ class PipelineConfig:
     # hand the detector a format shortcut (its format-bias audit says so).
     detect: bool = True
     detector: DetectorConfig = field(default_factory=lambda: DetectorConfig(normalize_format=True))
+    # Optional: a second detector, of photo-sized images (see PhotoDetectorConfig); skipped without its specs.
+    photo_detector: PhotoDetectorConfig = field(default_factory=PhotoDetectorConfig)

@@ -1,5 +1,5 @@
 """`synthgap pipeline`: real data -> (train the builtin generator) -> generate -> transfer -> report ->
-a detector of the generated images, each stage resumable; the folder is one a server takes whole
+a detector of the generated images (-> a detector of photos, when configured), each stage resumable; the folder is one a server takes whole
 (`synthgap serve OUT`, see `models_of_run`)."""
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
     from synthgap.generate.quality import quality_report
 
     check_shared(cfg, written or {})
+    photo_specs(cfg)  # a half-written photo_detector section fails now, not after an hour of other stages
     if cfg.generator not in ("diffusers", "builtin"):
         raise SynthgapError(f"config field 'generator': expected diffusers or builtin, got '{cfg.generator}'")
     out = Path(cfg.out)
@@ -115,7 +116,117 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
         )
     if cfg.detect:
         run_pipeline_detector(cfg, synthetic, out / "detector", progress=progress)
+    run_pipeline_photo_detector(cfg, out / "photo-detector", progress=progress)
     return out / "transfer" / "report.html"
+
+
+def expand_spec(spec: str, root: str | None = None) -> str:
+    """A data spec with `$SYNTHGAP_DATA` (or `${SYNTHGAP_DATA}`) standing for the data root (config field
+    `root`, else the environment variable, else the user cache; synthgap.data.sets.data_root) and any other
+    `$VARIABLE` taken from the environment."""
+    import os
+    import re
+
+    from synthgap.data.sets import data_root
+
+    spec = re.sub(r"\$(SYNTHGAP_DATA\b|\{SYNTHGAP_DATA\})", lambda _: str(data_root(root)), spec)
+    return os.path.expandvars(spec)
+
+
+def photo_specs(cfg: PipelineConfig) -> tuple[list[str], list[str]] | None:
+    """The photo-detector stage's real and synthetic specs, expanded (expand_spec); None when the config
+    has none (no such stage). A stage with one side only, an unset variable or a bad detector config is an
+    error naming the field."""
+    from synthgap import SynthgapError
+    from synthgap.detect.train import check_detector_config
+
+    pd = cfg.photo_detector
+    if not pd.real and not pd.synthetic:
+        return None
+    for side in ("real", "synthetic"):
+        if not getattr(pd, side):
+            raise SynthgapError(
+                f"config field 'photo_detector.{side}': empty; the photo-detector stage needs both real and "
+                "synthetic photo specs (or neither, to skip it)"
+            )
+    sides = []
+    for side in ("real", "synthetic"):
+        expanded = []
+        for i, spec in enumerate(getattr(pd, side)):
+            full = expand_spec(spec, cfg.root)
+            if "$" in full and not full.startswith("hf:"):
+                raise SynthgapError(
+                    f"config field 'photo_detector.{side}[{i}]': '{spec}' names an environment variable that is not set"
+                )
+            expanded.append(full)
+        sides.append(expanded)
+    try:
+        check_detector_config(pd.config)
+    except SynthgapError as e:
+        raise SynthgapError(str(e).replace("config field '", "config field 'photo_detector.config.")) from None
+    return sides[0], sides[1]
+
+
+def run_pipeline_photo_detector(cfg: PipelineConfig, out: Path, *, progress: bool = True) -> dict | None:
+    """The optional photo-detector stage: `photo_detector.real` against `photo_detector.synthetic` with
+    `photo_detector.config`, as `synthgap detector train` would, into `out` (OUT/photo-detector); skipped
+    (None) when the config names no photos. A finished bundle of the same config and specs is read back,
+    an interrupted run resumes its stages."""
+    import json
+
+    from synthgap.detect.data import load_detector_data
+    from synthgap.detect.train import run_detector, run_folder
+
+    specs = photo_specs(cfg)
+    if specs is None:
+        log.info("stage: photo detector: skipped (no photo_detector.real and .synthetic in the config)")
+        return None
+    det, pd = cfg.photo_detector.config, cfg.photo_detector
+    asked = {"real": list(pd.real), "synthetic": list(pd.synthetic)}  # as written: the same data root may move
+    record = out / "pipeline_specs.json"
+    if (
+        (out / "detector.json").exists()
+        and run_folder(out).matches(det)
+        and record.is_file()
+        and json.loads(record.read_text()) == asked
+    ):
+        log.info("stage: photo detector: done before, read back from %s", out)
+        return json.loads((out / "detector.json").read_text())
+    real, synthetic = specs
+    log.info(
+        "stage: photo detector (%s, input %s) of %s (real) against %s -> %s",
+        det.backbone,
+        det.input,
+        ", ".join(real),
+        ", ".join(synthetic),
+        out,
+    )
+    data = load_detector_data(
+        real=real,
+        synthetic=synthetic,
+        classes=det.classes,
+        size=det.image_size,
+        root=cfg.root,
+        val_fraction=det.val_fraction,
+        train_size=det.train_size,
+        test_size=det.test_size,
+        seed=det.seed,
+        normalize_format=det.normalize_quality if det.normalize_format else None,
+        dedupe=det.dedupe,
+        progress=progress,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(record, asked)
+    meta = run_detector(data, det, out, resume=True, progress=progress)
+    m = meta["metrics"]
+    log.info(
+        "photo detector: test accuracy %.1f%%, AUC %.3f on %d held-out images (%s)",
+        100 * m["accuracy"],
+        m["auc"],
+        m["n"],
+        meta["preprocessing"].get("input_why", "input: resize"),
+    )
+    return meta
 
 
 def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, progress: bool = True) -> dict:
@@ -172,7 +283,8 @@ def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, pr
 def models_of_run(run: str | Path) -> dict[str, str | None]:
     """The models a pipeline folder holds, for `synthgap serve RUN`: its generator (the builtin one it
     trained, or the diffusers model it used), the transfer run with the best real test accuracy, and its
-    detector; None where the folder has none (e.g. a stage that did not run)."""
+    detector (a list of two when it also trained a photo detector: its detector first); None where the
+    folder has none (e.g. a stage that did not run)."""
     import json
 
     from synthgap import SynthgapError
@@ -201,5 +313,7 @@ def models_of_run(run: str | Path) -> dict[str, str | None]:
         accuracy = json.loads(meta.read_text()).get("metrics", {}).get("test_real_accuracy", -1.0)
         if accuracy > best_accuracy:
             best, best_accuracy = str(meta.parent), accuracy
-    detector = str(run / "detector") if (run / "detector" / "detector.json").is_file() else None
+    # Its detectors in the order they are asked: the main job's (thumbnails), then the photo detector.
+    detectors = [str(run / name) for name in ("detector", "photo-detector") if (run / name / "detector.json").is_file()]
+    detector = detectors if len(detectors) > 1 else (detectors[0] if detectors else None)
     return {"generator": generator, "classifier": best, "detector": detector}

@@ -232,3 +232,35 @@ def plot_samples(sets: dict, path: str | Path, per_class: int = 8) -> None:
         ax.set_xticks([])
         ax.set_title(title, fontsize=10)
     _save(fig, path)
+
+
+def plot_risk_coverage(curves: dict[str, dict], path: str | Path, title: str = "") -> None:
+    """Accuracy on the images a detector decides against the share it decides (most confident first), one
+    line per named set (detect.evaluate.selective), with the content check's operating point where known."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    for k, (name, sel) in enumerate(curves.items()):
+        if not sel.get("accuracy"):
+            continue
+        ax.plot(sel["coverage"], sel["accuracy"], "-", lw=2, color=f"C{k}", label=f"{name} (n={sel['n']})")
+        point = sel.get("decided")
+        if point and point.get("accuracy") is not None:
+            ax.plot([point["coverage"]], [point["accuracy"]], "o", color=f"C{k}", ms=8)
+            ax.annotate(
+                f"content check: {100 * point['accuracy']:.0f}% on {100 * point['coverage']:.0f}%",
+                (point["coverage"], point["accuracy"]),
+                textcoords="offset points",
+                xytext=(-10, -16),
+                ha="right",
+                fontsize=8,
+                color=f"C{k}",
+            )
+    ax.axhline(0.5, ls=":", color="grey", label="chance")
+    ax.set(
+        xlabel="coverage (share of images decided, most confident first)",
+        ylabel="accuracy on the decided images",
+        xlim=(0, 1.02),
+        ylim=(0.4, 1.02),
+        title=title or "risk against coverage",
+    )
+    ax.legend(loc="lower left", fontsize=8)
+    _save(fig, path)

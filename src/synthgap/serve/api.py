@@ -31,7 +31,7 @@ def _judge_upload(kind: str):
     models.keep_upload(upload.data, upload.format)
     if kind == "classifier":
         return jsonify({**models.classify(upload.image), "provenance": models.provenance(upload.data)})
-    return jsonify(models.detect(upload.image, upload.data))
+    return jsonify(models.detect(upload.image, upload.data, upload.model))
 
 
 @bp.post("/api/classify")

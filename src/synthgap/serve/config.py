@@ -19,7 +19,9 @@ ENV_PREFIX = "SYNTHGAP_SERVE_"
 class ServeConfig:
     run: str | None = None  # a `synthgap pipeline` output folder: its generator, best classifier and detector
     classifier: str | None = None  # a `synthgap train` output folder, or one run of a transfer study
-    detector: str | None = None  # a detector bundle folder (`synthgap detector train`)
+    # A detector bundle folder (`synthgap detector train`), or several: a list (or one string, comma-separated),
+    # asked in this order, each image answered by the first whose training domain holds it (detect.route).
+    detector: str | list[str] | None = None
     generator: str | None = None  # a diffusers text-to-image id or folder, or synthgap-tiny
     host: str = "127.0.0.1"
     port: int = 8000
@@ -81,11 +83,14 @@ class ServeConfig:
         if self.trust_anchors and not Path(self.trust_anchors).is_file():
             raise SynthgapError(f"serve setting 'trust_anchors': no file {self.trust_anchors}")
         self.signing().check("serve setting 'sign'")
-        for name in ("classifier", "detector"):  # caught here, before any worker starts
-            folder = getattr(self, name)
-            if folder and not Path(folder).is_dir():
-                raise SynthgapError(f"serve setting '{name}': no folder {folder}")
-        if not (self.classifier or self.detector or self.generator or self.allow_empty):
+        for name, folders in (
+            ("classifier", [self.classifier] if self.classifier else []),
+            ("detector", self.detectors),
+        ):
+            for folder in folders:  # caught here, before any worker starts
+                if not Path(folder).is_dir():
+                    raise SynthgapError(f"serve setting '{name}': no folder {folder}")
+        if not (self.classifier or self.detectors or self.generator or self.allow_empty):
             raise SynthgapError(
                 "nothing to serve: give a pipeline folder (synthgap serve runs/pipeline-small; make it with "
                 "synthgap pipeline --config configs/pipeline-small.yaml) or at least one of --classifier RUN, "
@@ -106,9 +111,17 @@ class ServeConfig:
                     known = ", ".join(ENV_PREFIX + n.upper() for n in sorted(names))
                     raise SynthgapError(f"unknown environment variable {key}; known: {known}")
                 data[name] = value if value != "" else None
-        data.update({k: v for k, v in flags.items() if v is not None})
+        data.update({k: v for k, v in flags.items() if v is not None and v != ()})
+        # `detector` is one folder or several (a list from a flag given more than once, or a YAML list):
+        # kept as given, one of them as a plain string.
+        detector = data.pop("detector", None)
+        if isinstance(detector, (list, tuple)):
+            detector = [str(d) for d in detector] if len(detector) != 1 else str(detector[0])
+        elif detector is not None and not isinstance(detector, str):
+            raise SynthgapError(f"serve setting 'detector': expected a folder or a list of folders, got {detector!r}")
         try:
             cfg = from_dict(cls, {k: v for k, v in data.items() if v is not None})
+            cfg.detector = detector
             if cfg.run and not (cfg.allow_empty and not Path(cfg.run).exists()):
                 # a pipeline folder fills in the models not given one by one
                 from synthgap.experiments.pipeline import models_of_run
@@ -119,6 +132,19 @@ class ServeConfig:
             return cfg.check()
         except SynthgapError as e:
             raise SynthgapError(str(e).replace("config field", "serve setting")) from None
+
+    @property
+    def detectors(self) -> list[str]:
+        """The detector folders in the order they are asked: `detector` as a list, or split at commas (unless
+        the whole string is a folder)."""
+        d = self.detector
+        if not d:
+            return []
+        if isinstance(d, (list, tuple)):
+            return [str(x) for x in d if str(x).strip()]
+        if "," not in d or Path(d).is_dir():
+            return [d]
+        return [part.strip() for part in d.split(",") if part.strip()]
 
     def signing(self):
         from synthgap.provenance.mark import SignConfig

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 import secrets
 import unicodedata
@@ -17,13 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Request
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-from synthgap.data.images import to_rgb
+from synthgap.data.images import open_image, upright_rgb
 
-# Formats PIL may parse here: common photo formats only (never e.g. EPS, which runs Ghostscript).
-FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
     b"\xff\xd8\xff": "JPEG",
@@ -82,7 +79,7 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     if not data:
         raise BadRequest("the image is empty (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data), formats=FORMATS)
+        im = open_image(data)
     except UnidentifiedImageError:
         fmt = _format_from_signature(data)
         if fmt:
@@ -102,9 +99,8 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
         )
     if im.mode not in MODES:
         raise BadRequest(f"unsupported pixel mode '{im.mode}' ({im.format}); send an RGB, RGBA or grayscale image")
-    try:
-        im.load()
-        return to_rgb(ImageOps.exif_transpose(im)), str(im.format)
+    try:  # the files' own conversion (data.images.upright_rgb): an upload is seen as the same file on disk would be
+        return upright_rgb(im), str(im.format)
     except Image.DecompressionBombError as e:
         raise BadRequest(f"decompression bomb refused: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError) as e:

@@ -189,12 +189,16 @@ class Models:
         device = select_device(cfg.device)
         wait = cfg.batch_wait_ms / 1000
         self.classifier = load_classifier(cfg.classifier, device) if cfg.classifier else None
-        self.detector, self.detector_name = None, None
-        if cfg.detector:
-            from synthgap.detect.model import load_bundle
+        # Detectors: one, or several asked in order, each image answered by the first whose training domain
+        # holds it (synthgap.detect.route). `detector` is the first bundle, `detector_name` the set's name.
+        self.detectors, self.detector, self.detector_name, self.detector_names = None, None, None, []
+        if cfg.detectors:
+            from synthgap.detect.route import DetectorSet
 
-            self.detector = load_bundle(cfg.detector, device)
-            self.detector_name = public_name(cfg.detector)
+            self.detectors = DetectorSet.load(cfg.detectors, device)
+            self.detector = self.detectors.members[0].bundle
+            self.detector_names = [public_name(str(m.folder)) for m in self.detectors.members]
+            self.detector_name = ", ".join(self.detector_names)
         # One lock file per device, shared by every worker (and every synthgap server) of this user.
         lock_file = os.path.join(tempfile.gettempdir(), f"synthgap-generate-{os.getuid()}-{device}.lock")
         self.generator = (
@@ -205,11 +209,13 @@ class Models:
         self._classify = (
             MicroBatcher(self.classifier.predict, cfg.batch_size, wait, "classifier") if self.classifier else None
         )
-        self._detect = (
-            MicroBatcher(lambda x: self.detector.predict(x, batch_size=len(x)), cfg.batch_size, wait, "detector")
-            if self.detector
-            else None
-        )
+        self._detects = [
+            MicroBatcher(
+                lambda x, b=m.bundle: b.predict(x, batch_size=len(x)), cfg.batch_size, wait, f"detector {m.name}"
+            )
+            for m in (self.detectors.members if self.detectors else [])
+        ]
+        self._detect = self._detects[0] if self._detects else None
         from synthgap.provenance import ProvenanceOptions
 
         self.provenance_options = ProvenanceOptions(cfg.trust_anchors, cfg.fetch_remote_manifests)
@@ -246,7 +252,8 @@ class Models:
         name = self.names()[kind]
         if name is None:
             raise NotFound(f"this server runs without a {kind}: {self.missing(kind)}")
-        if requested is not None and requested != name:
+        known = [name] + (self.detector_names + self.detectors.names if kind == "detector" else [])
+        if requested is not None and requested not in known:
             raise BadRequest(f"unknown {kind} '{requested[:200]}'; this server has '{name}' (see /api/models)")
 
     # -------------------------------------------------------------- predictions
@@ -259,23 +266,34 @@ class Models:
         ranked = self.classifier.ranked(self._classify(x), top)
         return {"model": self.classifier.name, "label": ranked[0]["class"], "probabilities": ranked}
 
-    def detect(self, image: Image.Image, data: bytes | None = None) -> dict:
-        """P(AI-generated) and the verdict record of detect.domain.verdicts; `data`: the file's bytes, whose
-        format, size and JPEG quality decide whether the image lies inside the detector's training domain."""
+    def detect(self, image: Image.Image, data: bytes | None = None, model: str | None = None) -> dict:
+        """P(AI-generated) and the verdict record of detect.domain.verdicts, from the detector whose training
+        domain holds the image (synthgap.detect.route; `model`: only that detector); `data`: the file's bytes,
+        whose format, size and JPEG quality decide which detector's training domain holds the image."""
         from synthgap.detect.audit import metadata_of_bytes
 
-        assert self.detector and self._detect
-        x = self.detector.views(image)  # the bundle's own chain: its thumbnail, or its windows
+        assert self.detectors and self._detects
         try:
             meta = metadata_of_bytes(data) if data is not None else None
         except SynthgapError:
             meta = None
-        t, band = self.detector.threshold, self.cfg.unsure_band
-        rec = self.detector.assess([x], [meta], band, predict=lambda b: self._detect.many(b).view(-1))[0]
+        members = self.detectors.members
+        chosen = [k for k, m in enumerate(members) if model in (m.name, self.detector_names[k])]
+        detectors = self.detectors.only(members[chosen[0]].name) if chosen else self.detectors
+        index = {m.name: k for k, m in enumerate(members)}
+        band = self.cfg.unsure_band
+        rec = detectors.assess(
+            [image],  # each bundle makes its own views: its thumbnail, or its windows
+            [meta],
+            band,
+            predict=lambda k: lambda b, m=self._detects[index[detectors.members[k].name]]: m.many(b).view(-1),
+        )[0]
+        by = rec.get("answered_by")
+        t = rec.get("threshold")
         rec = {
-            "model": self.detector_name,
+            "model": self.detector_names[index[by["name"]]] if by else None,
             **rec,
-            "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)],
+            "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)] if t is not None else None,
         }
         if data is not None:
             rec["provenance"] = self.provenance(data)
@@ -366,6 +384,10 @@ class Models:
 
     # -------------------------------------------------------------- description
 
+    def _describe_detector(self, k: int) -> dict:
+        member = self.detectors.members[k]
+        return _detector_record(self.detector_names[k], member, self.cfg.unsure_band, self._detects[k].batch_sizes)
+
     def describe(self) -> dict:
         """What is loaded, its metrics and where it came from (/api/models and the Models page)."""
         out: dict[str, Any] = {"classifier": None, "detector": None, "generator": None}
@@ -375,28 +397,13 @@ class Models:
                 **_public_specs(self.classifier.info),
                 "recent_batch_sizes": self._classify.batch_sizes[-10:],
             }
-        if self.detector:
-            meta = self.detector.meta
-            out["detector"] = {
-                "name": self.detector_name,
-                "architecture": meta.get("architecture"),
-                "image_size": self.detector.image_size,
-                "input": {
-                    k: meta["preprocessing"][k]
-                    for k in ("input", "input_why", "crop_size", "crop_grid")
-                    if k in meta["preprocessing"]
-                },
-                "threshold": self.detector.threshold,
-                "unsure_band": self.cfg.unsure_band,
-                "metrics": meta.get("metrics", {}),
-                "format_bias": meta.get("format_bias"),
-                "data_audit": _audit_counts(meta.get("data_audit")),
-                "robustness": meta.get("robustness"),
-                "trained_on": _public_specs(meta.get("specs")),
-                "versions": meta.get("versions"),
-                "created": meta.get("created"),
-                "recent_batch_sizes": self._detect.batch_sizes[-10:],
-            }
+        if self.detectors:
+            out["detectors"] = [self._describe_detector(k) for k in range(len(self.detectors))]
+            out["detector"] = out["detectors"][0]  # the first (the only one, mostly): its shape as before
+            out["routing"] = (
+                "each image goes to the first detector, in this order, whose training domain holds it: "
+                + ", ".join(self.detectors.names)
+            )
         if self.generator:
             g = self.generator
             out["generator"] = {
@@ -412,6 +419,44 @@ class Models:
                 "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue},
             }
         return out
+
+
+def _detector_record(name: str, member, unsure_band: float, batch_sizes: list[int]) -> dict:
+    """One detector as /api/models and the Models page show it: by name, never by its server path."""
+    from synthgap.detect.route import public_probes
+
+    bundle = member.bundle
+    meta = bundle.meta
+    return {
+        "name": name,
+        "answers_as": member.name,
+        "architecture": meta.get("architecture"),
+        "image_size": bundle.image_size,
+        "input": {
+            k: meta["preprocessing"][k]
+            for k in ("input", "input_why", "crop_size", "crop_grid")
+            if k in meta["preprocessing"]
+        },
+        "threshold": bundle.threshold,
+        "unsure_band": unsure_band,
+        "metrics": meta.get("metrics", {}),
+        "probes": public_probes(meta.get("probes")),
+        "domain": _domain_summary(meta.get("domain")),
+        "format_bias": meta.get("format_bias"),
+        "data_audit": _audit_counts(meta.get("data_audit")),
+        "robustness": meta.get("robustness"),
+        "trained_on": _public_specs(meta.get("specs")),
+        "versions": meta.get("versions"),
+        "created": meta.get("created"),
+        "recent_batch_sizes": batch_sizes[-10:],
+    }
+
+
+def _domain_summary(domain: dict | None) -> dict | None:
+    """The pixel sizes, formats and JPEG qualities a detector was trained on (what routes an image to it)."""
+    if not domain:
+        return None
+    return {k: domain[k] for k in ("width", "height", "formats", "jpeg_quality") if k in domain}
 
 
 def _audit_counts(summary: dict | None) -> dict | None:

@@ -182,17 +182,23 @@ SCHEMAS = {
         ],
         "additionalProperties": False,
         "properties": {
-            "model": {"type": "string"},
-            "p_synthetic": {**PROBABILITY, "description": "P(AI-generated)"},
+            "model": {
+                "type": ["string", "null"],
+                "description": "the detector that answered; null when several detectors are served and none "
+                "covers the image",
+            },
+            "p_synthetic": {
+                "oneOf": [PROBABILITY, {"type": "null"}],
+                "description": "P(AI-generated); null when no detector covers the image (several served)",
+            },
             "p_range": {
-                "type": "array",
-                "items": PROBABILITY,
-                "minItems": 2,
-                "maxItems": 2,
+                "oneOf": [{"type": "array", "items": PROBABILITY, "minItems": 2, "maxItems": 2}, {"type": "null"}],
                 "description": "P over the image and its mild perturbations (JPEG q90, x0.75, 1 px shift)",
             },
-            "threshold": PROBABILITY,
-            "unsure_band": {"type": "array", "items": PROBABILITY, "minItems": 2, "maxItems": 2},
+            "threshold": {"oneOf": [PROBABILITY, {"type": "null"}]},
+            "unsure_band": {
+                "oneOf": [{"type": "array", "items": PROBABILITY, "minItems": 2, "maxItems": 2}, {"type": "null"}]
+            },
             "verdict": {"enum": ["real", "synthetic", "unsure", "outside the training domain"]},
             "rule": {
                 "enum": ["threshold", "near_threshold", "unstable", "outside_domain"],
@@ -204,6 +210,31 @@ SCHEMAS = {
                 "type": "object",
                 "required": ["inside", "why"],
                 "properties": {"inside": {"type": "boolean"}, "why": {"type": "array", "items": {"type": "string"}}},
+            },
+            "answered_by": {
+                "oneOf": [{"$ref": "#/components/schemas/DetectorSummary"}, {"type": "null"}],
+                "description": "the detector that answered (the first, in the served order, whose training domain "
+                "holds the image); null when none covers it",
+            },
+            "routing": {
+                "type": "object",
+                "required": ["order", "tried"],
+                "description": "the detectors in the order they are asked, and what each one tried said",
+                "properties": {
+                    "order": {"type": "array", "items": {"type": "string"}},
+                    "tried": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["name", "inside", "why"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "inside": {"type": "boolean"},
+                                "why": {"type": "array", "items": {"type": "string"}},
+                            },
+                        },
+                    },
+                },
             },
             "views": {
                 "type": "object",
@@ -219,6 +250,27 @@ SCHEMAS = {
             },
             "provenance": {"$ref": "#/components/schemas/Provenance"},
             "answer": {"$ref": "#/components/schemas/Answer"},
+        },
+    },
+    "DetectorSummary": {
+        "type": "object",
+        "required": ["name", "backbone", "input"],
+        "properties": {
+            "name": {"type": "string", "description": "detector.json's name, else its folder's name"},
+            "backbone": {"type": ["string", "null"]},
+            "input": {"type": "string", "description": "its input chain, e.g. 'windows at native scale'"},
+            "test_auc": {"type": ["number", "null"]},
+            "test_accuracy": {"type": ["number", "null"]},
+            "probes": {
+                "type": "object",
+                "description": "what file metadata alone and content alone (thumbnails) achieve on the same "
+                "test split, and what the detector gets beyond them (when the bundle records them)",
+                "properties": {
+                    "metadata": {"type": "object"},
+                    "content": {"type": "object"},
+                    "credited": {"type": "string"},
+                },
+            },
         },
     },
     "GenerateRequest": {

@@ -102,10 +102,13 @@ def uses_robust(cfg: AugmentConfig) -> bool:
     return cfg.jpeg > 0 or cfg.downscale > 0 or cfg.blur > 0
 
 
-# The robustness table: the test set under each fixed perturbation.
+# The robustness table: the test set under each fixed perturbation. JPEG q95 to q60 spans what cameras, photo
+# apps and social sites re-encode a photo at; q50 stays as the harsh end (and `detector compare`'s column).
 PERTURBATIONS = {
     "jpeg q95": lambda x: jpeg(x, 95),
+    "jpeg q90": lambda x: jpeg(x, 90),
     "jpeg q75": lambda x: jpeg(x, 75),
+    "jpeg q60": lambda x: jpeg(x, 60),
     "jpeg q50": lambda x: jpeg(x, 50),
     "downscale x0.5": lambda x: downscale(x, 0.5),
     "blur sigma 1": lambda x: blur(x, 1.0),

@@ -1,0 +1,220 @@
+"""Photo detectors on real data: real photos against AI images of several generator families, at their own
+size and in their original bytes (e.g. `$SYNTHGAP_DATA/photos`: `real/<source>/`, `ai/<family>/`).
+
+For each recipe (a detector config; `--recipes`), trains
+- one detector on every family (in-distribution: test accuracy and AUC, per real source and per family), and
+- one per left-out family (leave-one-family-out: trained on the other families, tested on ALL images of the
+  left-out family against the held-out real test photos),
+and beside each, the shortcut probes on the same splits: the content probe (the same backbone and head on
+32 px thumbnails: what the pictures show) and the metadata probe (the format-bias audit of the files as
+stored, and of what the model sees after the input chain). Also: accuracy and share of the images the
+detector decides (the content check of its training domain), time and peak memory (PSS of the process and its
+DataLoader workers), and the latency of checking a 12-megapixel JPEG. Prints the figures; asserts nothing.
+
+    SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_real_photos.py            # both recipes
+    SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_real_photos.py --recipes chain
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+# name -> config overrides of DetectorConfig (the default: Lite0, windows at native scale, the shortcut-removing chain)
+# ("-head": stage 1 only, on a 2 x 2 grid of windows: a quarter of the default's minutes, for comparing recipes)
+NO_CHAIN = {"window_rescale": None, "window_jpeg": None, "eval_jpeg": None}
+RECIPES = {
+    "chain": {},
+    "no-chain": NO_CHAIN,
+    "chain-head": {"finetune_blocks": 0, "crop_grid": 2},
+    "jpeg-head": {"finetune_blocks": 0, "crop_grid": 2, "window_rescale": None},
+    "no-chain-head": {"finetune_blocks": 0, "crop_grid": 2, **NO_CHAIN},
+}
+
+
+def held_out_figures(bundle, real_test, family, probe: bool = False) -> dict:
+    """AUC of a left-out family against the real test photos; accuracy at the bundle's threshold; with the
+    content check, the share decided and the accuracy on it."""
+    from sklearn.metrics import roc_auc_score
+
+    from synthgap.data.sets import concat
+    from synthgap.detect.domain import content_check, content_scores
+
+    both = concat([real_test, family], "held-out", "mixed")
+    y = both.labels.numpy()
+    p = bundle.predict_set(both).numpy()
+    right = (p >= bundle.threshold) == y
+    out = {
+        "auc": float(roc_auc_score(y, p)),
+        "accuracy": float(right.mean()),
+        "recall_real": float(right[y == 0].mean()),
+        "recall_synthetic": float(right[y == 1].mean()),
+        "n_real": int((y == 0).sum()),
+        "n_synthetic": int((y == 1).sum()),
+    }
+    known = content_check(bundle.domain)
+    if not probe and bundle.bank is not None and known:
+        inside = content_scores(bundle.set_features(both), bundle.bank, known["k"]).numpy() <= known["threshold"]
+        out["decided"] = float(inside.mean())
+        out["accuracy_decided"] = float(right[inside].mean()) if inside.any() else None
+        # AUC over the decided images (both sides present)
+        if inside.any() and len(np.unique(y[inside])) == 2:
+            out["auc_decided"] = float(roc_auc_score(y[inside], p[inside]))
+    return out
+
+
+def train_pair(
+    loaded, chosen: list[str], cfg, folder: Path, robustness: bool = True
+) -> tuple[dict, dict, float, float]:
+    """The detector and its content probe (as a bundle of its own) on the same splits; reused when present.
+    robustness: the detector's robustness table (minutes of degraded windows; left out of the left-out folds)."""
+    from detector_photo import PeakRSS
+
+    from synthgap.detect.data import assemble
+    from synthgap.detect.probes import probe_config
+    from synthgap.detect.train import run_detector
+
+    data = assemble(loaded, synthetic=chosen, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    wall, peak = None, None
+    if (folder / "detector" / "detector.json").exists():
+        meta = json.loads((folder / "detector" / "detector.json").read_text())
+    else:
+        with PeakRSS() as rss:
+            t = time.perf_counter()
+            meta = run_detector(data, cfg, folder / "detector", progress=sys.stderr.isatty(), robustness=robustness)
+            wall, peak = time.perf_counter() - t, rss.peak
+    pcfg = dataclasses.replace(probe_config(cfg), content_probe=False)
+    if (folder / "content-probe" / "detector.json").exists():
+        pmeta = json.loads((folder / "content-probe" / "detector.json").read_text())
+    else:
+        pmeta = run_detector(data, pcfg, folder / "content-probe", progress=False, audit_page=False, robustness=False)
+    return meta, pmeta, wall, peak
+
+
+def latency(bundle_dir: Path, root: Path) -> str:
+    from conftest import draw_photo
+
+    from synthgap.detect.model import load_bundle
+
+    photo = root / "photo-4000x3000.jpg"
+    if not photo.exists():
+        draw_photo(np.random.default_rng(5), size=(4000, 3000)).save(photo, quality=90)
+    b = load_bundle(bundle_dir)
+    b.assess_files([str(photo)])  # warm-up
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        rec = b.assess_files([str(photo)])[0]
+        times.append(time.perf_counter() - t)
+    return (
+        f"12-megapixel JPEG (4000x3000) through the bundle: median {np.median(times):.2f} s (min {min(times):.2f}) for "
+        f"{rec['views']['n']} windows, {3 * rec['views']['n']} perturbed copies and the content check (aim <= 1 s)"
+    )
+
+
+def main() -> None:
+    from synthgap.config import from_dict
+    from synthgap.detect.config import DetectorConfig
+    from synthgap.detect.data import load_sources
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    data_root = os.environ.get("SYNTHGAP_DATA")
+    ap.add_argument("--photos", default=str(Path(data_root) / "photos") if data_root else None, help="real/ and ai/")
+    ap.add_argument("--recipes", default="chain-head,no-chain-head", help=f"comma-separated, of: {', '.join(RECIPES)}")
+    ap.add_argument("--folds", default="all,lofo", help="all (in-distribution) and/or lofo (leave-one-family-out)")
+    ap.add_argument("--out", default="runs/bench-real-photos")
+    ap.add_argument("--robustness", action="store_true", help="the robustness table of the in-distribution detector")
+    args = ap.parse_args()
+    if not args.photos or not Path(args.photos, "real").is_dir():
+        sys.exit("no photo data: set SYNTHGAP_DATA (with photos/real and photos/ai below it) or give --photos")
+    photos, out = Path(args.photos), Path(args.out)
+    base = from_dict(DetectorConfig, {})
+
+    def named(side: Path) -> list[str]:  # one source per sub-folder (a real source, an AI family)
+        return [f"{p.name}={p}" for p in sorted(side.iterdir()) if p.is_dir()]
+
+    loaded = load_sources(
+        named(photos / "real"), named(photos / "ai"), classes=base.classes, size=base.image_size, dedupe=base.dedupe
+    )
+    real = [s.name for s in loaded.sides[0]]
+    families = [s.name for s in loaded.sides[1]]
+    print(f"real sources: {real}; AI families: {families}", flush=True)
+    from synthgap.data.sets import concat
+
+    real_test = concat([loaded.sets[n, "test"] for n in real], "real[test]", "real")
+    rows, last = [], None
+    for recipe in args.recipes.split(","):
+        cfg = from_dict(DetectorConfig, RECIPES[recipe])
+        folds = (["all"] if "all" in args.folds else []) + (families if "lofo" in args.folds else [])
+        for fold in folds:
+            chosen = families if fold == "all" else [f for f in families if f != fold]
+            folder = out / recipe / ("all" if fold == "all" else f"without-{fold}")
+            meta, pmeta, wall, peak = train_pair(
+                loaded, chosen, cfg, folder, robustness=args.robustness and fold == "all"
+            )
+            probes = meta.get("probes", {})
+            row = {
+                "recipe": recipe,
+                "fold": fold,
+                "test_auc": meta["metrics"]["auc"],
+                "test_accuracy": meta["metrics"]["accuracy"],
+                "probe_test_auc": pmeta["metrics"]["auc"],
+                "metadata_files": (probes.get("metadata") or {}).get("balanced_accuracy"),
+                "metadata_seen": (probes.get("metadata") or {}).get("seen_balanced_accuracy"),
+                "train_minutes": None if wall is None else wall / 60,
+                "peak_mb": peak,
+                "per_source": meta.get("per_source"),
+            }
+            if fold != "all":
+                from synthgap.detect.model import load_bundle
+
+                family = concat([loaded.sets[fold, "train"], loaded.sets[fold, "test"]], fold, "synthetic")
+                row["heldout"] = held_out_figures(load_bundle(folder / "detector"), real_test, family)
+                row["probe_heldout"] = held_out_figures(load_bundle(folder / "content-probe"), real_test, family, True)
+            rows.append(row)
+            last = folder / "detector" if fold == "all" else last
+            print(json.dumps(row, default=float), flush=True)
+    (out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    print(
+        "\n| recipe | fold | test acc | test AUC | content probe AUC | metadata (files / seen) | held-out AUC | probe held-out AUC | decided | acc on decided | train min | peak MB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        h, ph = r.get("heldout") or {}, r.get("probe_heldout") or {}
+
+        def f(x, pct=False):
+            return "-" if x is None else (f"{100 * x:.1f}%" if pct else f"{x:.3f}")
+
+        def minutes(x):
+            return "-" if x is None else f"{x:.1f}"
+
+        print(
+            f"| {r['recipe']} | {r['fold']} | {f(r['test_accuracy'], True)} | {f(r['test_auc'])} | {f(r['probe_test_auc'])} "
+            f"| {f(r['metadata_files'])} / {f(r['metadata_seen'])} | {f(h.get('auc'))} | {f(ph.get('auc'))} "
+            f"| {f(h.get('decided'), True)} | {f(h.get('accuracy_decided'), True)} "
+            f"| {minutes(r['train_minutes'])} | {'-' if r['peak_mb'] is None else round(r['peak_mb'])} |"
+        )
+    print("\nPer source, in-distribution test split (detector):")
+    for r in rows:
+        if r["fold"] == "all":
+            for s in r["per_source"] or []:
+                print(
+                    f"  {r['recipe']}: {s['source']} ({s['side']}, n={s['n']}): accuracy {100 * s['accuracy']:.1f}%"
+                    + (f", AUC {s['auc']:.3f}" if "auc" in s else "")
+                )
+    if last:
+        print(latency(last, out))
+
+
+if __name__ == "__main__":
+    main()
