@@ -509,7 +509,7 @@ class AutoencoderTrainer:
             return
         views = _views(files, cfg.window)
         if native_bytes(files) <= cfg.in_memory_mb * 2**20:  # else each batch decodes its files (threads)
-            views.images = load_native(files, views.chain, progress=progress, train=True)
+            views.images = load_native(files, views.chain, progress=progress)
         pool = ThreadPoolExecutor(2) if views.images is None else None
         bar = progress_bar(
             total=cfg.steps, initial=self.state.step, desc="training autoencoder", unit="step", enabled=progress
