@@ -916,7 +916,7 @@ def autoencoder_train(real, out, steps, resume, root, config_file, overrides) ->
     continues. Writes the model (save_pretrained: config.json, diffusion_pytorch_model.safetensors),
     autoencoder.json (config, data hashes, versions, held-out PSNR and the blur check), training.yaml,
     loss.csv and checkpoint.pt to --out. Example:
-      synthgap autoencoder train --real ../shared/data/photos/real --out runs/ae-photos
+      synthgap autoencoder train --real DATA/photos/real --out runs/ae-photos
     """
     from synthgap.config import load_config
     from synthgap.detect.autoencoder import AutoencoderConfig, read_record, train_autoencoder
@@ -974,8 +974,8 @@ def autoencoder_reconstruct(model, real, out, subfolder, revision, latent, confi
     its reconstruction on the same side; each PNG carries the AI-generated mark (XMP) and its record.
     A re-run skips finished files; reconstructions.json records the autoencoder (path or hub id and
     commit), its hashes, the count and each source's sha256. Example:
-      synthgap autoencoder reconstruct --model runs/ae-photos --real ../shared/data/photos/real --out runs/recon
-      synthgap detector train --real ../shared/data/photos/real --synthetic recon=runs/recon --out runs/det
+      synthgap autoencoder reconstruct --model runs/ae-photos --real DATA/photos/real --out runs/recon
+      synthgap detector train --real DATA/photos/real --synthetic recon=runs/recon --out runs/det
     """
     from synthgap.config import load_config
     from synthgap.detect.autoencoder import ReconstructConfig, reconstruct_folder
