@@ -594,23 +594,10 @@ def _echo_audit(audit) -> None:
 def _detector_setup(
     real, synthetic, data_root_dir, backbone, no_pretrained, normalize_format, quick, root, config_file, overrides
 ):
-    from synthgap.detect.data import load_detector_data
+    from synthgap.detect.data import detector_data
 
     cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
-    data = load_detector_data(
-        real=real,
-        synthetic=synthetic,
-        data=data_root_dir,
-        classes=cfg.classes,
-        size=cfg.image_size,
-        root=root,
-        val_fraction=cfg.val_fraction,
-        train_size=cfg.train_size,
-        test_size=cfg.test_size,
-        seed=cfg.seed,
-        normalize_format=cfg.normalize_quality if cfg.normalize_format else None,
-        dedupe=cfg.dedupe,
-    )
+    data = detector_data(cfg, real=real, synthetic=synthetic, data=data_root_dir, root=root)
     click.echo(
         f"data: train {len(data.train)}, val {len(data.val)}, test {len(data.test)} images "
         f"({', '.join(data.specs['real'])} vs {', '.join(data.specs['synthetic'])})"

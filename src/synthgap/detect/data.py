@@ -437,3 +437,22 @@ def load_detector_data(
         seed=seed,
         normalize_format=normalize_format,
     )
+
+
+def detector_data(cfg, *, real=None, synthetic=None, data: str | None = None, root=None, progress: bool = True):
+    """load_detector_data with the sizes, caps, seed, format normalisation and dedupe of a DetectorConfig."""
+    return load_detector_data(
+        real=real,
+        synthetic=synthetic,
+        data=data,
+        classes=cfg.classes,
+        size=cfg.image_size,
+        root=root,
+        val_fraction=cfg.val_fraction,
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+        normalize_format=cfg.normalize_quality if cfg.normalize_format else None,
+        dedupe=cfg.dedupe,
+        progress=progress,
+    )

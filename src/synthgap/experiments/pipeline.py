@@ -174,7 +174,7 @@ def run_pipeline_photo_detector(cfg: PipelineConfig, out: Path, *, progress: boo
     an interrupted run resumes its stages."""
     import json
 
-    from synthgap.detect.data import load_detector_data
+    from synthgap.detect.data import detector_data
     from synthgap.detect.train import run_detector, run_folder
 
     specs = photo_specs(cfg)
@@ -201,20 +201,7 @@ def run_pipeline_photo_detector(cfg: PipelineConfig, out: Path, *, progress: boo
         ", ".join(synthetic),
         out,
     )
-    data = load_detector_data(
-        real=real,
-        synthetic=synthetic,
-        classes=det.classes,
-        size=det.image_size,
-        root=cfg.root,
-        val_fraction=det.val_fraction,
-        train_size=det.train_size,
-        test_size=det.test_size,
-        seed=det.seed,
-        normalize_format=det.normalize_quality if det.normalize_format else None,
-        dedupe=det.dedupe,
-        progress=progress,
-    )
+    data = detector_data(det, real=real, synthetic=synthetic, root=cfg.root, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_json(record, asked)
     meta = run_detector(data, det, out, resume=True, progress=progress)
