@@ -76,9 +76,29 @@ def test_every_setting_the_container_files_give_is_one_the_code_reads(compose, d
     # The container's settings load as they stand (unknown SYNTHGAP_SERVE_* names are an error there)
     cfg = ServeConfig.load(serve)
     assert cfg.host == "0.0.0.0" and cfg.port == int(re.search(r"EXPOSE (\d+)", dockerfile).group(1))
-    assert compose["services"]["synthgap"]["ports"][0].endswith(f':{cfg.port}"') or _defaults(
-        compose["services"]["synthgap"]["ports"][0]
-    ).endswith(f":{cfg.port}")
+    assert compose["services"]["synthgap"]["expose"] == [str(cfg.port)]
+
+
+def test_the_app_is_reached_only_through_nginx_with_deadlines_and_the_body_limit(compose):
+    """compose publishes nginx's port, never the app's; nginx's conf points at the app's port, reads requests
+    with header and body deadlines, and refuses bodies the app would refuse anyway."""
+    services = compose["services"]
+    assert "ports" not in services["synthgap"]
+    proxy = services["proxy"]
+    assert proxy["depends_on"] == ["synthgap"] and "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    listen = re.search(r"listen\s+(\d+);", conf).group(1)
+    assert _defaults(proxy["ports"][0]).endswith(f":{listen}")
+    port = ServeConfig.load(
+        {k: v for k, v in dockerfile_env((ROOT / "Dockerfile").read_text()).items() if k.startswith("SYNTHGAP_SERVE_")}
+        | {"SYNTHGAP_SERVE_ALLOW_EMPTY": "true"}
+    ).port
+    assert re.search(rf"server\s+synthgap:{port};", conf)
+    for directive in ("client_header_timeout", "client_body_timeout"):
+        assert int(re.search(rf"{directive}\s+(\d+)s;", conf).group(1)) <= 30, directive
+    limit_mb = int(re.search(r"client_max_body_size\s+(\d+)m;", conf).group(1))
+    app_limit = ServeConfig().max_upload_bytes
+    assert app_limit <= limit_mb * 2**20 <= 2 * app_limit  # room for multipart/base64 wrapping, no more
 
 
 def test_on_an_empty_models_volume_the_app_starts_and_says_what_to_run(compose, dockerfile, tmp_path, caplog):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import shutil
 import socket
@@ -371,7 +372,12 @@ IMAGE_ERRORS = [
     ("json base64 of junk", dict(json={"image": base64.b64encode(b"junk").decode()}), 400, "not an image"),
     ("json unknown field", dict(json={"image": "", "file": 1}), 400, "unknown field(s) 'file'"),
     ("json model not text", dict(json={"image": "", "model": 3}), 400, "field 'model' must be text"),
-    ("malformed json", dict(raw=b'{"image": ', content_type="application/json"), 400, ""),
+    (
+        "malformed json",
+        dict(raw=b'{"image": ', content_type="application/json"),
+        400,
+        "not valid JSON: Expecting value",
+    ),
     ("deep json", dict(raw=b"[" * 100_000 + b"]" * 100_000, content_type="application/json"), 400, ""),
     ("plain text", dict(raw=b"hello", content_type="text/plain"), 415, "multipart/form-data"),
     ("no content type", dict(raw=b""), 415, "multipart/form-data"),
@@ -434,6 +440,82 @@ def test_generate_form_values_are_checked_too(client):
     assert r.status_code == 400 and "field 'steps' must be a whole number" in r.json["error"]
     r = client.post("/api/generate", data=b"prompt", content_type="text/plain")
     assert r.status_code == 415
+
+
+def _image_json(**extra) -> str:
+    return json.dumps({"image": base64.b64encode(png_bytes()).decode(), **extra})
+
+
+LONE_SURROGATES = [  # (url, JSON body, what the message shows): JSON's \udfff escape, or its raw UTF-8 bytes
+    ("/api/generate", '{"class": "\\udfff"}', "unknown class '\\udfff'"),
+    ("/api/generate", b'{"class": "\xed\xbf\xbf"}', "unknown class '\\udfff'"),
+    ("/api/generate", '{"prompt": "a cat", "model": "\\udfff"}', "unknown generator '\\udfff'"),
+    ("/api/generate", '{"prompt": "a cat", "\\udfff": 1}', "unknown field(s) '\\udfff'"),
+    ("/api/detect", _image_json(model="\udfff"), "unknown detector '\\udfff'"),
+    ("/api/classify", _image_json(model="\ud800x"), "unknown classifier '\\ud800x'"),
+    ("/", '{"class": "\\udfff"}', "unknown class &#39;\\udfff&#39;"),
+    ("/check", '{"image": "", "\\ud800": 1}', "unknown field(s) &#39;\\ud800&#39;"),
+]
+
+
+@pytest.mark.parametrize("url,body,message", LONE_SURROGATES)
+def test_a_lone_surrogate_is_echoed_escaped_in_a_4xx_and_logs_nothing(client, caplog, url, body, message):
+    r = client.post(url, data=body, content_type="application/json")
+    text = r.get_data().decode("utf-8")  # strict: the response is valid UTF-8
+    assert r.status_code == 400, text[:500]
+    if url.startswith("/api/"):
+        assert r.json == {"error": r.json["error"], "status": 400} and message in r.json["error"], r.json
+    else:
+        assert message in text, text[:3000]
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]  # no traceback with the input
+
+
+def _chunked(client, url, body: bytes, content_type: str):
+    """A POST as gunicorn passes a chunked one: no Content-Length, the input terminated by the server."""
+    return client.post(
+        url,
+        data=body,
+        content_type=content_type,
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize(
+    "content_type,body",
+    [
+        ("application/json", b'{"prompt": "' + b"x" * MAX_UPLOAD + b'"}'),
+        ("application/x-www-form-urlencoded", b"prompt=" + b"x" * MAX_UPLOAD),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="image"; filename="a"\r\n\r\n',
+        ),
+    ],
+    ids=["json", "urlencoded", "multipart"],
+)
+@pytest.mark.parametrize("url", ["/api/generate", "/api/detect"])
+def test_a_chunked_body_over_the_limit_is_413_as_one_with_a_content_length(client, url, content_type, body):
+    if content_type.startswith("multipart"):
+        body += png_bytes() + b"\x00" * MAX_UPLOAD + b"\r\n--b--\r\n"
+    with_length = client.post(url, data=body, content_type=content_type)
+    chunked = _chunked(client, url, body, content_type)
+    assert with_length.status_code == chunked.status_code == 413, chunked.json
+    assert chunked.json == with_length.json
+    assert chunked.json["error"] == f"the request is too large: at most {MAX_UPLOAD:,} bytes are accepted"
+    page = _chunked(client, "/" if "generate" in url else "/check", body, content_type)
+    assert page.status_code == 413 and f"at most {MAX_UPLOAD:,} bytes" in page.get_data(as_text=True)
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(client):
+    pad = MAX_UPLOAD - len(_image_json(model=""))  # exactly at the limit: still accepted
+    body = _image_json(model=" " * pad).encode()
+    assert len(body) == MAX_UPLOAD
+    r = _chunked(client, "/api/detect", body, "application/json")
+    assert r.status_code == 400 and "unknown detector" in r.json["error"]  # read and parsed, not refused
+    r = _chunked(client, "/api/detect", _image_json().encode(), "application/json")
+    assert r.status_code == 200 and 0 <= r.json["p_synthetic"] <= 1
+    r = _chunked(client, "/api/generate", json.dumps({"prompt": "a cat", "steps": 1}).encode(), "application/json")
+    assert r.status_code == 200 and r.json["prompt"] == "a cat"
 
 
 def test_unknown_routes_and_methods_are_json_under_api_and_pages_elsewhere(client):
@@ -500,6 +582,8 @@ def test_nothing_is_written_but_generated_images_and_uploads_only_when_asked(mod
     assert post_file(keeping.test_client(), "/check", png_bytes(31, fmt="JPEG")).status_code == 200
     assert list(cwd.iterdir()) == []
     kept = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert kept[0] == ".retention.lock"  # the workers' lock and running total (serve.retention)
+    kept = kept[1:]
     assert len(kept) == 2 and all(k.startswith("uploads/") for k in kept)
     assert (out / "uploads" / f"{__import__('hashlib').sha256(data).hexdigest()}.png").read_bytes() == data
 
@@ -762,6 +846,85 @@ def test_device_queues_of_two_workers_share_the_device_through_their_lock_file(t
     holder.join(10)
 
 
+def _until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one worker", "two workers sharing a lock file"])
+def test_device_queue_serves_jobs_in_arrival_order(tmp_path, workers):
+    # Job 0 holds the device while jobs 1-5 line up one after the other (alternating between the workers);
+    # then the thread of job 0 asks again at once, as job 6: it must not jump the line.
+    lock = str(tmp_path / "device.lock") if workers > 1 else None
+    queues = [DeviceQueue(capacity=10, timeout=10, lock_file=lock) for _ in range(workers)]
+    order, inside, release = [], threading.Event(), threading.Event()
+
+    def first():
+        with queues[0].turn():
+            order.append(0)
+            inside.set()
+            release.wait(10)
+        with queues[0].turn():
+            order.append(6)
+
+    def job(k):
+        with queues[k % workers].turn():
+            order.append(k)
+            time.sleep(0.01)
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert inside.wait(10)
+    for k in range(1, 6):
+        threads.append(threading.Thread(target=job, args=(k,)))
+        threads[-1].start()
+        _until(lambda k=k: sum(q.pending for q in queues) == k + 1)  # in line before the next one comes
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert order == list(range(7)) and all(q.pending == 0 for q in queues), order
+
+
+@pytest.mark.parametrize(
+    "seconds,names",
+    [([0.25], [""]), ([0.25, 0.25], ["", ""]), ([0.4, 0.05], ["slow model", "fast model"])],
+    ids=["one worker", "two workers sharing a lock file", "two servers with other models on the device"],
+)
+def test_retry_after_is_the_wait_of_every_job_in_line(tmp_path, seconds, names):
+    # A refused request is told how long the line (of every worker, each job at its model's pace) takes.
+    import math
+
+    lock = str(tmp_path / "device.lock") if len(names) > 1 else None
+    queues = [DeviceQueue(capacity=2, timeout=30, lock_file=lock, name=name) for name in names]
+
+    def job(k):
+        with queues[k].turn():
+            time.sleep(seconds[k])
+
+    for k in range(len(queues)):
+        job(k)  # one job of each measured
+    assert queues[0].expected_wait() == 0
+    # The refused worker holds 3 jobs (1 running, 2 waiting: its capacity); the other worker 2 more.
+    targets = [0, 0, 0] + [1, 1] * (len(queues) > 1)
+    threads = [threading.Thread(target=job, args=(k,)) for k in targets]
+    for n, t in enumerate(threads):
+        t.start()
+        _until(lambda n=n: sum(q.pending for q in queues) == n + 1)
+    with pytest.raises(QueueFull) as full:
+        with queues[0].turn():
+            pass
+    refused = time.monotonic()
+    for t in threads:
+        t.join(30)
+    measured = time.monotonic() - refused
+    assert measured > sum(seconds[k] for k in targets[1:])
+    assert abs(full.value.wait - measured) < 0.1 + 0.15 * measured, (full.value.wait, measured)
+    assert full.value.retry_after == max(1, math.ceil(full.value.wait)) and "busy" in str(full.value)
+    assert queues[0].expected_wait() == 0
+
+
 # ------------------------------------------------------------------ several detectors, one answer per image
 
 
@@ -933,6 +1096,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LIVE_LOGS: dict[str, Path] = {}  # a live server's address: its log (stdout and stderr)
+
+
 @pytest.fixture(scope="module")
 def live_server(pipeline_run, tmp_path_factory):
     """`synthgap serve RUN_DIR` (gunicorn) on a free loopback port, stopped after the module."""
@@ -952,6 +1118,7 @@ def live_server(pipeline_run, tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    LIVE_LOGS[base] = log
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -976,6 +1143,42 @@ def test_gunicorn_serves_the_api(live_server):
         assert r.status == 200 and 0 <= json.load(r)["p_synthetic"] <= 1
 
 
+def test_gunicorn_refuses_a_chunked_body_over_the_limit_and_echoes_a_surrogate_escaped(live_server):
+    import http.client
+    from urllib.parse import urlsplit
+
+    limit = ServeConfig().max_upload_bytes
+    url = urlsplit(live_server)
+
+    def post(body, chunked: bool):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        try:
+            if chunked:  # chunks of 64 KiB: http.client sends no Content-Length
+                chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+                conn.request("POST", "/api/generate", chunks, {"Content-Type": "application/json"}, encode_chunked=True)
+            elif len(body) > limit:  # refused on its Content-Length alone (the rest would meet a closed socket)
+                conn.putrequest("POST", "/api/generate")
+                conn.putheader("Content-Type", "application/json")
+                conn.putheader("Content-Length", str(len(body)))
+                conn.endheaders()
+            else:
+                conn.request("POST", "/api/generate", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            conn.close()
+
+    big = b'{"prompt": "' + b"x" * limit + b'"}'
+    refused = (413, {"error": f"the request is too large: at most {limit:,} bytes are accepted", "status": 413})
+    assert post(big, chunked=True) == post(big, chunked=False) == refused
+    status, body = post(b'{"prompt": "a cat", "steps": 1, "seed": 3}', chunked=True)
+    assert status == 200 and body["seed"] == 3
+    status, body = post(b'{"class": "\\udfff"}', chunked=False)
+    assert status == 400 and body["error"].startswith("unknown class '\\udfff'")
+    log = LIVE_LOGS[live_server].read_text()
+    assert "Traceback" not in log and "udfff" not in log, log[-3000:]
+
+
 def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
@@ -992,13 +1195,21 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
         try:
             page = browser.new_page()
             page.set_default_timeout(30_000)
-            page.goto(live_server + "/")
+            # The pages work under their content security policy: the browser refuses nothing.
+            refused = []
+            page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+            shots = Path(os.environ.get("SYNTHGAP_SCREENSHOTS", tmp_path))
+            shots.mkdir(parents=True, exist_ok=True)
+            response = page.goto(live_server + "/")
+            assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+            assert response.headers["x-content-type-options"] == "nosniff"
             page.fill("textarea[name=prompt]", "a small green frog on a leaf")
             page.fill("input[name=seed]", "11")
             page.click("button[type=submit]")
             page.wait_for_selector("#generated")
             assert page.eval_on_selector("#generated", "img => img.complete && img.naturalWidth > 0")
             assert "Probability that it is AI-generated" in page.content() and "seed 11" in page.content()
+            page.screenshot(path=str(shots / "generate.png"), full_page=True)
 
             page.goto(live_server + "/check")
             page.set_input_files("input[name=image]", str(photo))
@@ -1008,6 +1219,14 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
             assert page.eval_on_selector("img.preview", "img => img.naturalWidth > 0")
             assert page.inner_text(".provenance .prov") == "No provenance"
             assert "decided by the pixel detector" in page.inner_text(".answer")
+            # The classifier's bars (<meter>s: no inline style) are drawn, the longest first.
+            widths = page.eval_on_selector_all(
+                ".classifier meter",
+                "ms => ms.map(m => [m.getBoundingClientRect().width, m.value])",
+            )
+            assert len(widths) == 3 and all(w > 50 for w, _ in widths)
+            assert [v for _, v in widths] == sorted((v for _, v in widths), reverse=True)
+            page.screenshot(path=str(shots / "check.png"), full_page=True)
 
             # Drag & drop: a dropped file is checked at once.
             page.goto(live_server + "/check")
@@ -1032,10 +1251,14 @@ def test_browser_generates_an_image_and_checks_an_upload(live_server, tmp_path):
             line = page.inner_text(".answered-by")
             assert line.startswith("Answered by photo-detector (airnet, windows at native scale).")
             assert "content alone (32 px thumbnails): AUC 0.96" in line and "mean over 4 windows" in page.content()
-            shot = Path(os.environ.get("SYNTHGAP_SCREENSHOTS", tmp_path)) / "check-two-detectors.png"
-            shot.parent.mkdir(parents=True, exist_ok=True)
+            shot = shots / "check-two-detectors.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+            page.goto(live_server + "/models")
+            assert "What is kept" in page.inner_text("main")
+            page.screenshot(path=str(shots / "models.png"), full_page=True)
+            assert refused == []
         finally:
             browser.close()
 

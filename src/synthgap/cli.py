@@ -1147,6 +1147,42 @@ def detect(paths, bundles, trust_anchors, fetch_remote_manifests, as_json) -> No
     "--output", default=None, help="Folder for generated images (and kept uploads) [default: none, nothing is written]."
 )
 @click.option(
+    "--keep-uploads/--no-keep-uploads",
+    default=None,
+    help="Keep uploaded images in OUTPUT/uploads (needs --output) [default: no].",
+)
+@click.option(
+    "--keep-max-bytes",
+    type=int,
+    default=None,
+    help="Size cap of the kept files (generated images and uploads), the oldest removed first [default: 1 GiB].",
+)
+@click.option(
+    "--keep-max-files",
+    type=int,
+    default=None,
+    help="Most kept files, the oldest removed first; 0: no limit [default: 10000].",
+)
+@click.option(
+    "--keep-max-age-hours",
+    type=float,
+    default=None,
+    help="Kept files are removed after this many hours; 0: no limit [default: 168, a week].",
+)
+@click.option(
+    "--trusted-host",
+    "trusted_hosts",
+    multiple=True,
+    help="A Host name this server answers to (repeatable; .example.org: with its subdomains); any other gets 400 "
+    "[default: any].",
+)
+@click.option(
+    "--show-versions",
+    is_flag=True,
+    default=None,
+    help="Show the library versions the models were trained with on /models and /api/models [default: hidden].",
+)
+@click.option(
     "--debug", is_flag=True, default=None, help="Flask's development server with the debugger, instead of gunicorn."
 )
 def serve(**flags) -> None:

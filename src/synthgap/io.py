@@ -31,10 +31,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (`atomic_path`)."""
+def write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """Write `data` to `path` atomically (`atomic_path`); `mode` (e.g. 0o600): the file's permissions, set
+    before any byte is written (default: what any new file gets)."""
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        if mode is None:
+            tmp.write_bytes(data)
+        else:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as f:
+                os.fchmod(f.fileno(), mode)  # exactly `mode`, whatever the umask
+                f.write(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -85,12 +85,60 @@ def open_image(source: str | os.PathLike | bytes) -> Image.Image:
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
 
 
-def upright_rgb(im: Image.Image) -> Image.Image:
+def upright_rgb(im: Image.Image, min_side: int | None = None) -> Image.Image:
     """The one conversion of an opened file to what every model sees (files, data sets, uploads): its pixels
     loaded (the first frame: a phone's MPO keeps its main photo there, a GIF its first), turned upright by
-    its EXIF orientation, in 8-bit RGB (to_rgb)."""
+    its EXIF orientation, in 8-bit RGB (to_rgb).
+
+    min_side: what the caller needs of the shorter side (a thumbnail model's input, with room to spare); the
+    image is then decoded no larger than it must be: a JPEG at libjpeg's nearest DCT scale (1/2, 1/4, 1/8)
+    that keeps min_side (`decoded_size` says which, before any pixel is decoded), any other format reduced by
+    a whole factor right after decoding, before any mode conversion or orientation copy. A 40-megapixel
+    photo then costs a thumbnail model about 1/64 of its memory."""
+    if min_side:
+        im.draft(None, decoded_size(im, min_side))  # a no-op for every format but JPEG
     im.load()
+    if min_side and (factor := min(im.size) // min_side) >= 2:
+        if im.mode == "1":  # modes Image.reduce does not take: 1 as L (a byte a pixel), P and I;16 as RGB
+            im = im.convert("L")
+        elif im.mode == "P" or im.mode.startswith("I;16"):
+            im = to_rgb(im)
+        im = im.reduce(factor)
     return to_rgb(ImageOps.exif_transpose(im))
+
+
+def decoded_size(im: Image.Image, min_side: int | None) -> tuple[int, int]:
+    """The size `upright_rgb(im, min_side)` decodes an opened image at (before any whole-factor reduce): what
+    its pixels cost in memory. A JPEG's DCT scaling keeps the shorter side at least min_side."""
+    w, h = im.size
+    if not min_side or im.format not in ("JPEG", "MPO") or min(w, h) < 2 * min_side:
+        return w, h
+    scale = 1 << min(3, (min(w, h) // min_side).bit_length() - 1)  # 1, 2, 4 or 8
+    return -(-w // scale), -(-h // scale)
+
+
+ARITHMETIC_SOF = (b"\xff\xc9", b"\xff\xca", b"\xff\xcb")
+
+
+def short_jpeg(im: Image.Image, data: bytes, nbytes: int | None = None) -> str | None:
+    """Why a JPEG cannot hold the pixels its header claims, or None. `data`: the file's bytes (or at least its
+    header), `nbytes` its size if `data` is only the start. Every 8x8 block of a Huffman-coded JPEG (baseline
+    or progressive) costs at least one bit, so a file of fewer bytes than its luminance blocks / 8 ends early:
+    libjpeg would fill in the rest, and a 4 KB file could claim a 40-megapixel decode. (Arithmetic-coded
+    JPEGs, which can go below a bit a block, are not judged.)"""
+    if im.format not in ("JPEG", "MPO"):
+        return None
+    header = data[: data.find(b"\xff\xda")]  # up to the first scan
+    if any(sof in header for sof in ARITHMETIC_SOF):
+        return None
+    nbytes = len(data) if nbytes is None else nbytes
+    w, h = im.size
+    least = -(-w // 8) * -(-h // 8) // 8
+    if nbytes < least:
+        return (
+            f"truncated: {nbytes:,} bytes cannot hold the {w}x{h} pixels its header claims (at least {least:,} bytes)"
+        )
+    return None
 
 
 def pixel_hash(rgb: np.ndarray) -> int:
@@ -126,6 +174,8 @@ def decode_native(path: str | os.PathLike | bytes) -> tuple[Image.Image | None, 
                 )
             if min(w, h) < MIN_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
                 return None, f"unusable dimensions {w}x{h} (want sides >= {MIN_SIDE} and aspect <= {MAX_ASPECT:g})"
+            if im.format in ("JPEG", "MPO") and (why := short_jpeg(im, *_head(path))):
+                return None, why
             return upright_rgb(im), None
     except UnidentifiedImageError:
         return None, f"not an image PIL can read in a supported format ({', '.join(FORMATS)})"
@@ -133,6 +183,14 @@ def decode_native(path: str | os.PathLike | bytes) -> tuple[Image.Image | None, 
         return None, f"decompression bomb: {e}"
     except (OSError, ValueError, SyntaxError) as e:
         return None, f"corrupt or truncated: {e}"
+
+
+def _head(path: str | os.PathLike | bytes, n: int = 65536) -> tuple[bytes, int]:
+    """The first n bytes of a file (or bytes) and its size."""
+    if isinstance(path, bytes):
+        return path[:n], len(path)
+    with open(path, "rb") as f:
+        return f.read(n), os.fstat(f.fileno()).st_size
 
 
 def _decode(path, size: int) -> tuple[np.ndarray | None, int | None, str | None]:

@@ -112,14 +112,19 @@ class InputChain:
         (resize: the thumbnail, format-normalised by DetectorBundle.predict as the loaded sets are.)"""
         if not self.crop:
             return _tensor(resize_square(im, self.image_size))[None]
-        return self.grid_views(_tensor(self.native(im)))
+        im, c = self.native(im), self.crop_size  # windows cut from the image itself: no copy of the whole of it
+        return self._normalized(
+            torch.stack([_tensor(im.crop((left, t, left + c, t + c))) for t, left in self.grid(im.height, im.width)])
+        )
 
     def grid_views(self, x: torch.Tensor) -> torch.Tensor:
         """The evaluation windows of a native 3 x H x W image (InputChain.native), stacked, each re-encoded at
         `normalize_format` (the windows, not the whole image: a 12-megapixel photo's JPEG round trip alone
         would take most of a second)."""
         c = self.crop_size
-        views = torch.stack([x[:, t : t + c, left : left + c] for t, left in self.grid(*x.shape[-2:])])
+        return self._normalized(torch.stack([x[:, t : t + c, left : left + c] for t, left in self.grid(*x.shape[-2:])]))
+
+    def _normalized(self, views: torch.Tensor) -> torch.Tensor:
         if self.normalize_format:
             from synthgap.train.robust import jpeg
 

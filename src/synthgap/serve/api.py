@@ -26,12 +26,14 @@ def _judge_upload(kind: str):
     """The uploaded image through the `kind` model ('classifier' or 'detector'), as JSON."""
     models = get_models()
     models.require(kind)
-    upload = read_upload(request, models.cfg.max_pixels)
+    upload = read_upload(request, models.cfg.max_pixels, models.decode_side)
     models.require(kind, upload.model)
-    models.keep_upload(upload.data, upload.format)
-    if kind == "classifier":
-        return jsonify({**models.classify(upload.image), "provenance": models.provenance(upload.data)})
-    return jsonify(models.detect(upload.image, upload.data, upload.model))
+    with models.admission.hold(upload.pixels):  # decoded and judged within the worker's pixel budget
+        image = upload.decode()
+        models.keep_upload(upload.data, upload.format)
+        if kind == "classifier":
+            return jsonify({**models.classify(image), "provenance": models.provenance(upload.data)})
+        return jsonify(models.detect(image, upload.data, upload.model))
 
 
 @bp.post("/api/classify")

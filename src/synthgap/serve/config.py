@@ -25,6 +25,11 @@ class ServeConfig:
     generator: str | None = None  # a diffusers text-to-image id or folder, or synthgap-tiny
     host: str = "127.0.0.1"
     port: int = 8000
+    # The Host headers this server answers to (Flask's TRUSTED_HOSTS): a list or one string, comma-separated
+    # ("example.org", ".example.org" with its subdomains, "localhost:8000"); any other gets 400. None: any
+    # host. Either way no redirect's Location names a host but one of these (none: it is a path).
+    trusted_hosts: list[str] | None = None
+    show_versions: bool = False  # /models and /api/models show the library versions a model was trained with
     workers: int = 1  # gunicorn worker processes; each loads the models once
     threads: int = 16  # request threads per worker: concurrent requests meet in the micro-batcher
     debug: bool = False  # Flask's development server instead of gunicorn
@@ -32,8 +37,24 @@ class ServeConfig:
     torch_threads: int = 0  # CPU threads per worker for the models; 0: cores / workers
     output: str | None = None  # generated images (and kept uploads) are written here; None: nothing is written
     keep_uploads: bool = False  # keep uploaded images in OUTPUT/uploads
+    # Kept files (OUTPUT/generated and OUTPUT/uploads together, synthgap.serve.retention): a size cap, and
+    # a count and an age limit (0: none); the oldest are removed first.
+    keep_max_bytes: int = 2**30
+    keep_max_files: int = 10_000
+    keep_max_age_hours: float = 168.0
     max_upload_bytes: int = 10 * 2**20  # a larger request body is refused with 413
     max_pixels: int = 40_000_000  # a larger image (by its header) is refused as a decompression bomb
+    # Admission (serve.admission): pixels a worker decodes and judges at once; a request beyond waits up to
+    # admission_wait seconds in arrival order, then gets 503 with Retry-After. Memory: docs/web_app.md#sizing.
+    pixel_budget: int = 50_000_000
+    admission_wait: float = 10.0
+    # A request's headers and body must arrive within read_timeout seconds; until they have, the connection
+    # waits in the worker's event loop, not on a request thread (serve.worker), so slow clients hold no thread.
+    read_timeout: float = 30.0
+    # A worker is replaced after max_requests requests (+ up to max_requests_jitter, so workers do not all
+    # restart at once): the memory a burst of large images left behind is given back. 0: never.
+    max_requests: int = 2000
+    max_requests_jitter: int = 200
     max_prompt_chars: int = 500
     max_steps: int = 50
     generate_queue: int = 4  # generation requests that may wait for the device; one more gets 429
@@ -63,6 +84,11 @@ class ServeConfig:
             ("torch_threads", 0),
             ("max_upload_bytes", 1),
             ("max_pixels", 1),
+            ("pixel_budget", 1),
+            ("admission_wait", 0),
+            ("read_timeout", 1),
+            ("max_requests", 0),
+            ("max_requests_jitter", 0),
             ("max_prompt_chars", 1),
             ("max_steps", 1),
             ("generate_queue", 0),
@@ -71,6 +97,9 @@ class ServeConfig:
             ("batch_wait_ms", 0),
             ("unsure_band", 0),
             ("sign_min_side", 0),
+            ("keep_max_bytes", 1),
+            ("keep_max_files", 0),
+            ("keep_max_age_hours", 0),
         ):
             if getattr(self, name) < least:
                 raise SynthgapError(f"serve setting '{name}': expected at least {least}, got {getattr(self, name)}")
@@ -78,6 +107,14 @@ class ServeConfig:
             raise SynthgapError(f"serve setting 'port': expected at most 65535, got {self.port}")
         if self.unsure_band >= 0.5:
             raise SynthgapError(f"serve setting 'unsure_band': expected less than 0.5, got {self.unsure_band}")
+        if isinstance(self.trusted_hosts, str):
+            self.trusted_hosts = [h.strip() for h in self.trusted_hosts.split(",") if h.strip()]
+        if self.trusted_hosts is not None:
+            if not self.trusted_hosts:
+                raise SynthgapError("serve setting 'trusted_hosts': expected at least one host name (or none: any)")
+            for h in self.trusted_hosts:
+                if not h or any(c in h for c in "/\\@ \t") or h.strip(".:") == "":
+                    raise SynthgapError(f"serve setting 'trusted_hosts': not a host name: {h!r}")
         if self.keep_uploads and not self.output:
             raise SynthgapError("serve setting 'keep_uploads' needs 'output' (the folder to keep them in)")
         if self.trust_anchors and not Path(self.trust_anchors).is_file():

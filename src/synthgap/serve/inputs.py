@@ -18,8 +18,9 @@ from typing import Any
 from flask import Request
 from PIL import Image, UnidentifiedImageError
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.wsgi import LimitedStream
 
-from synthgap.data.images import open_image, upright_rgb
+from synthgap.data.images import decoded_size, open_image, short_jpeg, upright_rgb
 
 SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": "PNG",
@@ -61,10 +62,21 @@ MAX_GUIDANCE = 30.0
 
 @dataclass
 class Upload:
-    image: Image.Image  # RGB, EXIF orientation applied
+    opened: Image.Image  # its header read and checked, no pixel decoded yet (`decode`)
     data: bytes  # the bytes as sent
     format: str  # PIL's name: PNG, JPEG, ...
     model: str | None  # the model the client expects, if it named one
+    min_side: int | None = None  # what the models need of the shorter side (None: every pixel)
+
+    @property
+    def pixels(self) -> int:
+        """How many pixels `decode` will hold in memory: what admission counts."""
+        w, h = decoded_size(self.opened, self.min_side)
+        return w * h
+
+    def decode(self) -> Image.Image:
+        """RGB, EXIF orientation applied, no larger than the models need; a 400 if the pixels are corrupt."""
+        return decode_pixels(self.opened, self.min_side)
 
 
 def _format_from_signature(data: bytes) -> str | None:
@@ -73,8 +85,9 @@ def _format_from_signature(data: bytes) -> str | None:
     return next((fmt for sig, fmt in SIGNATURES.items() if data.startswith(sig)), None)
 
 
-def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
-    """An RGB image and its format from uploaded bytes, or a 400 saying what is wrong with them."""
+def open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """The uploaded image with its header read and checked (format, pixel count, mode, a JPEG too short for
+    what it claims), no pixel decoded; or a 400 saying what is wrong with the bytes."""
     supported = "PNG, JPEG, WebP, BMP, GIF or TIFF"
     if not data:
         raise BadRequest("the image is empty (0 bytes)")
@@ -99,22 +112,63 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
         )
     if im.mode not in MODES:
         raise BadRequest(f"unsupported pixel mode '{im.mode}' ({im.format}); send an RGB, RGBA or grayscale image")
-    try:  # the files' own conversion (data.images.upright_rgb): an upload is seen as the same file on disk would be
-        return upright_rgb(im), str(im.format)
+    if why := short_jpeg(im, data):
+        raise BadRequest(f"corrupt JPEG image: {why}")
+    return im
+
+
+def decode_pixels(im: Image.Image, min_side: int | None = None) -> Image.Image:
+    """An opened upload's pixels through the files' own conversion (data.images.upright_rgb: an upload is seen
+    as the same file on disk would be), no larger than min_side needs; a 400 if they are corrupt."""
+    try:
+        return upright_rgb(im, min_side)
     except Image.DecompressionBombError as e:
         raise BadRequest(f"decompression bomb refused: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError) as e:
         raise BadRequest(f"corrupt or truncated {im.format} image: {e}") from None
 
 
+def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> tuple[Image.Image, str]:
+    """An RGB image and its format from uploaded bytes (open_upload, then decode_pixels), or a 400."""
+    im = open_upload(data, max_pixels)
+    return decode_pixels(im, min_side), str(im.format)
+
+
+def safe_text(text: Any, limit: int | None = None) -> str:
+    """Text a client sent, fit to echo in any response: what UTF-8 cannot encode (a lone surrogate, which
+    JSON's \\udXXX escapes can carry) as a backslash escape, at most `limit` characters of it."""
+    text = str(text)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _body_goes_on(request: Request) -> bool:
+    """Whether a body without a Content-Length (chunked) holds more than werkzeug read: it stops at
+    MAX_CONTENT_LENGTH without a word (LimitedStream's readall), so one more byte is asked of the server."""
+    stream = request.stream  # after get_data: the LimitedStream werkzeug (or its form parser) read
+    if request.content_length is not None or not isinstance(stream, LimitedStream) or not stream.is_exhausted:
+        return False
+    try:
+        return bool(request.input_stream.read(1))
+    except (OSError, ValueError):  # the client went away
+        return False
+
+
 def _read_body(request: Request) -> None:
-    """Read (and cache) the body up front; werkzeug refuses one over MAX_CONTENT_LENGTH: say the limit."""
+    """Read (and cache) the body up front; one over MAX_CONTENT_LENGTH is a 413 saying the limit, whether
+    its Content-Length says so (werkzeug refuses it before reading) or a chunked body runs past it."""
+    limit = request.max_content_length
+    too_large = f"the request is too large: at most {limit:,} bytes are accepted" if limit is not None else None
     try:
         request.get_data(parse_form_data=True)
+        if limit is not None and _body_goes_on(request):
+            raise RequestEntityTooLarge
     except RequestEntityTooLarge:
-        raise RequestEntityTooLarge(
-            f"the request is too large: at most {request.max_content_length:,} bytes are accepted"
-        ) from None
+        # No form then: a page showing the form back must not read the body again (and fail again).
+        empty = request.parameter_storage_class()
+        request.__dict__.update(form=empty, files=empty)
+        raise RequestEntityTooLarge(too_large) from None
 
 
 def _json_object(request: Request) -> dict:
@@ -122,6 +176,11 @@ def _json_object(request: Request) -> dict:
         body = request.get_json(silent=False)
     except RecursionError:  # json.loads on very deep nesting; not a ValueError, so Flask lets it through
         raise BadRequest("the JSON body is nested too deeply") from None
+    except BadRequest as e:  # Flask's message outside debug mode is "Bad Request" alone: say what is wrong
+        why = e.__cause__.__context__ if e.__cause__ is not None else None  # json.loads' ValueError
+        raise BadRequest(
+            f"the body is not valid JSON: {safe_text(why, 200)}" if why else "the body is not valid JSON"
+        ) from None
     if not isinstance(body, dict):
         raise BadRequest(f"the JSON body must be an object, got {type(body).__name__}")
     return body
@@ -130,8 +189,11 @@ def _json_object(request: Request) -> dict:
 def _check_fields(got: set, allowed: set[str], what: str) -> None:
     unknown = sorted(got - allowed, key=str)  # a malformed multipart part has the name None
     if unknown:
+        # repr: quoted, with what cannot be printed (a lone surrogate too) escaped; long names cut short
+        names = ", ".join(repr(u[:40] + "..." if isinstance(u, str) and len(u) > 40 else u) for u in unknown[:5])
         raise BadRequest(
-            f"unknown field(s) {', '.join(repr(u) for u in unknown)} in {what}; expected: {', '.join(sorted(allowed))}"
+            f"unknown field(s) {names}{' and more' if len(unknown) > 5 else ''} in {what}; "
+            f"expected: {', '.join(sorted(allowed))}"
         )
 
 
@@ -143,8 +205,9 @@ def _model_field(value: Any) -> str | None:
     return value
 
 
-def read_upload(request: Request, max_pixels: int) -> Upload:
-    """The image of a classify/detect request: multipart file field 'image', or JSON with base64 'image'."""
+def read_upload(request: Request, max_pixels: int, min_side: int | None = None) -> Upload:
+    """The image of a classify/detect request (multipart file field 'image', or JSON with base64 'image'),
+    its header checked; its pixels are decoded by `Upload.decode`, once admitted (Models.admission)."""
     _read_body(request)
     if request.mimetype == "multipart/form-data":
         _check_fields(set(request.files) | set(request.form), IMAGE_FIELDS, "the form")
@@ -170,8 +233,8 @@ def read_upload(request: Request, max_pixels: int) -> Upload:
         model = _model_field(body.get("model"))
     else:
         raise UnsupportedMediaType(f"content type '{request.mimetype or 'none'}' not accepted: {HOW_TO_SEND}")
-    image, fmt = decode_image(data, max_pixels)
-    return Upload(image, data, fmt, model)
+    im = open_upload(data, max_pixels)
+    return Upload(im, data, str(im.format), model, min_side)
 
 
 @dataclass

@@ -24,15 +24,17 @@ from PIL import Image
 from werkzeug.exceptions import BadRequest, NotFound
 
 from synthgap import SynthgapError
-from synthgap.io import write_bytes
 from synthgap.provenance import combine, read_provenance
 from synthgap.serve.batching import DeviceQueue, MicroBatcher
 from synthgap.serve.config import ServeConfig
 from synthgap.serve.inputs import GenerateRequest
+from synthgap.serve.retention import Retention
 from synthgap.train.classifier import Classifier, load_classifier  # noqa: F401 (Classifier: part of this API)
 
 log = logging.getLogger("synthgap")
 TINY_MODEL = "synthgap-tiny"
+PREVIEW_SIDE = 256  # the Check page's preview of an upload
+DECODE_MARGIN = 8  # an upload is decoded with its shorter side at least 8x the largest thumbnail a model reads
 
 
 def public_name(spec: str | None) -> str | None:
@@ -164,8 +166,9 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
 def png_data_uri(image: Image.Image, max_side: int | None = None) -> str:
     """An image as a data: URI (the UI shows uploads and results without writing files)."""
     if max_side and max(image.size) > max_side:
-        image = image.copy()
-        image.thumbnail((max_side, max_side))
+        from PIL import ImageOps
+
+        image = ImageOps.contain(image, (max_side, max_side))  # resized straight from the original: no copy of it
     buf = io.BytesIO()
     image.save(buf, "PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -202,7 +205,11 @@ class Models:
         # One lock file per device, shared by every worker (and every synthgap server) of this user.
         lock_file = os.path.join(tempfile.gettempdir(), f"synthgap-generate-{os.getuid()}-{device}.lock")
         self.generator = (
-            load_generator(cfg.generator, cfg.device, DeviceQueue(cfg.generate_queue, cfg.generate_timeout, lock_file))
+            load_generator(
+                cfg.generator,
+                cfg.device,
+                DeviceQueue(cfg.generate_queue, cfg.generate_timeout, lock_file, name=cfg.generator),
+            )
             if cfg.generator
             else None
         )
@@ -216,6 +223,10 @@ class Models:
             for m in (self.detectors.members if self.detectors else [])
         ]
         self._detect = self._detects[0] if self._detects else None
+        from synthgap.serve.admission import PixelBudget
+
+        self.admission = PixelBudget(cfg.pixel_budget, cfg.admission_wait)
+        self.decode_side = self._decode_side()
         from synthgap.provenance import ProvenanceOptions
 
         self.provenance_options = ProvenanceOptions(cfg.trust_anchors, cfg.fetch_remote_manifests)
@@ -224,12 +235,30 @@ class Models:
             from synthgap.provenance.mark import ManifestSigner
 
             self.signer = ManifestSigner(cfg.signing())
+        # What is written (generated images; uploads, when asked) under a size cap and count and age limits.
+        self.writes = [w for w, on in (("generated images", self.generator), ("uploads", cfg.keep_uploads)) if on]
+        self.retention = (
+            Retention(self.output, cfg.keep_max_bytes, cfg.keep_max_files, cfg.keep_max_age_hours)
+            if self.output and self.writes
+            else None
+        )
         if not (self.classifier or self.detector or self.generator):
             log.warning(
                 "serving no models%s; make them with: %s",
                 f" ({cfg.run} holds none yet)" if cfg.run else "",
                 "; ".join(cfg.setup_hint.splitlines()),
             )
+
+    def _decode_side(self) -> int | None:
+        """What the models need of an upload's shorter side (upright_rgb's min_side): None (every pixel) when a
+        detector reads windows at native scale; else room for the largest thumbnail, DECODE_MARGIN times over,
+        so the thumbnail is a downscale of a downscale no coarser than that (tests/test_serve.py measures the
+        difference to a whole decode)."""
+        bundles = [m.bundle for m in self.detectors.members] if self.detectors else []
+        if any(b.chain.crop for b in bundles):
+            return None
+        sizes = [b.image_size for b in bundles] + ([self.classifier.image_size] if self.classifier else [])
+        return max(PREVIEW_SIDE, DECODE_MARGIN * max(sizes, default=0))
 
     # -------------------------------------------------------------- names
 
@@ -360,9 +389,10 @@ class Models:
                 png, "png", {k: meta[k] for k in ("model", "seed", "prompt", "class") if meta[k] != ""}
             )
         saved = None
-        if self.output:
-            saved = f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png"
-            write_bytes(self.output / saved, png)
+        if self.retention:
+            saved = self.retention.keep(
+                f"generated/{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha256(png).hexdigest()[:12]}.png", png
+            )
         return {
             **meta,
             "class": req.cls,
@@ -376,11 +406,9 @@ class Models:
 
     def keep_upload(self, data: bytes, fmt: str) -> str | None:
         """Keep an uploaded file in OUTPUT/uploads under its hash, if configured; never under a client's name."""
-        if not (self.output and self.cfg.keep_uploads):
+        if not (self.retention and self.cfg.keep_uploads):
             return None
-        rel = f"uploads/{hashlib.sha256(data).hexdigest()}.{fmt.lower()}"
-        write_bytes(self.output / rel, data)
-        return rel
+        return self.retention.keep(f"uploads/{hashlib.sha256(data).hexdigest()}.{fmt.lower()}", data)
 
     # -------------------------------------------------------------- description
 
@@ -418,6 +446,21 @@ class Models:
                 "classes": g.classes,
                 "queue": {"pending": g.queue.pending, "capacity": self.cfg.generate_queue},
             }
+        if not self.cfg.show_versions:  # exact library versions tell a visitor which known flaws to try
+            for record in (out["classifier"], out["generator"], *out.get("detectors", [])):
+                if record:
+                    record.pop("versions", None)
+        out["retention"] = (
+            self.retention.describe(self.writes)
+            if self.retention
+            else {
+                "writes": [],
+                "max_bytes": None,
+                "max_files": None,
+                "max_age_hours": None,
+                "summary": "Nothing is written on the server: generated images and uploads are only sent back",
+            }
+        )
         return out
 
 

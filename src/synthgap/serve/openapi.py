@@ -318,8 +318,22 @@ SCHEMAS = {
     },
     "Models": {
         "type": "object",
-        "required": ["classifier", "detector", "generator"],
-        "properties": {k: {"type": ["object", "null"]} for k in ("classifier", "detector", "generator")},
+        "required": ["classifier", "detector", "generator", "retention"],
+        "properties": {
+            **{k: {"type": ["object", "null"]} for k in ("classifier", "detector", "generator")},
+            "retention": {
+                "type": "object",
+                "description": "what the server keeps on disk and for how long (limits: null when nothing is kept)",
+                "required": ["writes", "max_bytes", "max_files", "max_age_hours", "summary"],
+                "properties": {
+                    "writes": {"type": "array", "items": {"enum": ["generated images", "uploads"]}},
+                    "max_bytes": {"type": ["integer", "null"]},
+                    "max_files": {"type": ["integer", "null"]},
+                    "max_age_hours": {"type": ["number", "null"]},
+                    "summary": {"type": "string"},
+                },
+            },
+        },
     },
     "Health": {
         "type": "object",
@@ -394,7 +408,12 @@ def document() -> dict:
                         "415": _error("not JSON or a form"),
                         "429": {
                             **_error("the generator's queue is full"),
-                            "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+                            "headers": {
+                                "Retry-After": {
+                                    "schema": {"type": "integer"},
+                                    "description": "seconds until the jobs in line (of every worker) are expected done",
+                                }
+                            },
                         },
                     },
                 }

@@ -25,13 +25,24 @@ class GunicornServer(BaseApplication):
         super().__init__()
 
     def load_config(self) -> None:
+        from synthgap.serve.worker import BufferingWorker
+
         cfg = self.cfg_serve
+        # Set before the workers fork: each request is read whole by the worker's event loop within
+        # read_timeout before it takes a thread (serve.worker), so slow clients hold no thread.
+        BufferingWorker.read_timeout, BufferingWorker.max_body = cfg.read_timeout, cfg.max_upload_bytes
         settings = {
             "bind": f"[{cfg.host}]:{cfg.port}" if ":" in cfg.host else f"{cfg.host}:{cfg.port}",
             "workers": cfg.workers,
             # Threads let concurrent requests of one worker meet in its micro-batcher.
-            "worker_class": "gthread",
+            "worker_class": BufferingWorker,
             "threads": cfg.threads,
+            # A worker is replaced after this many requests (jittered): a burst's memory is given back.
+            "max_requests": cfg.max_requests,
+            "max_requests_jitter": cfg.max_requests_jitter,
+            # No control socket: gunicorn's default is one path per user ($XDG_RUNTIME_DIR or ~/.gunicorn),
+            # so one synthgap server stopping would delete another's; synthgap runs no gunicornc.
+            "control_socket_disable": True,
             # A worker is silent while it loads models or runs a long generation.
             "timeout": int(max(120, cfg.generate_timeout + 60)),
             "preload_app": False,  # models load after the fork: no torch (or CUDA) state crosses a fork

@@ -8,8 +8,8 @@ from flask import Blueprint, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from synthgap.serve.batching import QueueFull
-from synthgap.serve.inputs import read_generate, read_upload
-from synthgap.serve.models import get_models, png_data_uri
+from synthgap.serve.inputs import read_generate, read_upload, safe_text
+from synthgap.serve.models import PREVIEW_SIDE, get_models, png_data_uri
 
 bp = Blueprint("ui", __name__)
 
@@ -28,7 +28,7 @@ def generate():
         except QueueFull as e:
             error, status, headers = str(e), 429, {"Retry-After": str(e.retry_after)}
         except HTTPException as e:
-            error, status = e.description, e.code
+            error, status = safe_text(e.description), e.code
     return (
         render_template(
             "generate.html",
@@ -53,11 +53,13 @@ def check():
         try:
             if not (models.classifier or models.detector):
                 models.require("detector")
-            upload = read_upload(request, models.cfg.max_pixels)
-            models.keep_upload(upload.data, upload.format)
-            result, preview = models.check(upload.image, upload.data), png_data_uri(upload.image, max_side=256)
+            upload = read_upload(request, models.cfg.max_pixels, models.decode_side)
+            with models.admission.hold(upload.pixels):
+                image = upload.decode()
+                models.keep_upload(upload.data, upload.format)
+                result, preview = models.check(image, upload.data), png_data_uri(image, max_side=PREVIEW_SIDE)
         except HTTPException as e:
-            error, status = e.description, e.code
+            error, status = safe_text(e.description), e.code
     return render_template(
         "check.html",
         names=models.names(),
