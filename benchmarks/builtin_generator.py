@@ -39,7 +39,24 @@ from synthgap.io import write_json
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--minutes", type=float, default=60.0, help="training budget of the generator")
+    ap.add_argument("--minutes", type=float, default=60.0, help="training budget of the generator (0: --steps)")
+    ap.add_argument("--steps", type=int, default=None, help="train this many steps instead (with --minutes 0)")
+    ap.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a GeneratorConfig field of the recipe to measure, e.g. --set batch_size=64 (repeatable)",
+    )
+    ap.add_argument("--cas-seeds", default="0", help="classifier seeds of the CAS, comma-separated (e.g. 0,1)")
+    ap.add_argument(
+        "--cas-train",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a field of the CAS classifier's training (TrainConfig), e.g. epochs=8 batch_size=64 as the main job",
+    )
     ap.add_argument("--preset", default="small")
     ap.add_argument(
         "--per-class", type=int, default=1000, help="generated images per class (80%% train the CAS classifier)"
@@ -61,13 +78,11 @@ def main() -> None:
 
     gen_dir = out / "generator"
     t0 = time.perf_counter()
-    train_generator(
-        "cifar10",
-        gen_dir,
-        GeneratorConfig(preset=args.preset, classes=classes, time_budget=args.minutes, sampler=args.sampler),
-        root=args.root,
-        resume=gen_dir.exists(),
-    )
+    from synthgap.config import load_config
+
+    flags = {"preset": args.preset, "classes": classes, "time_budget": args.minutes, "steps": args.steps}
+    recipe = load_config(GeneratorConfig, None, [f"sampler={args.sampler}", *args.overrides], flags=flags)
+    train_generator("cifar10", gen_dir, recipe, root=args.root, resume=gen_dir.exists())
     training = json.loads((gen_dir / "training.json").read_text())
     print(
         f"generator: {args.preset} preset, {training['parameters'] / 1e6:.2f}M parameters, {training['steps']} steps "
@@ -115,17 +130,34 @@ def main() -> None:
     )
 
     n_train = int(len(fake) * 0.8)  # a folder without splits holds 20% out as its test split
-    cfg = TransferConfig(classes=classes, seeds=[0], fractions=[0.0, 1.0], extra_synthetic=[], train_size=n_train)
+    seeds = [int(k) for k in args.cas_seeds.split(",")]
+    cfg = load_config(
+        TransferConfig,
+        None,
+        [f"train.{o}" for o in args.cas_train],
+        flags={
+            "classes": classes,
+            "seeds": seeds,
+            "fractions": [0.0, 1.0],
+            "extra_synthetic": [],
+            "train_size": n_train,
+        },
+    )
     # One set per guidance scale (a larger --per-class extends it); one classifier run per set size.
     tag = name.removeprefix("synthetic") + ("" if args.per_class == 1000 else f"-{args.per_class}per-class")
+    tag += "".join(f"-{o.replace('=', '')}" for o in args.cas_train)
     records = run_transfer("cifar10", str(synthetic), out / f"transfer{tag}", cfg, root=args.root)
-    acc = {(r["training_set"], r["test_domain"]): r["accuracy"] for r in records}
-    cas, real_real = acc[("synthetic", "real")], acc[("real", "real")]
+    by_arm: dict = {}
+    for r in records:
+        by_arm.setdefault((r["training_set"], r["test_domain"]), []).append(r["accuracy"])
+    cas, real_real = (float(np.mean(by_arm[arm])) for arm in (("synthetic", "real"), ("real", "real")))
+    spread = {arm: (min(v), max(v)) for arm, v in by_arm.items()}
     print(
         f"classifier: airnet, {n_train} training images, same budget both ways, tested on {len(real_test)} real test photos"
     )
     print(
-        f"CAS (synthetic -> real): {cas:.2%}   real -> real: {real_real:.2%}   chance: {1 / len(classes):.1%}   "
+        f"CAS (synthetic -> real): {cas:.2%} (seeds {seeds}: {spread[('synthetic', 'real')][0]:.1%}-"
+        f"{spread[('synthetic', 'real')][1]:.1%})   real -> real: {real_real:.2%}   chance: {1 / len(classes):.1%}   "
         f"(target CAS >= 50%: {'met' if cas >= 0.5 else 'not met'})"
     )
     write_json(

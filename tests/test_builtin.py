@@ -2,6 +2,7 @@
 FID-Lite0, the pipeline with `generator: builtin`, and clear errors. All with the tiny preset."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from synthgap.data import load_spec
 from synthgap.generate import generate, read_manifest, read_metadata, reproduce
 from synthgap.generate.builtin import (
     CHECKPOINT,
+    PRESETS,
     ClassConditionalPipeline,
     GeneratorTrainer,
     build_unet,
@@ -206,6 +208,49 @@ def test_time_budget_stops_training_and_saves_the_model(real, tmp_path, capsys, 
     assert "100%" in bar and "1/1s" in bar and f"step={info['steps']}" in bar, bar
 
 
+def test_a_time_limit_is_a_safety_cap_that_shapes_nothing_and_marks_a_run_cut_short(real, tmp_path, caplog):
+    """A run that ends by its steps under a time limit is the very run without one; a run the limit stops
+    says so in its log and training.json, and resumes to finish."""
+    plain, capped = tmp_path / "plain", tmp_path / "capped"
+    cooling = dict(steps=6, warmup=0, cooldown=0.5)  # the LR schedule is by steps, not by the clock
+    train_generator(str(real), plain, tiny(**cooling), progress=False)
+    train_generator(str(real), capped, tiny(**cooling, time_limit=60), progress=False)
+    a, b = (torch.load(d / CHECKPOINT, weights_only=False) for d in (plain, capped))
+    assert a["state"]["losses"] == b["state"]["losses"]
+    assert all(torch.equal(a["unet"][k], b["unet"][k]) for k in a["unet"])
+    info = json.loads((capped / "training.json").read_text())
+    assert (info["stopped_by"], info["cut_short"], info["steps"], info["steps_asked"]) == ("steps", False, 6, 6)
+
+    short = tmp_path / "short"
+    with caplog.at_level("WARNING", logger="synthgap"):
+        train_generator(str(real), short, tiny(steps=10_000, time_limit=0.01), progress=False)  # 0.6 s
+    info = json.loads((short / "training.json").read_text())
+    assert info["stopped_by"] == "time_limit" and info["cut_short"] and 0 < info["steps"] < 10_000
+    assert "cut short by its time limit" in caplog.text and "--resume" in caplog.text
+    assert (short / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "prediction, scheduler",
+    [("v_prediction", "DPMSolverMultistepScheduler"), ("edm", "EDMDPMSolverMultistepScheduler")],
+)
+def test_other_parameterisations_train_and_sample_through_the_saved_scheduler(real, tmp_path, prediction, scheduler):
+    out = tmp_path / prediction
+    train_generator(str(real), out, tiny(prediction=prediction, steps=12), progress=False)
+    losses = torch.load(out / CHECKPOINT, weights_only=False)["state"]["losses"]
+    assert len(losses) == 12 and all(np.isfinite(losses))
+    pipe = load_generator(out)
+    assert type(pipe.scheduler).__name__ == scheduler
+    if prediction == "v_prediction":
+        assert pipe.scheduler.config.prediction_type == "v_prediction"
+    a, b = (
+        pipe(["cat", "frog"], generator=[torch.Generator().manual_seed(k) for k in (0, 1)], output_type="pt").images
+        for _ in range(2)
+    )
+    assert a.shape == (2, 3, 16, 16) and torch.isfinite(a).all() and torch.equal(a, b)  # seeded: the same images
+    assert a.std() > 0.01  # not collapsed to a flat image
+
+
 def test_learning_rate_warms_up_holds_then_cools_down_to_zero_by_steps_or_budget():
     by_steps = resolve_generator_config(tiny(steps=100, warmup=10, cooldown=0.2))
     f = [lr_factor(by_steps, s, seconds=0.0) for s in range(100)]
@@ -237,6 +282,8 @@ def test_training_cools_the_learning_rate_down_and_records_where(real, tmp_path)
         ({"sampler": "euler"}, "'sampler': expected one of dpm, ddim"),
         ({"label_dropout": 1.0}, "'label_dropout'"),
         ({"cooldown": 1.5}, "'cooldown': expected a share of the run between 0 and 1"),
+        ({"prediction": "x0"}, "'prediction'"),
+        ({"time_limit": -1}, "'time_limit'"),
     ],
 )
 def test_bad_configs_are_clear_errors(change, message):
@@ -429,6 +476,35 @@ def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
     summary = json.loads((study / "transfer" / "summary.json").read_text())
     cas = [r["accuracy"] for r in summary if (r["train_domain"], r["test_domain"]) == ("synthetic", "real")]
     assert q["cas"] == pytest.approx(sum(cas) / len(cas)) and q["fid_lite0"] > 0
+    # The report says how long the generator trained and reads the CAS against chance (1 of 2 classes)
+    g = json.loads((study / "transfer" / "generator.json").read_text())
+    assert (g["steps"], g["steps_asked"], g["stopped_by"], g["cut_short"], g["classes"]) == (6, 6, "steps", False, 2)
+    report = (study / "transfer" / "report.html").read_text()
+    assert "trained 6 steps" in report and f"{100 * (q['cas'] - 0.5):+.1f} points</b> from chance (50.0%" in report
+    assert "Cut short" not in report
     first = (study / "generator" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns
     synthgap("pipeline", "--config", str(tmp_path / "p.yaml"))  # a re-run resumes: nothing retrained
     assert (study / "generator" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == first
+
+
+def test_the_report_marks_a_generator_its_time_limit_cut_short(tmp_path):
+    from synthgap.report.html import GENERATOR_RECORD, generator_note
+
+    assert generator_note(tmp_path, 0.4, 0.6) == ""  # no generator trained by the pipeline: nothing to say
+    record = {"steps": 300, "steps_asked": 1500, "stopped_by": "time_limit", "cut_short": True}
+    (tmp_path / GENERATOR_RECORD).write_text(json.dumps({**record, "preset": "small", "minutes": 20.0, "classes": 6}))
+    note = generator_note(tmp_path, 0.4, 0.6)
+    assert "+23.3 points</b> from chance (16.7%, 6 classes)" in note and "<b>-20.0</b> from the same number" in note
+    assert "Cut short" in note and "step 300 of 1500" in note
+
+
+def test_the_main_jobs_generator_trains_by_steps_with_the_clock_only_as_a_safety_cap():
+    """The README's first command must give the same generator on every machine: its run is `steps` long
+    (a time budget would place the LR cooldown and the end by the clock), with a time limit as a cap only."""
+    from synthgap.config import load_config
+    from synthgap.experiments.config import PipelineConfig
+
+    cfg = load_config(PipelineConfig, Path(__file__).resolve().parent.parent / "configs" / "pipeline-small.yaml")
+    builtin = resolve_generator_config(cfg.builtin)
+    assert builtin.time_budget == 0 and builtin.steps < PRESETS["small"]["steps"]
+    assert builtin.time_limit * 60 > builtin.steps * builtin.batch_size / 400 * 2  # twice the run at ~400 img/s

@@ -341,13 +341,23 @@ def generator() -> None:
     "time_budget",
     type=float,
     default=None,
-    help="Training time budget over all resumes; stops and saves the model when reached [default: none].",
+    help="Training time budget over all resumes; stops and saves the model when reached. It shapes the LR "
+    "schedule by the clock, so the result depends on the machine's speed [default: none; the run is --steps long].",
+)
+@click.option(
+    "--time-limit",
+    type=float,
+    default=None,
+    help="Minutes after which training stops and saves, as a safety cap only: a run that ends by --steps is "
+    "the same on every machine; one the cap stops is marked cut short [default: none].",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint (e.g. with more --steps).")
 @root_option
 @config_option
 @set_option
-def generator_train(real, out, preset, classes, steps, time_budget, resume, root, config_file, overrides) -> None:
+def generator_train(
+    real, out, preset, classes, steps, time_budget, time_limit, resume, root, config_file, overrides
+) -> None:
     """Train a class-conditional diffusion model (diffusers UNet2DModel) on real images.
 
     DDPM noise for training, label dropout for classifier-free guidance, EMA weights, a sample grid
@@ -359,7 +369,13 @@ def generator_train(real, out, preset, classes, steps, time_budget, resume, root
     from synthgap.generate.builtin import train_generator
     from synthgap.generate.config import GeneratorConfig
 
-    flags = {"preset": preset, "classes": classes, "steps": steps, "time_budget": time_budget}
+    flags = {
+        "preset": preset,
+        "classes": classes,
+        "steps": steps,
+        "time_budget": time_budget,
+        "time_limit": time_limit,
+    }
     cfg = load_config(GeneratorConfig, config_file, overrides, flags=flags)
     written = train_generator(real, out, cfg, root=root, resume=resume)
     click.echo(

@@ -5,6 +5,7 @@ a detector of the generated images (-> a detector of photos, when configured), e
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -114,6 +115,21 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
             if "real_to_real_baseline" in quality
             else "",
         )
+    if cfg.generator == "builtin":  # the report says how long the generator trained, and if it was cut short
+        from synthgap.report.html import GENERATOR_RECORD, write_report
+
+        t = json.loads((gen_dir / "training.json").read_text())
+        record = {k: t.get(k) for k in ("steps", "steps_asked", "stopped_by", "cut_short")}
+        record.update(preset=cfg.builtin.preset, minutes=round(t["seconds"] / 60, 1), classes=len(cfg.classes))
+        write_json(out / "transfer" / GENERATOR_RECORD, record)
+        write_report(out / "transfer")
+        if record["cut_short"]:
+            log.warning(
+                "the generator was cut short by its time limit (step %s of %s): the report says so; run the "
+                "same command again to finish it",
+                record["steps"],
+                record["steps_asked"],
+            )
     if cfg.detect:
         run_pipeline_detector(cfg, synthetic, out / "detector", progress=progress)
     run_pipeline_photo_detector(cfg, out / "photo-detector", progress=progress)

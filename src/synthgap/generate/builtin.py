@@ -39,6 +39,8 @@ from diffusers import (
     DDPMScheduler,
     DiffusionPipeline,
     DPMSolverMultistepScheduler,
+    EDMDPMSolverMultistepScheduler,
+    EDMEulerScheduler,
     ImagePipelineOutput,
     UNet2DModel,
 )
@@ -97,6 +99,10 @@ PRESETS: dict[str, dict] = {
     ),
 }
 SAMPLERS = {"dpm": DPMSolverMultistepScheduler, "ddim": DDIMScheduler}
+PREDICTIONS = ("epsilon", "v_prediction", "edm")
+# EDM (Karras et al. 2022): the data's standard deviation, the log-normal noise levels of training and the
+# sampler's range of noise levels (their CIFAR-10 values; images in [-1, 1]).
+EDM_SIGMA_DATA, EDM_P_MEAN, EDM_P_STD, EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.5, -1.2, 1.2, 0.002, 80.0
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
@@ -130,6 +136,8 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         ("batch_size", cfg.batch_size < 1, "at least 1"),
         ("lr", not cfg.lr > 0, "a positive learning rate"),
         ("time_budget", cfg.time_budget < 0, "minutes >= 0 (0: no limit)"),
+        ("time_limit", cfg.time_limit < 0, "minutes >= 0 (0: no cap)"),
+        ("prediction", cfg.prediction not in PREDICTIONS, f"one of {', '.join(PREDICTIONS)}"),
         ("warmup", cfg.warmup < 0, "steps >= 0"),
         ("cooldown", not 0 <= cfg.cooldown <= 1, "a share of the run between 0 and 1 (0: constant LR)"),
         ("ema_decay", not 0 <= cfg.ema_decay < 1, "between 0 and 1 (exclusive)"),
@@ -198,10 +206,12 @@ def build_unet(cfg: GeneratorConfig) -> UNet2DModel:
 
 
 def training_scheduler(cfg: GeneratorConfig) -> DDPMScheduler:
+    """The DDPM noise of epsilon and v training (EDM draws its own noise levels; this then only serves the
+    schedule's SNR)."""
     return DDPMScheduler(
         num_train_timesteps=cfg.train_timesteps,
         beta_schedule=cfg.beta_schedule,
-        prediction_type="epsilon",
+        prediction_type="epsilon" if cfg.prediction == "edm" else cfg.prediction,
         clip_sample=False,
     )
 
@@ -214,6 +224,11 @@ def sampling_scheduler(cfg: GeneratorConfig):
     steps below it ("leading" spacing, 950 for 20 steps), and each step's image estimate is kept in
     [-1, 1] (DDIM's clipping; DPM-Solver++'s dynamic thresholding, as recommended for pixel space).
     """
+    if cfg.prediction == "edm":  # EDM's preconditioning lives in these schedulers (c_in, c_noise, c_skip, c_out)
+        edm = dict(sigma_min=EDM_SIGMA_MIN, sigma_max=EDM_SIGMA_MAX, sigma_data=EDM_SIGMA_DATA)
+        if cfg.sampler == "dpm":
+            return EDMDPMSolverMultistepScheduler(**edm, algorithm_type="dpmsolver++", solver_order=2)
+        return EDMEulerScheduler(**edm)
     train = training_scheduler(cfg)
     if cfg.sampler == "dpm":
         return DPMSolverMultistepScheduler.from_config(
@@ -292,6 +307,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
         x = randn_tensor((len(labels), 3, size, size), generator=generator, device=device, dtype=self.unet.dtype)
         x = F.pixel_unshuffle(x, p) if p > 1 else x
         self.scheduler.set_timesteps(steps, device=device)
+        x = x * self.scheduler.init_noise_sigma  # 1 for DDPM-family schedulers; EDM starts at sigma_max
         guided = scale != 1.0
         for t in self.progress_bar(self.scheduler.timesteps):
             model_in = self.scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
@@ -414,7 +430,7 @@ class GeneratorTrainer:
     # ------------------------------------------------------------ one step
 
     def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Diffusion loss of a batch of uint8 images: epsilon MSE at random timesteps, min-SNR weighted."""
+        """Diffusion loss of a batch of uint8 images: epsilon (or v) MSE at random timesteps, min-SNR weighted."""
         cfg, n = self.cfg, len(labels)
         x0 = images.float().div(127.5).sub(1)
         if cfg.flip:
@@ -422,20 +438,43 @@ class GeneratorTrainer:
             x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
         drop = torch.rand(n, generator=self.rng) < cfg.label_dropout
         labels = torch.where(drop, torch.full_like(labels, len(cfg.classes)), labels)
+        p = cfg.patch_size
+        if cfg.prediction == "edm":
+            return self.edm_loss(x0, labels)
         t = torch.randint(0, cfg.train_timesteps, (n,), generator=self.rng)
         noise = torch.randn(x0.shape, generator=self.rng)
         x0, noise, t, labels = (v.to(self.device) for v in (x0, noise, t, labels))
         xt = self.noise.add_noise(x0, noise, t)
-        p = cfg.patch_size
+        target = self.noise.get_velocity(x0, noise, t) if cfg.prediction == "v_prediction" else noise
         if p > 1:
-            xt, noise = F.pixel_unshuffle(xt, p), F.pixel_unshuffle(noise, p)
+            xt, target = F.pixel_unshuffle(xt, p), F.pixel_unshuffle(target, p)
         with self.amp():
             pred = self.unet(xt, t, class_labels=labels).sample
-        per_image = (pred.float() - noise).pow(2).mean(dim=(1, 2, 3))
+        per_image = (pred.float() - target).pow(2).mean(dim=(1, 2, 3))
         if cfg.snr_gamma > 0:  # min-SNR-gamma (Hang et al. 2023): less weight on the easy, low-noise steps
-            snr = self.snr[t]
-            per_image = per_image * torch.clamp(snr, max=cfg.snr_gamma) / snr
+            snr = self.snr[t]  # (for v: the same weighting of the x0 error, min(snr, gamma) / (snr + 1))
+            per_image = (
+                per_image * torch.clamp(snr, max=cfg.snr_gamma) / (snr if cfg.prediction == "epsilon" else snr + 1)
+            )
         return per_image.mean()
+
+    def edm_loss(self, x0: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """EDM's loss (Karras et al. 2022): log-normal noise levels, the UNet F inside D = c_skip x + c_out F,
+        and its weighting, which makes the loss a plain MSE of F against its target."""
+        n, p, sd = len(labels), self.cfg.patch_size, EDM_SIGMA_DATA
+        sigma = (torch.randn(n, generator=self.rng) * EDM_P_STD + EDM_P_MEAN).exp()
+        noise = torch.randn(x0.shape, generator=self.rng)
+        x0, noise, sigma, labels = (v.to(self.device) for v in (x0, noise, sigma, labels))
+        s = sigma.view(-1, 1, 1, 1)
+        xt = x0 + s * noise
+        c_in, c_skip = (s**2 + sd**2).rsqrt(), sd**2 / (s**2 + sd**2)
+        c_out = s * sd * c_in
+        model_in, target = c_in * xt, (x0 - c_skip * xt) / c_out
+        if p > 1:
+            model_in, target = F.pixel_unshuffle(model_in, p), F.pixel_unshuffle(target, p)
+        with self.amp():
+            pred = self.unet(model_in, 0.25 * sigma.log(), class_labels=labels).sample
+        return (pred.float() - target).pow(2).mean()
 
     def step(self, data_images: torch.Tensor, data_labels: torch.Tensor) -> float:
         factor = lr_factor(self.cfg, self.state.step, self.state.seconds)
@@ -533,7 +572,7 @@ class GeneratorTrainer:
         shutil.rmtree(staging, ignore_errors=True)
         return folder
 
-    def write_figures(self, data_describe: dict) -> None:
+    def write_figures(self, data_describe: dict, stopped_by: str) -> None:
         from synthgap.report.plots import plot_loss_curve
 
         buf = io.StringIO()
@@ -552,6 +591,11 @@ class GeneratorTrainer:
                     sum(self.state.losses[-100:]) / len(self.state.losses[-100:]) if self.state.losses else None
                 ),
                 "cooldown_from_step": self.state.cooldown_from,
+                # "steps" (the config's count: the same on every machine), "time_budget" (by design) or
+                # "time_limit" (the safety cap fired: cut short)
+                "stopped_by": stopped_by,
+                "steps_asked": self.cfg.steps,
+                "cut_short": stopped_by == "time_limit",
                 "parameters": sum(p.numel() for p in self.unet.parameters()),
                 "data": data_describe,
             },
@@ -568,7 +612,7 @@ class GeneratorTrainer:
         self.save_checkpoint()
         self.export()
         class_grid(self.pipeline(), self.cfg.grid_per_class, self.cfg.seed, self.out / "samples" / "final.png")
-        self.write_figures(self.data_record)
+        self.write_figures(self.data_record, done_by)
         log.info(
             "generator saved: %s (%d steps, %.1f min, stopped by %s)",
             self.out,
@@ -651,7 +695,7 @@ class GeneratorTrainer:
             )
         )
         done_by = "steps"
-        t_last, smooth = time.perf_counter(), None
+        t_last, smooth, started = time.perf_counter(), None, self.state.seconds
 
         def show(loss):
             shown = {
@@ -666,6 +710,17 @@ class GeneratorTrainer:
             while self.state.step < cfg.steps:
                 if budget and self.state.seconds >= budget:
                     done_by = "time_budget"
+                    break
+                if cfg.time_limit and self.state.seconds - started >= cfg.time_limit * 60:
+                    done_by = "time_limit"
+                    log.warning(
+                        "generator training cut short by its time limit (%g min) at step %d of %d: the model is "
+                        "less trained than its config asks, and another machine would stop elsewhere; "
+                        "run again with --resume (and a larger time_limit) to finish it",
+                        cfg.time_limit,
+                        self.state.step,
+                        cfg.steps,
+                    )
                     break
                 value = self.step(images, labels)
                 now = time.perf_counter()

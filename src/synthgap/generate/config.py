@@ -56,9 +56,13 @@ class GeneratorConfig:
     attention: bool | None = None  # self-attention at the lowest resolution
     # RUNTIME fields do not change what a training step computes: a run may resume with other values.
     steps: int | None = field(default=None, metadata=RUNTIME)  # optimisation steps
-    time_budget: float = field(
-        default=0.0, metadata=RUNTIME
-    )  # minutes of training (over all resumes); stop and save when reached; 0: no limit
+    # Minutes of training (over all resumes) that shape the run: the LR cooldown starts by the clock too, so
+    # what the run computes depends on the machine's speed. 0: none; the run is `steps` long.
+    time_budget: float = field(default=0.0, metadata=RUNTIME)
+    # Minutes of this invocation after which training stops and saves whatever `steps` says: a safety cap
+    # only. Unlike time_budget it shapes nothing, so a run that ends by `steps` is the same on every machine;
+    # a run it stops is marked cut short (log, training.json, report), and resuming continues it. 0: no cap.
+    time_limit: float = field(default=0.0, metadata=RUNTIME)
     batch_size: int | None = None
     lr: float | None = None
     warmup: int = 200  # linear LR warm-up steps, then constant
@@ -68,6 +72,9 @@ class GeneratorConfig:
     label_dropout: float = 0.1  # share of labels replaced by the null class: classifier-free guidance
     snr_gamma: float = 5.0  # min-SNR-gamma loss weighting (0: plain MSE)
     beta_schedule: str = "squaredcos_cap_v2"  # linear | scaled_linear | squaredcos_cap_v2
+    # What the UNet predicts: epsilon (the noise) | v_prediction (Salimans & Ho 2022: alpha * noise - sigma * x0,
+    # well-scaled at every noise level, so the image estimate at high noise does not blow up)
+    prediction: str = "epsilon"
     train_timesteps: int = 1000
     flip: bool = True  # random horizontal flips of the real images
     sampler: str = field(

@@ -12,6 +12,8 @@ from synthgap.io import write_text
 from synthgap.report.plots import plot_accuracy_vs_fraction
 from synthgap.report.tables import aggregate, markdown_table
 
+GENERATOR_RECORD = "generator.json"  # written by `synthgap pipeline` beside the study when it trained the generator
+
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
@@ -98,6 +100,34 @@ def _spread_note(rows: list[dict]) -> str:
     return "mean ± standard deviation over seeds" + ("" if min(seeds) > 1 else " (a row of one seed shows no spread)")
 
 
+def generator_note(out: Path, cas: float, real_to_real: float) -> str:
+    """What the synthetic accuracy means when the pipeline trained the generator (its GENERATOR_RECORD): the
+    CAS against chance and against as many real images, how long the generator trained, a warning when its
+    time limit cut it short, and where the longer recipe's figures are."""
+    path = out / GENERATOR_RECORD
+    if not path.is_file():
+        return ""
+    g = json.loads(path.read_text())
+    chance = 1 / max(1, g.get("classes", 1))
+    note = (
+        f"<p>The synthetic images come from synthgap's own diffusion generator ({html.escape(str(g.get('preset')))} "
+        f"preset), trained {g.get('steps')} steps ({g.get('minutes')} min here) on the real training images. "
+        f"Trained on its images alone, the classifier's accuracy on real photos (the CAS) is "
+        f"<b>{100 * (cas - chance):+.1f} points</b> from chance ({100 * chance:.1f}%, {g.get('classes')} classes) and "
+        f"<b>{100 * (cas - real_to_real):+.1f}</b> from the same number of real images. A longer-trained generator "
+        f"closes more of the gap: the hour-long recipe (<code>configs/pipeline-builtin.yaml</code>) and its figures "
+        f"are in docs/benchmarks.md#builtin-generator.</p>"
+    )
+    if g.get("cut_short"):
+        note += (
+            f"<p class=warn><b>Cut short:</b> the generator's time limit stopped its training at step "
+            f"{g.get('steps')} of {g.get('steps_asked')}. These figures measure a less-trained generator than "
+            f"the config asks for, and another machine would stop elsewhere: run the same command again to finish "
+            f"it (it resumes).</p>"
+        )
+    return note
+
+
 def write_report(out_dir: str | Path) -> Path:
     """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
     out = Path(out_dir)
@@ -129,6 +159,7 @@ def write_report(out_dir: str | Path) -> Path:
             f"ones (their look, their variety), with everything else equal: the same classifier, budget and "
             f"test photos.{audit_lead(env.get('audit'))}</p>"
         )
+        gap += generator_note(out, sr, rr)
     baseline = next((r for r in rows if r["train_domain"] == "real-baseline"), None)
     if baseline:
         gap += (
