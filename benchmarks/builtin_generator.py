@@ -69,6 +69,9 @@ def main() -> None:
         default=None,
         help="classifier-free guidance scale for sampling [default: the model's, 4]; each value gets its own set",
     )
+    ap.add_argument(
+        "--sample-steps", type=int, default=None, help="sampling steps [default: the model's, 20]; its own set"
+    )
     ap.add_argument("--out", default="runs/bench-builtin")
     ap.add_argument("--root", default=None, help="data root holding CIFAR-10 (default: $SYNTHGAP_DATA)")
     args = ap.parse_args()
@@ -94,6 +97,7 @@ def main() -> None:
 
     t1 = time.perf_counter()
     name = "synthetic" if args.guidance is None else f"synthetic-guidance{args.guidance:g}"
+    name += "" if args.sample_steps is None else f"-steps{args.sample_steps}"
     synthetic = generate(
         GenerateConfig(
             model=str(gen_dir),
@@ -101,6 +105,7 @@ def main() -> None:
             per_class=args.per_class,
             batch_size=args.batch_size,
             guidance_scale=args.guidance,
+            steps=args.sample_steps,
         ),
         out / name,
     )
