@@ -202,3 +202,39 @@ def make_tiny_bundle(folder, *, domain=None, crop=False, name=None, probes=None,
             meta[key] = value
     model = build_detector("airnet", pretrained=False, input_size=meta["architecture"]["input_size"])
     return DetectorBundle(model, meta).save(folder)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_process(serve_args: list[str], log: Path, env: dict | None = None):
+    """`synthgap serve SERVE_ARGS` (gunicorn) on a free loopback port, in a subprocess logging to `log`: a
+    generator yielding its base URL once /healthz answers, stopping the server after (for a fixture)."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    args = [sys.executable, "-m", "synthgap.cli", "serve", *serve_args, "--port", str(port), "--host", "127.0.0.1"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}") from None
+                time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -14,10 +14,7 @@ import json
 import logging
 import os
 import shutil
-import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -27,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import draw_photo, make_tiny_bundle, synthgap
+from conftest import draw_photo, make_tiny_bundle, serve_process, synthgap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -1090,50 +1087,16 @@ CHROMIUM_ARGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 LIVE_LOGS: dict[str, Path] = {}  # a live server's address: its log (stdout and stderr)
 
 
 @pytest.fixture(scope="module")
 def live_server(pipeline_run, tmp_path_factory):
     """`synthgap serve RUN_DIR` (gunicorn) on a free loopback port, stopped after the module."""
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    args = [
-        sys.executable,
-        "-m",
-        "synthgap.cli",
-        "serve",
-        str(pipeline_run),
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-    ]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    LIVE_LOGS[base] = log
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.3)
+    for base in serve_process([str(pipeline_run)], log):
+        LIVE_LOGS[base] = log
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_gunicorn_serves_the_api(live_server):

@@ -8,15 +8,13 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
 import numpy as np
 import pytest
-from conftest import make_tiny_bundle
+from conftest import make_tiny_bundle, serve_process
 from PIL import Image
 from werkzeug.exceptions import ServiceUnavailable
 
@@ -196,44 +194,13 @@ def test_request_arrived_knows_when_a_request_is_whole(raw, arrived):
     assert request_arrived(raw, max_body=1000) is arrived
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def slow_server(bundles, tmp_path_factory):
-    """`synthgap serve` under gunicorn with 4 request threads and a 3 s read timeout."""
-    port = _free_port()
+    """`synthgap serve` under gunicorn with 4 request threads and a 3 s read timeout; its port."""
     log = tmp_path_factory.mktemp("slow") / "server.log"
     env = {**os.environ, "SYNTHGAP_SERVE_READ_TIMEOUT": "3", "SYNTHGAP_SERVE_THREADS": "4"}
-    args = [
-        sys.executable,
-        "-m",
-        "synthgap.cli",
-        "serve",
-        "--detector",
-        str(bundles["thumbnails"]),
-        "--port",
-        str(port),
-    ]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"server did not start:\n{log.read_text()[-3000:]}") from None
-                time.sleep(0.3)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    for base in serve_process(["--detector", str(bundles["thumbnails"])], log, env):
+        yield int(base.rsplit(":", 1)[1])
 
 
 def test_slow_clients_hold_no_request_thread_and_time_out(slow_server):
