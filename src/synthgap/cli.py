@@ -49,6 +49,50 @@ set_option = click.option(
 )
 
 
+def ray_options(what: str):
+    """--ray [ADDRESS|auto|local], --ray-cpus and --ray-gpus: run `what` as Ray tasks (synthgap.cluster)."""
+    opts = [
+        click.option(
+            "--ray",
+            "ray_address",
+            is_flag=False,
+            flag_value="local",
+            default=None,
+            metavar="[ADDRESS|auto|local]",
+            help=f"Run the {what} as Ray tasks: a bare --ray (or local) starts Ray on this machine, auto joins the "
+            "running cluster ($RAY_ADDRESS or `ray start`), else the cluster at ADDRESS. --out must be on storage "
+            "every node sees.",
+        ),
+        click.option(
+            "--ray-cpus",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1,
+            show_default=True,
+            help="CPUs per Ray task (its torch threads, unless the config sets threads).",
+        ),
+        click.option(
+            "--ray-gpus", type=click.FloatRange(min=0), default=0, show_default=True, help="GPUs per Ray task."
+        ),
+    ]
+
+    def wrap(f):
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return wrap
+
+
+def _ray_kwargs(ray_address, ray_cpus, ray_gpus) -> dict:
+    if ray_address is None and (ray_cpus != 1 or ray_gpus != 0):
+        raise SynthgapError("--ray-cpus and --ray-gpus are the resources of each Ray task: add --ray")
+    if ray_address is not None:  # join or start Ray now: a missing cluster fails before the data is loaded
+        from synthgap.cluster import connect
+
+        connect(ray_address)
+    return {"ray": ray_address, "ray_cpus": ray_cpus, "ray_gpus": ray_gpus}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="synthgap")
 @click.option("-v", "--verbose", is_flag=True, help="More log output.")
@@ -172,24 +216,38 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
     is_flag=True,
     help="Small preset: 2 seeds, 3 fractions, 3,000 training images, about 4 minutes on 2 cores.",
 )
+@ray_options("runs (one per training set and seed)")
 @root_option
 @config_option
 @set_option
-def transfer(real, synthetic, out, quick, root, config_file, overrides) -> None:
+def transfer(real, synthetic, out, quick, ray_address, ray_cpus, ray_gpus, root, config_file, overrides) -> None:
     """Train on real, synthetic and mixed sets; test every model on real and synthetic images.
 
     Writes config.yaml, environment.json, summary.json/.csv/.md, runs/<set>/seed<k>/ (metrics.json,
     confusion PNGs), accuracy_vs_fraction.png and report.html to --out. Running the same command again
-    resumes an interrupted study.
+    resumes an interrupted study, with or without --ray.
+
+    With real_per_class (e.g. --config configs/study-curve.yaml), the real-data scarcity curve: runs on k
+    real images per class, alone and with the synthetic set, and the exchange rate (how many real images
+    the synthetic set is worth); gap_closing adds arms that try to close the gap (finetune, adabn,
+    augment, filter). See docs/transfer.md.
     """
     from synthgap.config import load_config
     from synthgap.experiments import run_transfer
     from synthgap.experiments.config import QUICK, TransferConfig
+    from synthgap.experiments.scarcity import curve_rows, headline
     from synthgap.report import aggregate, markdown_table
+    from synthgap.report.tables import arms_table, scarcity_table
 
+    on_ray = _ray_kwargs(ray_address, ray_cpus, ray_gpus)
     cfg = load_config(TransferConfig, config_file, overrides, presets=[QUICK] if quick else [])
-    records = run_transfer(real, synthetic, out, cfg, root=root)
-    click.echo(markdown_table(aggregate(records)))
+    records = run_transfer(real, synthetic, out, cfg, root=root, **on_ray)
+    fixed = [r for r in records if r.get("real_per_class") is None]
+    if fixed:
+        click.echo(markdown_table(aggregate(fixed)))
+    curve = curve_rows(records)
+    if curve:
+        click.echo(scarcity_table(curve) + "\n" + arms_table(curve) + "\n" + headline(curve))
     click.echo(f"report: {Path(out) / 'report.html'}")
 
 
@@ -834,6 +892,7 @@ def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe
     show_default=True,
     help="Comma-separated detector families, each trained for every cell of the matrix.",
 )
+@ray_options("cells (one detector per backbone and source set)")
 def detector_cross(
     real,
     synthetic,
@@ -847,6 +906,9 @@ def detector_cross(
     config_file,
     overrides,
     backbones,
+    ray_address,
+    ray_cpus,
+    ray_gpus,
 ) -> None:
     """The generalisation matrix: how detectors do on generators they never saw.
 
@@ -855,20 +917,21 @@ def detector_cross(
     others) and one on all of them, with the same real data, config and budget; each is tested on the
     real test images against every source's test images. Writes cross.json, cross.md, a heatmap of
     accuracy and of AUC per backbone, report.html, and each detector's bundle under OUT/<backbone>/.
-    A re-run reads finished detectors back. Example:
+    A re-run reads finished detectors back (with or without --ray, which trains the cells as Ray tasks). Example:
       synthgap detector cross --real DATA/cifar10-jpeg --synthetic sd14=DATA/cifake-sd14-fake \\
           --synthetic builtin=runs/builtin-set --out runs/cross
     """
     from synthgap.detect.data import load_sources
     from synthgap.detect.generalise import cross_matrix
 
+    on_ray = _ray_kwargs(ray_address, ray_cpus, ray_gpus)
     cfg = _detector_config(backbone, no_pretrained, normalize_format, quick, config_file, overrides)
     names = [b.strip() for b in backbones.split(",") if b.strip()]
     loaded = load_sources(
         real, synthetic, data=data_root_dir, classes=cfg.classes, size=cfg.image_size, root=root, dedupe=cfg.dedupe
     )
     _echo_audit(loaded.audit)
-    result = cross_matrix(loaded, cfg, names, out)
+    result = cross_matrix(loaded, cfg, names, out, **on_ray)
     for row in result["summary"]:
         loo = row["unseen_leave_one_out_auc"]
         click.echo(

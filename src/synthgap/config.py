@@ -29,7 +29,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], where)
+        for tp_ in inner[:-1]:  # e.g. int | str: 10 stays a number, "all" a word
+            try:
+                return _convert(value, tp_, where)
+            except SynthgapError:
+                pass
+        return _convert(value, inner[-1], where)
     if origin is list:
         (item,) = typing.get_args(tp)
         if isinstance(value, str):

@@ -30,8 +30,21 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# The CPUs this process was given (a Ray task's share, synthgap.cluster); None: every core of the machine.
+_CPU_SHARE: int | None = None
+
+
+def share_cpus(cpus: int | None) -> None:
+    """Give this process `cpus` CPUs: torch uses that many threads now, and a config's `threads: 0` means
+    that many from here on instead of every core of the machine. None: every core again."""
+    global _CPU_SHARE
+    _CPU_SHARE = cpus
+    set_threads(0)
+
+
 def set_threads(threads: int) -> None:
-    torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+    """torch's CPU threads: `threads`, or with 0 the CPUs this process was given (share_cpus), else every core."""
+    torch.set_num_threads(threads if threads > 0 else (_CPU_SHARE or os.cpu_count() or 1))
 
 
 def mixed_precision(device: torch.device, enabled: bool = True):

@@ -185,15 +185,79 @@ def _done(folder: Path, cfg: DetectorConfig, data) -> dict | None:
     return json.loads(meta_file.read_text())
 
 
+def _cross_cell(
+    cell: tuple[str, str, list[str]],
+    *,
+    loaded: LoadedSources,
+    real_test,
+    tests: dict,
+    cfg: DetectorConfig,
+    out: Path,
+    progress: bool,
+) -> list[dict]:
+    """One cell of the matrix (backbone, detector name, its synthetic sources): its detector trained (or read
+    back, when finished with the same config and data), tested on every source; its rows of cross.json."""
+    from synthgap.detect.train import run_detector
+
+    backbone, name, chosen = cell
+    bcfg = dataclasses.replace(cfg, backbone=backbone)
+    data = assemble(
+        loaded,
+        synthetic=chosen,
+        val_fraction=cfg.val_fraction,
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        seed=cfg.seed,
+    )
+    folder = out / backbone / name.replace(" ", "-")
+    meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress, audit_page=False)
+    bundle = load_bundle(folder)
+    p_real = bundle.predict_set(real_test).numpy()  # each test part predicted once
+    rows = []
+    for target, test in tests.items():
+        y = np.r_[np.zeros(len(real_test), int), np.ones(len(test), int)]
+        m = binary_metrics(y, np.r_[p_real, bundle.predict_set(test).numpy()], bundle.threshold)
+        rows.append(
+            {
+                "backbone": backbone,
+                "detector": name,
+                "trained_on": chosen,
+                "test_source": target,
+                "seen": target in chosen,
+                "accuracy": m["accuracy"],
+                "auc": m["auc"],
+                "recall_synthetic": m["per_class"]["synthetic"]["recall"],
+                "recall_real": m["per_class"]["real"]["recall"],
+                "threshold": bundle.threshold,
+                "train_seconds": meta["training"]["seconds"],
+            }
+        )
+    return rows
+
+
 def cross_matrix(
-    loaded: LoadedSources, cfg: DetectorConfig, backbones: list[str], out: str | Path, *, progress: bool = True
+    loaded: LoadedSources,
+    cfg: DetectorConfig,
+    backbones: list[str],
+    out: str | Path,
+    *,
+    progress: bool = True,
+    ray: str | None = None,
+    ray_cpus: float = 1,
+    ray_gpus: float = 0,
 ) -> dict:
     """Train every detector of detector_sets for each backbone (resumable: a finished one with the same
     config and data is read back), test each on every synthetic source's test split (against all real test
-    images, at the detector's own threshold); write cross.json, cross.md, heatmaps and report.html."""
+    images, at the detector's own threshold); write cross.json, cross.md, heatmaps and report.html.
+
+    ray: train the cells (backbone x detector) as Ray tasks of `ray_cpus` CPUs and `ray_gpus` GPUs each on
+    that cluster (synthgap.cluster.connect); `out` must then lie on storage every node sees."""
+    import functools
+
     from synthgap.audit import audit_record
+    from synthgap.cluster import run_tasks
     from synthgap.detect.report import write_cross_report
-    from synthgap.detect.train import check_detector_config, run_detector
+    from synthgap.detect.train import check_detector_config
 
     out = Path(out)
     sources = [s.name for s in loaded.sides[1]]
@@ -211,40 +275,18 @@ def cross_matrix(
 
     real_test = capped(concat([loaded.sets[s.name, "test"] for s in loaded.sides[0]], "real[test]", "real"))
     tests = {s: capped(loaded.sets[s, "test"]) for s in sources}
-    rows = []
-    for backbone in backbones:
-        bcfg = dataclasses.replace(cfg, backbone=backbone)
-        for name, chosen in detector_sets(sources).items():
-            data = assemble(
-                loaded,
-                synthetic=chosen,
-                val_fraction=cfg.val_fraction,
-                train_size=cfg.train_size,
-                test_size=cfg.test_size,
-                seed=cfg.seed,
-            )
-            folder = out / backbone / name.replace(" ", "-")
-            meta = _done(folder, bcfg, data) or run_detector(data, bcfg, folder, progress=progress, audit_page=False)
-            bundle = load_bundle(folder)
-            p_real = bundle.predict_set(real_test).numpy()  # each test part predicted once
-            for target, test in tests.items():
-                y = np.r_[np.zeros(len(real_test), int), np.ones(len(test), int)]
-                m = binary_metrics(y, np.r_[p_real, bundle.predict_set(test).numpy()], bundle.threshold)
-                rows.append(
-                    {
-                        "backbone": backbone,
-                        "detector": name,
-                        "trained_on": chosen,
-                        "test_source": target,
-                        "seen": target in chosen,
-                        "accuracy": m["accuracy"],
-                        "auc": m["auc"],
-                        "recall_synthetic": m["per_class"]["synthetic"]["recall"],
-                        "recall_real": m["per_class"]["real"]["recall"],
-                        "threshold": bundle.threshold,
-                        "train_seconds": meta["training"]["seconds"],
-                    }
-                )
+    cells = [(b, name, chosen) for b in backbones for name, chosen in detector_sets(sources).items()]
+    per_cell = run_tasks(
+        functools.partial(_cross_cell, cfg=cfg, out=out, progress=progress and ray is None),
+        cells,
+        ray=ray,
+        shared={"loaded": loaded, "real_test": real_test, "tests": tests},
+        cpus=ray_cpus,
+        gpus=ray_gpus,
+        desc="detector cross",
+        describe=lambda cell: f"{cell[0]} {cell[1]}",
+    )
+    rows = [row for cell_rows in per_cell for row in cell_rows]
     summary = cross_summary(rows)
     result = {
         "sources": sources,

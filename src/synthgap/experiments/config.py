@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from synthgap import ANIMALS
 from synthgap.detect.config import DetectorConfig
 from synthgap.generate.config import GenerateConfig, GeneratorConfig
-from synthgap.train.config import TrainConfig
+from synthgap.train.config import AugmentConfig, TrainConfig
+
+# The gap-closing arms of the transfer study and what each needs beyond the synthetic set.
+GAP_CLOSING = {
+    "finetune": "real labels (k per class)",
+    "adabn": "unlabelled real images (k per class); transductive",
+    "augment": "nothing",
+    "filter": "real labels (k per class)",
+}
 
 
 @dataclass
@@ -25,6 +33,32 @@ class TransferConfig:
     # The data audit before training (synthgap.audit): drop removes test images with a twin in a training
     # split and second copies inside a training split; warn only reports them; off skips the audit.
     dedupe: str = "drop"
+    # The budget floor of every run: at least this many optimisation steps (of train.batch_size), so a small
+    # training set is not starved to a handful of steps (ending at chance). The headline study's runs are far
+    # above it.
+    min_steps: int = 200
+    # The real-data scarcity curve: runs on k real images per class ('all': the whole real training split),
+    # each alone and with the synthetic set added, and one run on the synthetic set alone; each run's budget is
+    # fitted to its own data (train.epochs over its images, at least min_steps). Empty: no curve.
+    real_per_class: list[int | str] = field(default_factory=list)
+    # Synthetic images per class in the curve's runs (alone and added to the real ones); None: the whole
+    # synthetic training split.
+    curve_synthetic_per_class: int | None = None
+    # Gap-closing arms, each a row of the report: finetune (the synthetic-only model fine-tuned on k real images
+    # per class: needs real labels), adabn (its BatchNorm statistics re-estimated on k unlabelled real images per
+    # class: transductive, needs unlabelled target images), augment (synthetic-only training with strong
+    # augmentation: needs nothing), filter (k real + the synthetic images a classifier trained on the k real ones
+    # is most confident in: needs real labels).
+    gap_closing: list[str] = field(default_factory=list)
+    gap_sizes: list[int] = field(default_factory=list)  # k (real per class) of the arms that use real images
+    filter_keep: float = 0.5  # share of the synthetic set the filter arm keeps
+    finetune_lr_scale: float = 0.1  # the fine-tuning arm's learning rate: train.lr x this
+    # The augment arm's augmentation (instead of train.augment): geometry, colour, JPEG, resampling and blur.
+    strong_augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            crop_pad=4, rotate=15, zoom=0.2, brightness=0.3, contrast=0.3, jpeg=0.3, downscale=0.2, blur=0.2
+        )
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -62,7 +96,13 @@ class PipelineConfig:
     real: str = "cifar10"
     classes: list[str] = field(default_factory=lambda: list(ANIMALS))
     image_size: int = 32
-    ray: bool = False  # generate on Ray
+    # Generate on Ray and run the transfer study's runs as Ray tasks (synthgap.cluster): on the cluster at
+    # ray_address ('auto': the running one), else the one $RAY_ADDRESS names, else a local Ray; each run gets
+    # ray_cpus CPUs and ray_gpus GPUs. OUT must then lie on storage every node sees.
+    ray: bool = False
+    ray_address: str | None = None
+    ray_cpus: float = 1
+    ray_gpus: float = 0
     generator: str = "diffusers"  # diffusers: generate.model | builtin: train synthgap's own generator first
     builtin: GeneratorConfig = field(default_factory=GeneratorConfig)  # used with generator: builtin
     generate: GenerateConfig = field(default_factory=GenerateConfig)

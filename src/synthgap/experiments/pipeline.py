@@ -75,6 +75,12 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
         model = str(train_generator(cfg.real, gen_dir, builtin, root=cfg.root, resume=True, progress=progress))
     log.info("stage: generate %d images per class with %s", cfg.generate.per_class, model)
     gen_cfg = dataclasses.replace(cfg.generate, model=model, classes=list(cfg.classes), size=cfg.image_size)
+    on_ray = {}
+    if cfg.ray:  # generation and the transfer runs on the same cluster
+        from synthgap.cluster import connect, ray_address
+
+        on_ray = {"ray": ray_address(cfg.ray_address), "ray_cpus": cfg.ray_cpus, "ray_gpus": cfg.ray_gpus}
+        connect(on_ray["ray"])
     synthetic = generate(gen_cfg, out / "synthetic", progress=progress, ray_workers=0 if cfg.ray else None)
     real_test, real_train = (
         load_spec(cfg.real, split, list(cfg.classes), cfg.image_size, cfg.root) for split in ("test", "train")
@@ -89,7 +95,9 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
     log.info("FID-Lite0 of the generated set against %s: %.2f", real_test.name, quality["fid_lite0"] or float("nan"))
     log.info("stage: transfer study and report")
     tr_cfg = dataclasses.replace(cfg.transfer, classes=list(cfg.classes), image_size=cfg.image_size)
-    records = run_transfer(cfg.real, str(synthetic), out / "transfer", tr_cfg, root=cfg.root, progress=progress)
+    records = run_transfer(
+        cfg.real, str(synthetic), out / "transfer", tr_cfg, root=cfg.root, progress=progress, **on_ray
+    )
     arms = {
         arm: [r["accuracy"] for r in records if (r["train_domain"], r["test_domain"]) == arm]
         for arm in (("synthetic", "real"), ("real", "real"), ("real-baseline", "real"))

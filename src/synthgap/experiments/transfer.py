@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,14 @@ from synthgap import SynthgapError
 from synthgap.audit import DEDUPE_MODES, audit_record
 from synthgap.config import dump_yaml
 from synthgap.data.sets import HOLDOUT_SEED, SPLITS, ImageSet, concat, load_spec, parse_classes
-from synthgap.experiments.config import TransferConfig
+from synthgap.device import select_device
+from synthgap.experiments.config import GAP_CLOSING, TransferConfig
 from synthgap.io import environment, write_json, write_text
 from synthgap.runs import RunDir, identity_hash
 from synthgap.train.classifier import META as CLASSIFIER_META
-from synthgap.train.classifier import classifier_meta, save_classifier
-from synthgap.train.evaluate import evaluate
-from synthgap.train.loop import CHECKPOINT, check_config, fit
+from synthgap.train.classifier import classifier_meta, load_classifier, save_classifier
+from synthgap.train.evaluate import adapt_batchnorm, evaluate
+from synthgap.train.loop import CHECKPOINT, FitResult, check_config, fit
 
 log = logging.getLogger("synthgap")
 DOMAINS = ("real", "synthetic")
@@ -44,11 +46,38 @@ class TrainingSet:
     train_domain: str
     n_real: int
     n_synthetic: int
-    epochs_of_own_size: bool = False  # budget: epochs x its own size, not the study's shared budget
+    epochs_of_own_size: bool = False  # budget: epochs x its own size (at least min_steps), not the shared budget
+    real_per_class: int | None = None  # the scarcity curve's k (0: the synthetic set alone); None: not on the curve
+    with_synthetic: bool = False  # a curve run with the synthetic set added
+    arm: str | None = None  # a gap-closing arm (GAP_CLOSING)
+    start_from: str | None = None  # finetune, adabn: the training set whose model (same seed) it starts from
+    filter_by: str | None = None  # filter: the training set whose model (same seed) scores the synthetic images
+    augment_from: str | None = None  # adabn of the augment arm's model: its training set name
 
     @property
     def synthetic_fraction(self) -> float:
-        return self.n_synthetic / (self.n_real + self.n_synthetic)
+        return self.n_synthetic / max(1, self.n_real + self.n_synthetic)
+
+    @property
+    def wave(self) -> int:
+        """0: trained from scratch; 1: needs a wave-0 run's saved model."""
+        return int(bool(self.start_from or self.filter_by))
+
+
+def run_budget(cfg: TransferConfig, n_images: int) -> int:
+    """The budget rule of a run fitted to its own data: train.epochs over its images, at least min_steps
+    steps of train.batch_size (fewer images than a batch: batches of all of them)."""
+    return max(cfg.train.epochs * n_images, cfg.min_steps * min(cfg.train.batch_size, n_images))
+
+
+MIN_VALIDATION = 20  # fewer validation images cannot tell a run that learned from one at chance
+
+
+def chance_level(n_classes: int, n_val: int) -> float:
+    """The validation accuracy a run must beat to count as having learned: chance plus two binomial standard
+    errors at the validation set's size."""
+    p = 1 / n_classes
+    return p + 2 * math.sqrt(p * (1 - p) / max(1, n_val))
 
 
 def stratified_sample(labels: torch.Tensor, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -119,6 +148,114 @@ def plan_training_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> tu
     return size, sets
 
 
+def _per_class(k: int | str) -> int | None:
+    return None if str(k) == "all" else int(k)
+
+
+def plan_curve_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> list[TrainingSet]:
+    """The scarcity curve's training sets (real_per_class) and the gap-closing arms (gap_closing at gap_sizes),
+    each with a budget fitted to its own data (run_budget)."""
+    if not cfg.real_per_class and not cfg.gap_closing:
+        return []
+    n_classes = len(cfg.classes)
+    n_syn = n_synthetic if cfg.curve_synthetic_per_class is None else cfg.curve_synthetic_per_class * n_classes
+    if n_syn > n_synthetic:
+        log.warning(
+            "config field 'curve_synthetic_per_class': %d x %d classes is more than the %d synthetic training "
+            "images; using them all",
+            cfg.curve_synthetic_per_class,
+            n_classes,
+            n_synthetic,
+        )
+        n_syn = n_synthetic
+
+    def n_real_of(k: int | None, field_name: str) -> tuple[int, int]:
+        if k is None or k * n_classes >= n_real:
+            if k is not None:
+                log.warning(
+                    "config field '%s': %d real images per class is more than the real training split holds "
+                    "(%d in all); using them all",
+                    field_name,
+                    k,
+                    n_real,
+                )
+            return n_real, round(n_real / n_classes)
+        return k * n_classes, k
+
+    def own(name, domain, n_r, n_s, **kw) -> TrainingSet:
+        return TrainingSet(name, domain, n_r, n_s, epochs_of_own_size=True, **kw)
+
+    syn_only = "curve-synthetic"
+    sets = [own(syn_only, "synthetic", 0, n_syn, real_per_class=0, with_synthetic=True)]
+    for k in cfg.real_per_class:
+        n_r, per = n_real_of(_per_class(k), "real_per_class")
+        tag = "all" if _per_class(k) is None else per
+        sets.append(own(f"curve-real{tag}", "real", n_r, 0, real_per_class=per))
+        sets.append(own(f"curve-real{tag}+synthetic", "mixed", n_r, n_syn, real_per_class=per, with_synthetic=True))
+    arms = cfg.gap_closing
+    if "augment" in arms:
+        sets.append(own("augment", "synthetic", 0, n_syn, real_per_class=0, with_synthetic=True, arm="augment"))
+    for k in cfg.gap_sizes:
+        n_r, per = n_real_of(k, "gap_sizes")
+        if "finetune" in arms:
+            sets.append(
+                own(
+                    f"finetune-{per}",
+                    "synthetic->real",
+                    n_r,
+                    0,
+                    real_per_class=per,
+                    arm="finetune",
+                    with_synthetic=True,
+                    start_from=syn_only,
+                )
+            )
+        if "adabn" in arms:
+            sets.append(
+                own(
+                    f"adabn-{per}",
+                    "synthetic",
+                    n_r,
+                    0,
+                    real_per_class=per,
+                    arm="adabn",
+                    with_synthetic=True,
+                    start_from=syn_only,
+                )
+            )
+            if "augment" in arms:
+                sets.append(
+                    own(
+                        f"augment+adabn-{per}",
+                        "synthetic",
+                        n_r,
+                        0,
+                        real_per_class=per,
+                        arm="augment+adabn",
+                        with_synthetic=True,
+                        start_from="augment",
+                    )
+                )
+        if "filter" in arms:
+            real_k = f"curve-real{per}"
+            if real_k not in {s.name for s in sets}:
+                sets.append(own(real_k, "real", n_r, 0, real_per_class=per))
+            n_keep = max(n_classes, round(cfg.filter_keep * n_syn))
+            sets.append(
+                own(
+                    f"filter-{per}",
+                    "mixed",
+                    n_r,
+                    n_keep,
+                    real_per_class=per,
+                    arm="filter",
+                    with_synthetic=True,
+                    filter_by=real_k,
+                )
+            )
+    return sets
+
+
 def check_transfer_config(cfg: TransferConfig) -> None:
     """Checks that need no data: a clear error before anything is loaded or trained."""
     check_config(cfg.train)
@@ -126,11 +263,35 @@ def check_transfer_config(cfg: TransferConfig) -> None:
         ("seeds", not cfg.seeds, "give at least one seed"),
         ("fractions", not all(0 <= f <= 1 for f in cfg.fractions), "every fraction between 0 and 1"),
         ("extra_synthetic", not all(k > 0 for k in cfg.extra_synthetic), "positive multiples"),
-        ("fractions", not cfg.fractions and not cfg.extra_synthetic, "at least one training set"),
+        (
+            "fractions",
+            not (cfg.fractions or cfg.extra_synthetic or cfg.real_per_class or cfg.gap_closing),
+            "at least one training set (fractions, extra_synthetic, real_per_class or gap_closing)",
+        ),
         ("test_size", cfg.test_size is not None and cfg.test_size < 1, "a positive number or null"),
         ("train_size", cfg.train_size is not None and cfg.train_size < 2, "at least 2 or null"),
         ("real_baseline", cfg.real_baseline is not None and cfg.real_baseline < 2, "at least 2 or null"),
         ("dedupe", cfg.dedupe not in DEDUPE_MODES, " or ".join(DEDUPE_MODES)),
+        ("min_steps", cfg.min_steps < 0, "steps >= 0"),
+        (
+            "real_per_class",
+            not all(str(k) == "all" or (isinstance(k, int) and k >= 1) for k in cfg.real_per_class),
+            "real images per class: whole numbers >= 1 or 'all', e.g. [10, 50, 200, 1000, all]",
+        ),
+        (
+            "curve_synthetic_per_class",
+            cfg.curve_synthetic_per_class is not None and cfg.curve_synthetic_per_class < 1,
+            "a positive number or null (the whole synthetic training split)",
+        ),
+        ("gap_closing", not set(cfg.gap_closing) <= set(GAP_CLOSING), f"a list of {', '.join(GAP_CLOSING)}"),
+        ("gap_sizes", not all(isinstance(k, int) and k >= 1 for k in cfg.gap_sizes), "whole numbers >= 1"),
+        (
+            "gap_sizes",
+            bool(set(cfg.gap_closing) - {"augment"}) and not cfg.gap_sizes,
+            "real images per class for the finetune, adabn and filter arms, e.g. [50, 200]",
+        ),
+        ("filter_keep", not 0 < cfg.filter_keep <= 1, "a share between 0 and 1"),
+        ("finetune_lr_scale", not cfg.finetune_lr_scale > 0, "a positive factor"),
     ]
     for name, bad, want in problems:
         if bad:
@@ -199,11 +360,17 @@ def run_transfer(
     *,
     root=None,
     progress: bool = True,
+    ray: str | None = None,
+    ray_cpus: float = 1,
+    ray_gpus: float = 0,
 ) -> list[dict]:
     """Run every (training set, seed) not yet finished in out_dir; write the output contract; return the records.
 
     Re-running the same call resumes: finished runs are read back, an interrupted one continues
-    from its last epoch checkpoint.
+    from its last epoch checkpoint (whether it ran on Ray or not).
+
+    ray: run the runs as Ray tasks of `ray_cpus` CPUs and `ray_gpus` GPUs each on that cluster ('local',
+    'auto' or an address: synthgap.cluster.connect); out_dir must then lie on storage every node sees.
     """
     from synthgap.report import write_report
     from synthgap.report.plots import plot_samples
@@ -217,8 +384,10 @@ def run_transfer(
     data, audit = load_transfer_data(real, synthetic, cfg, root, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
-    size, sets = plan_training_sets(cfg, len(data["real"]["train"]), len(data["synthetic"]["train"]))
-    budget = cfg.train.epochs * size
+    n_real, n_synthetic = len(data["real"]["train"]), len(data["synthetic"]["train"])
+    size, sets = plan_training_sets(cfg, n_real, n_synthetic) if cfg.fractions or cfg.extra_synthetic else (0, [])
+    sets += plan_curve_sets(cfg, n_real, n_synthetic)
+    budget = run_budget(cfg, size)  # the fraction arms' shared budget
     env = environment()
     env["config_hash"] = identity_hash(cfg)
     env["data"] = {
@@ -239,21 +408,42 @@ def run_transfer(
     plot_samples({d: data[d]["train"] for d in DOMAINS}, out / "samples.png")
 
     records: list[dict] = []
-    runs = [(ts, seed) for seed in cfg.seeds for ts in sets]
-    for i, (ts, seed) in enumerate(runs, 1):
-        desc = f"[{i}/{len(runs)}] {ts.name} seed {seed}"
-        result = one_run(
+    # Wave 1 (fine-tuning, AdaBN, filtering) starts from wave 0's saved models.
+    runs = [(ts, seed) for wave in (0, 1) for seed in cfg.seeds for ts in sets if ts.wave == wave]
+    from synthgap.cluster import run_tasks
+
+    def run_desc(item: tuple) -> str:
+        i, (ts, seed) = item
+        return f"[{i}/{len(runs)}] {ts.name} seed {seed}"
+
+    def train(item: tuple, data: dict) -> dict:  # one run: here, or a Ray task given the shared data
+        _, (ts, seed) = item
+        run_dir = out / "runs" / ts.name / f"seed{seed}"
+        return one_run(
             data,
             cfg,
             ts,
             seed,
-            out / "runs" / ts.name / f"seed{seed}",
+            run_dir,
             budget,
-            desc,
+            run_desc(item),
             specs=(real, synthetic),
-            progress=progress,
+            progress=progress and ray is None,
         )
-        records += summary_records(result)
+
+    numbered = list(enumerate(runs, 1))
+    for wave in dict.fromkeys(ts.wave for ts, _ in runs):  # a wave starts once the one before it is saved
+        results = run_tasks(
+            train,
+            [item for item in numbered if item[1][0].wave == wave],
+            ray=ray,
+            shared={"data": data},
+            cpus=ray_cpus,
+            gpus=ray_gpus,
+            desc="transfer",
+            describe=run_desc,
+        )
+        records += [row for result in results for row in summary_records(result)]
     write_summary(out, records)
     write_report(out)
     return records
@@ -290,19 +480,42 @@ def one_run(
         parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
     if ts.n_synthetic:
         s = data["synthetic"]["train"]
-        parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
+        if ts.filter_by:  # the synthetic images the real-trained classifier is most confident in, per class
+            scorer = load_classifier(run_dir.parent.parent / ts.filter_by / f"seed{seed}")
+            confidence = scorer.predict(s.images).gather(1, s.labels[:, None])[:, 0]
+            parts.append(s.subset(most_confident(s.labels, confidence, ts.n_synthetic)))
+        else:
+            parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
     train_set = concat(parts, ts.name, ts.train_domain)
     train_cfg = dataclasses.replace(cfg.train, seed=seed)
+    if ts.arm == "augment":
+        train_cfg = dataclasses.replace(train_cfg, augment=cfg.strong_augment)
+    if ts.arm == "finetune":
+        train_cfg = dataclasses.replace(train_cfg, lr=cfg.train.lr * cfg.finetune_lr_scale)
+    start, start_learned = None, None
+    if ts.start_from:
+        start_dir = run_dir.parent.parent / ts.start_from / f"seed{seed}"
+        start = load_classifier(start_dir).model
     t0 = time.perf_counter()
-    fitted = fit(
-        train_set,
-        train_cfg,
-        out_dir=run_dir,
-        resume=True,
-        budget_images=cfg.train.epochs * len(train_set) if ts.epochs_of_own_size else budget,
-        progress=progress,
-        desc=desc,
-    )
+    n_budget = run_budget(cfg, len(train_set)) if ts.epochs_of_own_size else budget
+    if ts.arm is not None and ts.arm.endswith("adabn"):  # no training: the start model, its BatchNorm re-estimated
+        device = select_device(cfg.train.device)
+        model = adapt_batchnorm(start.to(device), train_set.images, device=device)
+        start_metrics = json.loads((start_dir / "metrics.json").read_text())
+        fitted = FitResult(model=model, device=str(device), best_val_accuracy=start_metrics["best_val_accuracy"])
+        n_budget = 0
+        start_learned = start_metrics.get("learned")
+    else:
+        fitted = fit(
+            train_set,
+            train_cfg,
+            out_dir=run_dir,
+            resume=True,
+            budget_images=n_budget,
+            progress=progress,
+            desc=desc,
+            model=start,
+        )
     tests = {d: evaluate(fitted.model, data[d]["test"], tta=cfg.train.tta, device=fitted.device) for d in DOMAINS}
     result = {
         "training_set": ts.name,
@@ -317,9 +530,15 @@ def one_run(
         "images_per_second": round(fitted.images_per_second, 1),
         "best_epoch": fitted.best_epoch,
         "best_val_accuracy": fitted.best_val_accuracy,
+        "budget_steps": math.ceil(n_budget / min(train_cfg.batch_size, len(train_set))),
+        "learned": start_learned  # AdaBN trains nothing: it learned what its start model learned
+        if n_budget == 0
+        else learned(fitted.best_val_accuracy, len(train_set.classes), len(train_set), cfg.train.val_fraction),
         "history": fitted.history,
         "test": tests,
     }
+    if ts.real_per_class is not None:
+        result.update(real_per_class=ts.real_per_class, with_synthetic=ts.with_synthetic, arm=ts.arm)
     for d in DOMAINS:
         plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
     save_classifier(run_dir, fitted.model, _run_meta(cfg, *specs, ts, seed, result))
@@ -335,8 +554,36 @@ def one_run(
     return result
 
 
+def learned(best_val_accuracy: float | None, n_classes: int, n_train: int, val_fraction: float) -> bool | None:
+    """False when the best validation accuracy never left chance (chance_level at the held-out share of
+    n_train); None (unknown) without a validation set or with fewer than MIN_VALIDATION images in it."""
+    n_val = round(n_train * val_fraction)
+    if best_val_accuracy is None or n_val < MIN_VALIDATION:
+        return None
+    return best_val_accuracy > chance_level(n_classes, n_val)
+
+
+def most_confident(labels: torch.Tensor, confidence: torch.Tensor, n: int) -> np.ndarray:
+    """n indices, spread over classes in proportion to their counts (as stratified_sample), each class's
+    share taken from its most confident images (confidence: the probability of the image's own label)."""
+    quota = np.bincount(
+        labels[stratified_sample(labels, n, np.random.default_rng(0))].numpy(), minlength=int(labels.max()) + 1
+    )
+    keep = [
+        idx[torch.argsort(confidence[idx], descending=True, stable=True)[:q]].numpy()
+        for c, q in enumerate(quota)
+        for idx in [torch.nonzero(labels == c).flatten()]
+    ]
+    return np.sort(np.concatenate(keep))
+
+
+CURVE_KEYS = ("real_per_class", "with_synthetic", "arm")
+
+
 def summary_records(result: dict) -> list[dict]:
-    """A run's rows of summary.json: one per test domain."""
+    """A run's rows of summary.json: one per test domain (curve runs also say where on the curve they are)."""
+    curve = {k: result[k] for k in CURVE_KEYS if k in result}
+    learned_ = {"learned": result["learned"], "budget_steps": result["budget_steps"]} if "learned" in result else {}
     return [
         {
             "training_set": result["training_set"],
@@ -347,6 +594,8 @@ def summary_records(result: dict) -> list[dict]:
             "accuracy": result["test"][d]["accuracy"],
             "macro_f1": result["test"][d]["macro_f1"],
             "n_train": result["n_real"] + result["n_synthetic"],
+            **learned_,
+            **curve,
         }
         for d in DOMAINS
     ]
@@ -356,7 +605,7 @@ def write_summary(out: Path, records: list[dict]) -> None:
     """summary.json and summary.csv (summary.md and the plots come with the report)."""
     write_json(out / "summary.json", records)
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(records[0]))
+    w = csv.DictWriter(buf, fieldnames=list(dict.fromkeys(k for r in records for k in r)), restval="")
     w.writeheader()
     w.writerows(records)
     write_text(out / "summary.csv", buf.getvalue())

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 
 from synthgap import SynthgapError
+from synthgap.experiments.scarcity import curve_rows, headline
 from synthgap.io import write_text
-from synthgap.report.plots import plot_accuracy_vs_fraction
-from synthgap.report.tables import aggregate, markdown_table
+from synthgap.report.plots import plot_accuracy_vs_fraction, plot_scarcity_curve
+from synthgap.report.tables import aggregate, arms_table, markdown_table, scarcity_table
 
 GENERATOR_RECORD = "generator.json"  # written by `synthgap pipeline` beside the study when it trained the generator
 
@@ -128,23 +129,68 @@ def generator_note(out: Path, cas: float, real_to_real: float) -> str:
     return note
 
 
+SCARCITY_NOTE = (
+    "Accuracy on real test photos in %, mean ± standard deviation over the seeds that learned. A run that "
+    '"did not learn" (its validation accuracy never left chance) is shown as such and left out of the means '
+    "and of every exchange rate. The exchange rate is how many real images per class the real-only runs need "
+    "to match a row's accuracy (interpolated in log k between the two points of the real-only curve that "
+    "bracket it, never extrapolated: beyond the curve it is a bound, < or >); in brackets the smallest and "
+    "largest of the per-seed estimates (the spread over seeds, not a confidence interval). A rate from a single "
+    "seed has no spread and is not reported. Every run trains the same architecture, with a budget fitted to its "
+    "own training set."
+)
+ARMS_NOTE = (
+    'Ways to close the gap, each beside the real-only runs at its k; "needs" is what an arm needs beyond the '
+    "synthetic set. Transductive arms re-estimate the model's BatchNorm statistics on unlabelled real images before "
+    "testing: they adapt to the real domain, so their accuracy is not that of a model trained on synthetic "
+    "images alone."
+)
+
+
+def scarcity_section(rows: list[dict], out: Path, chance: float | None) -> tuple[str, str]:
+    """The opening of a study with a scarcity curve (rows of curve_rows): the headline, scarcity_curve.png,
+    the curve's table and the gap-closing arms' table, as (html, markdown)."""
+    plot_scarcity_curve(rows, out / "scarcity_curve.png", chance)
+    line = headline(rows)
+    curve_md, arms_md = scarcity_table(rows), arms_table(rows)
+    md = f"{line}\n\n## Real images per class\n\n{SCARCITY_NOTE}\n\n{curve_md}"
+    page = (
+        f"<p class=lead>{html.escape(line)}</p>\n"
+        f'<figure style="max-width:760px">{_img(out / "scarcity_curve.png")}<figcaption>Accuracy on real test '
+        f"photos against the real training images per class, with and without the synthetic set</figcaption>"
+        f"</figure>\n<h2>Real images per class</h2>\n<p>{html.escape(SCARCITY_NOTE)}</p>\n{_md_to_html_table(curve_md)}\n"
+    )
+    if arms_md:
+        md += f"\n## Gap-closing arms\n\n{ARMS_NOTE}\n\n{arms_md}"
+        page += f"<h2>Gap-closing arms</h2>\n<p>{html.escape(ARMS_NOTE)}</p>\n{_md_to_html_table(arms_md)}\n"
+    return page, md + "\n"
+
+
 def write_report(out_dir: str | Path) -> Path:
-    """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs."""
+    """(Re)build summary.md, accuracy_vs_fraction.png and report.html from summary.json and the runs; a study
+    with a real-data scarcity curve opens with it (scarcity_section)."""
     out = Path(out_dir)
     summary = out / "summary.json"
     if not summary.exists():
         raise SynthgapError(f"{out}: no summary.json (is this a `synthgap transfer` output folder?)")
     records = json.loads(summary.read_text())
-    rows = aggregate(records)
+    curve = curve_rows(records)
+    rows = aggregate([r for r in records if r.get("real_per_class") is None])  # the fixed-size fraction arms
     md = markdown_table(rows)
     env = json.loads((out / "environment.json").read_text()) if (out / "environment.json").exists() else {}
+    scarcity, scarcity_md = "", ""
+    if curve:
+        classes = env.get("data", {}).get("real_test", {}).get("class_counts")
+        scarcity, scarcity_md = scarcity_section(curve, out, 1 / len(classes) if classes else None)
+    fractions_md = ""
+    if rows:
+        fractions_md = f"Test accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n" + md
+        if curve:
+            fractions_md = "## Fixed-size training sets\n\n" + fractions_md
+        plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
     write_text(
-        out / "summary.md",
-        f"# Transfer study\n\nTest accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n"
-        + md
-        + audit_markdown(env.get("audit")),
+        out / "summary.md", f"# Transfer study\n\n{scarcity_md}{fractions_md}" + audit_markdown(env.get("audit"))
     )
-    plot_accuracy_vs_fraction(rows, out / "accuracy_vs_fraction.png")
 
     cfg = (out / "config.yaml").read_text() if (out / "config.yaml").exists() else ""
     gap = ""
@@ -187,19 +233,24 @@ def write_report(out_dir: str | Path) -> Path:
         f"<td>{v.get('skipped')}</td><td><code>{str(v.get('sha256'))[:16]}</code></td></tr>"
         for k, v in env.get("data", {}).items()
     )
+    fractions = (
+        f"""<h2>{"Fixed-size training sets" if curve else "Summary"}</h2>
+<p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
+budget ({env.get("budget_images_per_run", "?")} images processed) and preprocessing{", except the real-only run on more images" if baseline else ""}.</p>
+{_md_to_html_table(md)}
+<figure style="max-width:700px">{_img(out / "accuracy_vs_fraction.png")}</figure>
+"""
+        if rows
+        else ""
+    )
     versions = ", ".join(f"{k} {env[k]}" for k in ("synthgap", "python", "torch", "torchvision", "numpy") if k in env)
     audit = audit_section(env.get("audit"), out / "audit" / "audit.html")
     page = (
         page_head("synthgap transfer report")
         + f"""
 <h1>Synthetic vs real: transfer study</h1>
-{gap}
-<h2>Summary</h2>
-<p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
-budget ({env.get("budget_images_per_run", "?")} images processed) and preprocessing{", except the real-only run on more images" if baseline else ""}.</p>
-{_md_to_html_table(md)}
-<figure style="max-width:700px">{_img(out / "accuracy_vs_fraction.png")}</figure>
-<h2>Data</h2>
+{scarcity}{gap}
+{fractions}<h2>Data</h2>
 <table><thead><tr><th>set</th><th>spec</th><th>images</th><th>skipped files</th><th>sha256</th></tr></thead>
 <tbody>{data_rows}</tbody></table>
 {audit}

@@ -83,6 +83,86 @@ def plot_accuracy_vs_fraction(rows: list[dict], path: str | Path) -> None:
     _save(fig, path)
 
 
+def plot_scarcity_curve(rows: list[dict], path: str | Path, chance: float | None = None) -> None:
+    """Accuracy on real test photos against real training images per class (log scale), from the rows of
+    synthgap.experiments.scarcity.curve_rows: real only and real + synthetic (mean ± std over the seeds that
+    learned), the synthetic set alone as a dashed line (its std as a band), chance (when given) dotted, the
+    gap-closing arms as markers at their k, and every run that did not learn as a hollow grey circle."""
+    from synthgap.experiments.scarcity import arm_label, synthetic_only_row
+
+    ks = sorted({r["real_per_class"] for r in rows if r["real_per_class"] > 0})
+    # Runs with no real image (k = 0) have no place on a log axis: the synthetic-only run is a horizontal line,
+    # the others (an arm on the synthetic set alone, runs that did not learn) sit at a "0" tick left of the curve.
+    x0 = ks[0] / 3 if ks else 1.0
+
+    def x(r):
+        return r["real_per_class"] or x0
+
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    curve = [r for r in rows if r["arm"] is None and r["real_per_class"] > 0]
+    for with_synthetic, color, label in ((False, "tab:blue", "real only"), (True, "tab:orange", "real + synthetic")):
+        learned = sorted((r for r in curve if r["with_synthetic"] == with_synthetic and r["n_seeds"]), key=x)
+        if learned:
+            ax.errorbar(
+                [x(r) for r in learned],
+                [100 * r["accuracy_mean"] for r in learned],
+                yerr=[100 * (r["accuracy_std"] or 0) for r in learned],  # one seed: no error bar
+                marker="o",
+                capsize=3,
+                color=color,
+                label=label,
+            )
+    syn = synthetic_only_row(rows)
+    if syn and syn["n_seeds"]:
+        mean, std = 100 * syn["accuracy_mean"], 100 * (syn["accuracy_std"] or 0)
+        ax.axhline(mean, ls="--", color="tab:green", label=f"synthetic only ({mean:.1f}%)")
+        if std:
+            ax.axhspan(mean - std, mean + std, color="tab:green", alpha=0.12, lw=0)
+    if chance is not None:
+        ax.axhline(100 * chance, ls=":", color="grey", label=f"chance ({100 * chance:.1f}%)")
+    failed = [(x(r), 100 * a) for r in rows if r["arm"] is None for a in r["did_not_learn_accuracies"]]
+    if failed:
+        ax.plot(*zip(*failed), "o", mfc="none", color="grey", markersize=7, label="did not learn")
+    arms = [r for r in rows if r["arm"] is not None]
+    for i, arm in enumerate(dict.fromkeys(r["arm"] for r in arms)):
+        marker = "sD^vPX*"[i % 7]
+        mine = [r for r in arms if r["arm"] == arm and r["n_seeds"]]
+        if mine:
+            ax.errorbar(
+                [x(r) for r in mine],
+                [100 * r["accuracy_mean"] for r in mine],
+                yerr=[100 * (r["accuracy_std"] or 0) for r in mine],
+                marker=marker,
+                markersize=8,
+                capsize=3,
+                linestyle="none",
+                color=f"C{(i + 3) % 10}",
+                label=arm_label(arm),
+            )
+        # An arm's runs that did not learn keep its marker, hollow and grey, so the legend still says whose they are.
+        failed = [(x(r), 100 * a) for r in arms if r["arm"] == arm for a in r["did_not_learn_accuracies"]]
+        if failed:
+            ax.plot(
+                *zip(*failed),
+                marker,
+                mfc="none",
+                color="grey",
+                markersize=8,
+                linestyle="none",
+                label=f"{arm_label(arm)}: did not learn",
+            )
+    ax.set_xscale("log")
+    zero = any(r["real_per_class"] == 0 and (r["arm"] or r["did_not_learn"]) for r in rows)
+    ax.set_xticks(([x0] if zero else []) + ks, (["0"] if zero else []) + [f"{k:g}" for k in ks])
+    ax.minorticks_off()
+    ax.set_xlabel("real training images per class (log scale)")
+    ax.set_ylabel("accuracy on real test photos (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes: no point hidden under it
+    ax.set_title("What the synthetic set is worth in real images")
+    _save(fig, path)
+
+
 def plot_roc_calibration(curve: dict, metrics: dict, path: str | Path, title: str = "") -> None:
     """ROC curve (with AUC and the operating point) beside the reliability diagram."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(9.5, 4.2))

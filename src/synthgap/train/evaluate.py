@@ -44,6 +44,27 @@ def logits_to_proba(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)
 
 
+@torch.no_grad()
+def adapt_batchnorm(
+    model: torch.nn.Module, images: torch.Tensor, *, batch_size: int = 256, device: torch.device | str = "cpu"
+) -> torch.nn.Module:
+    """AdaBN (Li et al. 2016): replace every BatchNorm layer's running mean and variance with those of `images`
+    (uint8, N x 3 x H x W, unlabelled images of the target domain), the weights untouched. Transductive: it
+    uses the target domain's images. Returns the model, in eval mode."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over all batches, not an exponential one
+    model.train()
+    prepare = image_input(AugmentConfig())
+    for i in range(0, len(images), batch_size):
+        model(prepare(images[i : i + batch_size].to(device), None))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    return model.eval()
+
+
 MAX_BATCH_PIXELS = 2**22  # per prediction batch: 4,096 images of 32 x 32, 83 of 224 x 224
 
 
