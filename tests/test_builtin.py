@@ -487,6 +487,27 @@ def test_pipeline_with_the_builtin_generator_runs_offline_end_to_end(tmp_path):
     assert (study / "generator" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == first
 
 
+def test_a_generator_finished_after_a_cut_short_run_sets_the_stale_stages_aside(real, tmp_path):
+    """A main job cut short by its time limit made its set from a half-trained generator; the same command
+    finishes the generator, and then the set and the stages made from it are moved aside and made again."""
+    from synthgap.experiments.pipeline import set_aside_stale_stages
+    from synthgap.generate import generate
+    from synthgap.generate.config import GenerateConfig
+
+    out = tmp_path / "study"
+    gen = train_generator(str(real), out / "generator", tiny(steps=4), progress=False)
+    generate(GenerateConfig(model=str(gen), classes=CLASSES, per_class=2, steps=2), out / "synthetic", progress=False)
+    (out / "transfer").mkdir()
+    (out / "transfer" / "summary.json").write_text("[]")
+    assert set_aside_stale_stages(out, gen) is None  # the set is this generator's: kept
+    train_generator(str(real), out / "generator", tiny(steps=6), resume=True, progress=False)  # trained on
+    aside = set_aside_stale_stages(out, gen)
+    assert aside is not None and aside.parent == out
+    assert not (out / "synthetic").exists() and not (out / "transfer").exists()
+    assert (aside / "synthetic" / "manifest.jsonl").is_file() and (aside / "transfer" / "summary.json").is_file()
+    assert set_aside_stale_stages(out, gen) is None  # nothing left to set aside
+
+
 def test_the_report_marks_a_generator_its_time_limit_cut_short(tmp_path):
     from synthgap.report.html import GENERATOR_RECORD, generator_note
 

@@ -73,6 +73,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
         log.info("stage: train the builtin generator (%s preset) on %s -> %s", cfg.builtin.preset, cfg.real, gen_dir)
         builtin = dataclasses.replace(cfg.builtin, classes=list(cfg.classes))
         model = str(train_generator(cfg.real, gen_dir, builtin, root=cfg.root, resume=True, progress=progress))
+        set_aside_stale_stages(out, gen_dir)
     log.info("stage: generate %d images per class with %s", cfg.generate.per_class, model)
     gen_cfg = dataclasses.replace(cfg.generate, model=model, classes=list(cfg.classes), size=cfg.image_size)
     on_ray = {}
@@ -142,6 +143,37 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
         run_pipeline_detector(cfg, synthetic, out / "detector", progress=progress)
     run_pipeline_photo_detector(cfg, out / "photo-detector", progress=progress)
     return out / "transfer" / "report.html"
+
+
+DERIVED_STAGES = ("synthetic", "transfer", "detector")  # made from the generator's images, in this order
+
+
+def set_aside_stale_stages(out: Path, gen_dir: Path) -> Path | None:
+    """When the generator changed since OUT/synthetic was made from it (a run cut short by its time limit,
+    then finished by the same command), the set and every stage made from it describe another model: move
+    them, whole, into OUT/superseded-<time>/ (nothing is deleted) so this run makes them again."""
+    import time
+
+    from synthgap.generate.generator import CONFIG
+    from synthgap.io import sha256_file
+    from synthgap.runs import RunDir
+
+    made_from = ((RunDir(out / "synthetic", CONFIG, "images").read() or {}).get("identity") or {}).get("model_sha256")
+    weights = gen_dir / "unet" / "diffusion_pytorch_model.safetensors"
+    if made_from is None or made_from == sha256_file(weights):
+        return None
+    aside = out / f"superseded-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside.mkdir()
+    for name in DERIVED_STAGES:
+        if (out / name).exists():
+            (out / name).rename(aside / name)
+    log.warning(
+        "the generator changed since %s was made from it (it was cut short before): that set and the stages "
+        "made from it are moved to %s and made again",
+        out / "synthetic",
+        aside,
+    )
+    return aside
 
 
 def expand_spec(spec: str, root: str | None = None) -> str:
