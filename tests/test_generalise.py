@@ -15,8 +15,9 @@ from conftest import make_image_folder
 from PIL import Image
 
 from synthgap import SynthgapError
+from synthgap.data.sides import parse_sides, parse_sources
 from synthgap.detect.config import DetectorConfig
-from synthgap.detect.data import equal_shares, load_detector_data, load_sources, parse_sides, parse_sources
+from synthgap.detect.data import equal_shares, load_detector_data, load_sources
 from synthgap.detect.generalise import cross_matrix, detector_sets, evaluate_bundle
 from synthgap.detect.train import run_detector
 

@@ -7,10 +7,8 @@ number is reported (`synthgap audit`, and every experiment's `dedupe` step).
 """
 
 from synthgap.audit.find import AuditSettings, aligned_correlation, hamming_pairs, phashes
-from synthgap.audit.page import counts_html, summary_lines
 from synthgap.audit.result import (
     DEDUPE_MODES,
-    KINDS,
     Audit,
     AuditPart,
     apply_dedupe,
@@ -21,6 +19,7 @@ from synthgap.audit.result import (
     pair_kind,
 )
 from synthgap.audit.sources import load_parts
+from synthgap.audit.summary import KINDS, counts_html, summary_lines
 
 __all__ = [
     "DEDUPE_MODES",

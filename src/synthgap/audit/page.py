@@ -1,4 +1,4 @@
-"""What an audit shows a person: a few lines on the terminal, and audit.html with the pairs side by side."""
+"""audit.html: what an audit shows a person, the pairs side by side (its summary in text: audit.summary)."""
 
 from __future__ import annotations
 
@@ -7,45 +7,12 @@ import html
 import io
 from pathlib import Path
 
-from synthgap.audit.result import KIND_ABOUT, KINDS, Audit
+from synthgap.audit.summary import KIND_ABOUT, counts_html
 from synthgap.io import write_text
-from synthgap.report.html import page_head
+from synthgap.report.html_base import page_head
 
 PER_GROUP = 40  # pairs with thumbnails per kind and match on the page (all are in audit.json)
 THUMB = 96  # CSS pixels per thumbnail; 32 px images are scaled up without smoothing
-
-
-def kinds_table(summary: dict) -> list[tuple[str, int, int]]:
-    """(kind, exact, near) for every kind that occurs, worst first."""
-    counts = summary["counts"]
-    return [
-        (k, counts["exact"].get(k, 0), counts["near"].get(k, 0))
-        for k in KINDS
-        if counts["exact"].get(k, 0) or counts["near"].get(k, 0)
-    ]
-
-
-def summary_lines(summary: dict) -> list[str]:
-    """The audit in a few lines, for the terminal and the logs."""
-    n_parts = len(summary["parts"])
-    took = "from the cache" if summary["from_cache"] else f"{summary['seconds']:.0f} s"
-    lines = [
-        f"audited {summary['images']:,} images in {n_parts} part{'s' * (n_parts != 1)} ({took}): "
-        f"{summary['pairs']['exact']:,} exact and {summary['pairs']['near']:,} near twin pairs, "
-        f"{summary['label_conflicts']:,} with two labels"
-    ]
-    for kind, exact, near in kinds_table(summary):
-        lines.append(f"  {kind:<15} {exact:>7,} exact {near:>7,} near   ({KIND_ABOUT[kind]})")
-    sizes = {p["name"]: p["n"] for p in summary["parts"]}
-    for name, n in summary["test_images_with_training_twin"].items():
-        if n:
-            lines.append(
-                f"  {n:,} of {sizes[name]:,} test images of {name} ({100 * n / max(sizes[name], 1):.1f}%) "
-                "have a twin in a training split"
-            )
-    for name, r in summary.get("removed", {}).items():
-        lines.append(f"  removed {r['removed']:,} from {name} ({r['why']}); {r['kept']:,} kept")
-    return lines
 
 
 def _thumb(x) -> str:
@@ -56,7 +23,7 @@ def _thumb(x) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" width="{THUMB}" height="{THUMB}" alt="">'
 
 
-def _side(audit: Audit, part: int, index: int) -> str:
+def _side(audit, part: int, index: int) -> str:
     p = audit.parts[part]
     where = audit.path(part, index) or f"#{index}"
     return (
@@ -66,44 +33,9 @@ def _side(audit: Audit, part: int, index: int) -> str:
     )
 
 
-def counts_html(summary: dict) -> str:
-    """The counts table and the leakage lines: also embedded in the experiments' reports."""
-    rows = "".join(
-        f'<tr><td>{k}</td><td>{e:,}</td><td>{n:,}</td><td style="text-align:left">{html.escape(KIND_ABOUT[k])}</td></tr>'
-        for k, e, n in kinds_table(summary)
-    )
-    table = (
-        (
-            f"<table><thead><tr><th>kind</th><th>exact</th><th>near</th><th>what it is</th></tr></thead>"
-            f"<tbody>{rows}</tbody></table>"
-        )
-        if rows
-        else "<p class=ok>No twins found.</p>"
-    )
-    sizes = {p["name"]: p["n"] for p in summary["parts"]}
-    leaks = "".join(
-        f"<li>{n:,} of {sizes[k]:,} test images of <b>{html.escape(k)}</b> ({100 * n / max(sizes[k], 1):.1f}%) "
-        "have a twin in a training split</li>"
-        for k, n in summary["test_images_with_training_twin"].items()
-        if n
-    )
-    removed = "".join(
-        f"<li>removed {r['removed']:,} from <b>{html.escape(k)}</b> ({html.escape(r['why'])}); {r['kept']:,} kept</li>"
-        for k, r in summary.get("removed", {}).items()
-    )
-    out = table
-    if leaks:
-        out += f'<div class="warn"><ul>{leaks}</ul></div>'
-    if summary["label_conflicts"]:
-        out += f'<p class="warn">{summary["label_conflicts"]:,} twin pairs carry two different labels.</p>'
-    if removed:
-        out += f"<p>With <code>dedupe: drop</code>:</p><ul>{removed}</ul>"
-    return out
-
-
-def write_page(audit: Audit, path: str | Path) -> Path:
-    """audit.html: the counts, the parts, and the pairs in a section per kind and match (worst first),
-    at most PER_GROUP each, with the two images side by side."""
+def write_page(audit, path: str | Path) -> Path:
+    """audit.html of an Audit (audit.result): the counts, the parts, and the pairs in a section per kind and
+    match (worst first), at most PER_GROUP each, with the two images side by side."""
     path = Path(path)
     summary = audit.summary()
     kinds, same, leaks = audit.kinds(), audit.same_labels(), audit.leaks()

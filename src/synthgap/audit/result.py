@@ -15,6 +15,8 @@ import numpy as np
 
 from synthgap import SynthgapError
 from synthgap.audit.find import CORRELATION, HASH, AuditSettings, find_twins
+from synthgap.audit.page import write_page
+from synthgap.audit.summary import KINDS
 from synthgap.data.sets import ImageSet
 from synthgap.io import write_json
 
@@ -23,27 +25,6 @@ log = logging.getLogger("synthgap")
 AUDIT_VERSION = 1
 DEDUPE_MODES = ("drop", "warn", "off")
 TRAINING_SPLITS = ("train", "val")  # a run learns from (or selects on) these; "test" is what it is measured on
-# Kinds, worst first: a test image with a twin a model was trained on inflates its score.
-KINDS = (
-    "train_test",
-    "memorisation",
-    "real_synthetic",
-    "within_train",
-    "within_test",
-    "within_set",
-    "across_sets",
-    "other",
-)
-KIND_ABOUT = {
-    "train_test": "a training and a test image of the same set",
-    "memorisation": "a synthetic image and a real training image (the generator copied its data)",
-    "real_synthetic": "a synthetic image and a real test image",
-    "within_train": "two images of one training split",
-    "within_test": "two images of one test split",
-    "within_set": "two images of one set without splits",
-    "across_sets": "two sets of the same domain",
-    "other": "any other pair",
-}
 
 
 @dataclass
@@ -229,8 +210,6 @@ class Audit:
 
     def write(self, folder: str | Path) -> Path:
         """folder/audit.json and folder/audit.html (thumbnails of the pairs, worst first)."""
-        from synthgap.audit.page import write_page
-
         folder = Path(folder)
         write_json(folder / "audit.json", self.to_json())
         return write_page(self, folder / "audit.html")

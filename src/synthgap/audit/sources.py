@@ -6,8 +6,17 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.audit.result import AuditPart
-from synthgap.data.hub import is_hub_spec
+from synthgap.data.hub import is_hub_spec, parse_hub_spec
 from synthgap.data.sets import SPLITS, load_spec
+from synthgap.data.sides import (
+    CLASSES,
+    REAL_NAMES,
+    SYNTHETIC_NAMES,
+    load_side,
+    named_child,
+    resolve_side,
+    two_class_root,
+)
 
 
 def _domain(spec: str, synthetic: bool) -> str | None:
@@ -29,10 +38,6 @@ def load_parts(
     """The train and test parts of one spec: 'cifar10', a manifest, a class-folder set (with or without
     train/ and test/; without, the fixed 20% hold-out), a folder of images (searched recursively), or a
     root with REAL/ and FAKE/ folders (CIFAKE style: two sets, one per domain, labelled real/synthetic)."""
-    from synthgap.data.hub import parse_hub_spec
-    from synthgap.detect.data import REAL_NAMES, SYNTHETIC_NAMES, _child, _resolve, load_side, two_class_root
-    from synthgap.detect.model import CLASSES
-
     if is_hub_spec(spec):  # labels mapped onto real / synthetic: a set per side, as a CIFAKE-style root
         sides = [k for k, side in enumerate(CLASSES) if side in parse_hub_spec(spec).targets]
         if not sides:
@@ -58,12 +63,12 @@ def load_parts(
             f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)"
         )
     top = path / "train" if (path / "train").is_dir() else path
-    if path.is_dir() and _child(top, REAL_NAMES) and _child(top, SYNTHETIC_NAMES):
+    if path.is_dir() and named_child(top, REAL_NAMES) and named_child(top, SYNTHETIC_NAMES):
         parts = []
         for label, side in enumerate(two_class_root(path)):
             name = f"{spec.rstrip('/')}/{(side.split('::', 1)[1] if '::' in side else Path(side).name)}"
             for split in SPLITS:
-                folder, given = _resolve(side, split)
+                folder, given = resolve_side(side, split)
                 s = load_side(folder, split, label, classes=classes, size=size, root=root, split_given=given)
                 parts.append(AuditPart(name, split, s.domain, s, reference))
         return parts

@@ -262,23 +262,3 @@ def _decode_rows(raw, column: str, rows: np.ndarray, names: list[str], size: int
     if not images:
         return Decoded(torch.empty(0, 3, size, size, dtype=torch.uint8), [], [], np.zeros(0, dtype=np.uint64))
     return Decoded(torch.cat(images), kept, skipped, np.concatenate(hashes))
-
-
-def load_hub_set(
-    spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *, progress: bool = True
-):
-    """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
-    data set gives only one split."""
-    from synthgap.data.sets import HOLDOUT_FRACTION, ImageSet, _held_out_part, _require_every_class
-
-    decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
-    name = f"{spec}[{split}]"
-    s = ImageSet(
-        decoded.images, labels, list(targets), name, domain, decoded.skipped, files, pixel_hashes=decoded.pixel_hashes
-    )
-    _require_every_class(s, name)
-    if needs_holdout:
-        s = _held_out_part(s, split, f"{spec}[{split}, held out {HOLDOUT_FRACTION:g}]")
-    if left_out and (split == "train" or not needs_holdout):
-        s.skipped.append((spec, f"label values not among {', '.join(targets)} left out: {left_out[:20]}"))
-    return s

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
-from synthgap.data.hub import is_hub_spec, load_hub_set
+from synthgap.data.hub import is_hub_spec, load_hub
 from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, pixel_hash, resize_square
 from synthgap.io import user_cache
 
@@ -354,6 +354,24 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
 
 
 # ---------------------------------------------------------------- specs
+
+
+def load_hub_set(
+    spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *, progress: bool = True
+):
+    """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
+    data set gives only one split."""
+    decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
+    name = f"{spec}[{split}]"
+    s = ImageSet(
+        decoded.images, labels, list(targets), name, domain, decoded.skipped, files, pixel_hashes=decoded.pixel_hashes
+    )
+    _require_every_class(s, name)
+    if needs_holdout:
+        s = _held_out_part(s, split, f"{spec}[{split}, held out {HOLDOUT_FRACTION:g}]")
+    if left_out and (split == "train" or not needs_holdout):
+        s.skipped.append((spec, f"label values not among {', '.join(targets)} left out: {left_out[:20]}"))
+    return s
 
 
 def load_spec(

@@ -313,8 +313,8 @@ def compare(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict:
 def split_files(spec: str, split: str, *, classes: list[str], root=None) -> list[str]:
     """The image files of one split of a data spec, in the order synthgap's loaders take them: a folder of
     images searched recursively (no train/ and test/: the fixed 20% hold-out), train/ and test/ folders,
-    class folders, a manifest (synthgap.detect.data.load_side, decoded once at 32 px and cached)."""
-    from synthgap.detect.data import load_side
+    class folders, a manifest (synthgap.data.sides.load_side, decoded once at 32 px and cached)."""
+    from synthgap.data.sides import load_side
 
     s = load_side(spec, split, 0, classes=classes, size=32, root=root)
     if len(s) and not s.files:
@@ -725,10 +725,10 @@ def _from_hub(model_id: str, subfolder: str | None, revision: str | None):
 
 
 def image_files(folder: Path) -> list[Path]:
-    """The image files under `folder`, sorted as synthgap's folder loaders sort them (synthgap.detect.data)."""
-    from synthgap.detect.data import _images_under
+    """The image files under `folder`, sorted as synthgap's folder loaders sort them (synthgap.data.sides)."""
+    from synthgap.data.sides import images_under
 
-    return [Path(f) for f in _images_under(folder)]
+    return [Path(f) for f in images_under(folder)]
 
 
 def mirror_names(folder: Path, files: list[Path]) -> list[Path]:

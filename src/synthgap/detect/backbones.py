@@ -287,3 +287,8 @@ def build_backbone(
             f"add one to BUILDERS (built: {', '.join(BUILDERS)})"
         )
     return BUILDERS[name](name, pretrained, model_id=model_id, revision=revision, config=hub_config)
+
+
+def from_scratch(cfg) -> bool:
+    """Whether a DetectorConfig trains its backbone from scratch: no pretrained weights asked for, or none exist."""
+    return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)

@@ -12,7 +12,8 @@ from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import DetectorData
 from synthgap.detect.train import check_detector_config, data_record, run_detector, run_folder
 from synthgap.io import write_json, write_text
-from synthgap.report.html import _img, _md_to_html_table, audit_section, page_head
+from synthgap.report.html import audit_section
+from synthgap.report.html_base import img_tag, md_to_html_table, page_head
 from synthgap.report.plots import plot_bars
 from synthgap.report.tables import md_table
 
@@ -71,7 +72,7 @@ def compare_backbones(
         page_head("synthgap backbone comparison")
         + f"""
 <h1>Backbone comparison</h1><p>Test split, in %, same head, data and training budget; threshold chosen on validation.</p>
-{_md_to_html_table(table)}<figure style="max-width:700px">{_img(out / "comparison.png")}</figure>
+{md_to_html_table(table)}<figure style="max-width:700px">{img_tag(out / "comparison.png")}</figure>
 <h2>Per backbone</h2><ul>{links}</ul>
 {audit_section(audit, out / "audit" / "audit.html")}</body></html>
 """,

@@ -21,6 +21,9 @@ from collections import Counter
 
 import torch
 
+from synthgap.data.sides import CLASSES
+from synthgap.detect.backbones import from_scratch
+
 SIZE_TOLERANCE = 1.25  # a side may be this much smaller or larger than the training range and still be inside
 QUALITY_TOLERANCE = 10  # JPEG quality points beyond the training range (files and JPEG augmentation)
 SAMPLE = 2000  # files per side whose headers are read for the record
@@ -73,8 +76,6 @@ def training_domain(train, cfg, sources: dict | None = None, seed: int = 0) -> d
     """The bundle's `domain` record: pixel sizes, formats and JPEG qualities of (a sample of) the training
     files per side, the JPEG qualities its augmentation produced, and the sources."""
     from synthgap.detect.audit import file_metadata
-    from synthgap.detect.model import CLASSES
-    from synthgap.detect.train import from_scratch
 
     stage = cfg.scratch if from_scratch(cfg) else cfg.finetune if cfg.finetune_blocks > 0 else cfg.head
     rng = random.Random(seed)

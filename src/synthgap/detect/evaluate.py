@@ -8,7 +8,7 @@ import torch
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score, roc_curve
 
-from synthgap.detect.model import CLASSES
+from synthgap.data.sides import CLASSES
 from synthgap.train.evaluate import classification_metrics
 from synthgap.train.robust import PERTURBATIONS
 

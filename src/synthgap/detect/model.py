@@ -18,11 +18,11 @@ from torch import nn
 
 from synthgap import SynthgapError
 from synthgap.detect.backbones import BACKBONES, Backbone, build_backbone
+from synthgap.detect.domain import PERTURBATIONS, content_check, content_scores, perturbed, verdicts
 from synthgap.io import load_weights, save_weights, write_json
 from synthgap.train.augment import MEAN as SYNTHGAP_MEAN
 from synthgap.train.augment import STD as SYNTHGAP_STD
 
-CLASSES = ["real", "synthetic"]
 WEIGHTS, META = "model.safetensors", "detector.json"
 BANK = "domain.safetensors"  # the training images' features, for the content check (detect.domain)
 
@@ -206,8 +206,6 @@ class DetectorBundle:
         tensor per image, from `views`; or one tensor N x 3 x S x S, a view each) whose file metadata are
         `metas`: P(synthetic) (the mean over the views, with their spread), its range under mild
         perturbations, the domain check, the rule."""
-        from synthgap.detect.domain import PERTURBATIONS, content_check, content_scores, perturbed, verdicts
-
         predict = predict or self.predict
         views = list(views[:, None]) if isinstance(views, torch.Tensor) else list(views)
         counts = [len(v) for v in views]

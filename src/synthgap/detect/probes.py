@@ -7,45 +7,17 @@ A detector is credited only with what it gets beyond two probes:
 - the content probe: the same backbone and head trained, on the same splits, on 32 px thumbnails, which
   keep what a picture shows and destroy the pixel-level traces of how it was made.
 A photo detector that does no better than its content probe has learned what the pictures show.
+The content probe is trained and evaluated as any detector is (synthgap.detect.train.content_probe).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 import torch
 
 CONTENT_SIZE = 32  # px: a thumbnail keeps the subject, not a generator's high-frequency trace
-
-
-def content_probe(data, cfg, *, progress: bool = False) -> dict:
-    """The content probe's test figures on `data` (a DetectorData), or why it was not run."""
-    from synthgap.detect.train import evaluate_detector, input_chain, train_detector
-
-    chain, _ = input_chain(cfg, data.train)
-    if not cfg.content_probe:
-        return {"skipped": "content_probe: false in the config"}
-    if not chain.crop and cfg.image_size <= CONTENT_SIZE:
-        return {"skipped": f"the detector itself reads {cfg.image_size} px thumbnails: its input is content-sized"}
-    probe_cfg = probe_config(cfg)
-    probe_data = dataclasses.replace(
-        data, train=_thumbnails(data.train), val=_thumbnails(data.val), test=_thumbnails(data.test)
-    )
-    t0 = time.perf_counter()
-    model, _ = train_detector(probe_data, probe_cfg, progress=progress)
-    result = evaluate_detector(model, probe_data, probe_cfg, robustness=False)
-    test = result["test"]
-    return {
-        "image_size": CONTENT_SIZE,
-        "recipe": f"{cfg.backbone} + the shared head on {CONTENT_SIZE} px thumbnails of the same splits",
-        "auc": test["auc"],
-        "accuracy": test["accuracy"],
-        "n": test["n"],
-        "per_source": result["per_source"],
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
 
 
 def probe_config(cfg):
@@ -59,23 +31,6 @@ def probe_config(cfg):
         cache_features=True,
         normalize_format=False,
     )
-
-
-def _thumbnails(s):
-    """The set at CONTENT_SIZE px (its loaded thumbnails, shrunk when they are larger)."""
-    from synthgap.data.sets import ImageSet
-
-    x = s.images
-    if x.shape[-1] != CONTENT_SIZE:
-        x = (
-            torch.nn.functional.interpolate(
-                x.float(), size=(CONTENT_SIZE, CONTENT_SIZE), mode="bilinear", antialias=True
-            )
-            .round()
-            .clamp(0, 255)
-            .to(torch.uint8)
-        )
-    return ImageSet(x, s.labels, s.classes, f"{s.name}[{CONTENT_SIZE}px]", s.domain, sources=s.sources)
 
 
 def seen_metadata(train, chain, *, seed: int = 0, per_side: int = 300) -> dict | None:

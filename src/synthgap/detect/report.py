@@ -8,7 +8,8 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.io import write_text
-from synthgap.report.html import _img, _md_to_html_table, audit_lead, audit_markdown, audit_section, page_head
+from synthgap.report.html import audit_lead, audit_markdown, audit_section
+from synthgap.report.html_base import img_tag, md_to_html_table, page_head
 from synthgap.report.plots import plot_confusion, plot_risk_coverage, plot_roc_calibration
 from synthgap.report.tables import md_table
 
@@ -69,7 +70,7 @@ def _audit_html(audit: dict) -> str:
         if per
         else ""
     )
-    return f'<p class="{cls}">{text}</p><p>Audited: {on}.</p>' + (_md_to_html_table(table) if table else "")
+    return f'<p class="{cls}">{text}</p><p>Audited: {on}.</p>' + (md_to_html_table(table) if table else "")
 
 
 def write_detector_report(out: str | Path) -> Path:
@@ -121,10 +122,10 @@ def write_detector_report(out: str | Path) -> Path:
 <h1>Real or AI-generated: {html.escape(name)} detector</h1>
 <p class=lead>{html.escape(headline).replace("**", "")}</p>
 <p>Input: {html.escape(chain)}.</p>
-<figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
+<figure>{img_tag(out / "roc_calibration.png")}</figure><figure>{img_tag(out / "confusion.png")}</figure>
 {_probes_html(probes, sources, out)}
 <h2>Robustness</h2><p>The test set re-encoded or degraded. {html.escape(rob_on)}</p>
-{_md_to_html_table(rob) if rob else ""}
+{md_to_html_table(rob) if rob else ""}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 <h2>Format-bias audit</h2>{_audit_html(audit)}
 <h2>Training</h2>
@@ -143,17 +144,17 @@ def _probes_html(probes: str, sources: str, out: Path) -> str:
     parts = []
     if probes:
         line, _, table = probes.partition("\n\n")
-        parts.append(f"<h2>Beside its shortcut probes</h2><p>{html.escape(line)}</p>{_md_to_html_table(table)}")
+        parts.append(f"<h2>Beside its shortcut probes</h2><p>{html.escape(line)}</p>{md_to_html_table(table)}")
     if sources:
         parts.append(
             "<h2>Per source</h2><p>Accuracy of each source's test images at the threshold; a synthetic source's AUC "
-            f"is against all the real test images.</p>{_md_to_html_table(sources)}"
+            f"is against all the real test images.</p>{md_to_html_table(sources)}"
         )
     if (out / "risk_coverage.png").exists():
         parts.append(
             "<h2>Risk against coverage</h2><p>Accuracy on the images the detector decides, most confident first, "
             "against the share it decides; the dot is the content check's operating point (images it keeps as "
-            f"inside its training domain).</p><figure>{_img(out / 'risk_coverage.png')}</figure>"
+            f"inside its training domain).</p><figure>{img_tag(out / 'risk_coverage.png')}</figure>"
         )
     return "\n".join(parts)
 
@@ -199,11 +200,11 @@ def write_evaluation_report(out: str | Path, result: dict, meta: dict, env: dict
 <p class=lead>{html.escape(headline).replace("**", "")}</p>
 <p>Input: {html.escape(chain)}.</p>
 <p>Trained on {html.escape(trained_on)}. Audited against its training data: {html.escape(str(result["audit_against_training_data"]))}.</p>
-<figure>{_img(out / "roc_calibration.png")}</figure><figure>{_img(out / "confusion.png")}</figure>
+<figure>{img_tag(out / "roc_calibration.png")}</figure><figure>{img_tag(out / "confusion.png")}</figure>
 <h2>Per source</h2><p>Accuracy of each source's images at the bundle's threshold; a synthetic source's AUC is against all the real images.</p>
-{_md_to_html_table(sources)}
+{md_to_html_table(sources)}
 {_probes_html("", "", out)}
-<h2>Robustness</h2>{_md_to_html_table(rob)}
+<h2>Robustness</h2>{md_to_html_table(rob)}
 {audit_section(env.get("audit"), out / "audit" / "audit.html")}
 </body></html>
 """
@@ -239,7 +240,7 @@ def write_cross_report(out: str | Path, result: dict) -> Path:
                 title=f"{backbone}: {metric} (%); outlined = trained on it",
                 marked=seen,
             )
-            figures.append(f"<figure>{_img(png)}</figure>")
+            figures.append(f"<figure>{img_tag(png)}</figure>")
             tables.append(
                 f"### {backbone}: {metric} (%)\n\n"
                 + md_table(
@@ -279,7 +280,7 @@ def write_cross_report(out: str | Path, result: dict) -> Path:
 <h1>How far the detectors carry: the generalisation matrix</h1>
 <p class=lead>{html.escape(about)}</p>
 <h2>Unseen sources</h2><p>Mean over the sources a detector never saw: each leave-one-out detector on its left-out
-source, each single-source detector on the others.</p>{_md_to_html_table(summary)}
+source, each single-source detector on the others.</p>{md_to_html_table(summary)}
 <h2>Matrices</h2>{"".join(figures)}
 {audit_section(result.get("audit"), out / "audit" / "audit.html")}
 </body></html>

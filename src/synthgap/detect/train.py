@@ -15,17 +15,26 @@ import numpy as np
 import torch
 
 from synthgap import SynthgapError
-from synthgap.audit import audit_record
+from synthgap.audit import audit_record, check_dedupe
 from synthgap.config import dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
-from synthgap.detect.backbones import BACKBONES
+from synthgap.data.sides import CLASSES
+from synthgap.detect.backbones import BACKBONES, from_scratch
 from synthgap.detect.config import DetectorConfig
 from synthgap.detect.crops import InputChain, RandomCrops, predict_views, resolve_input
 from synthgap.detect.data import DetectorData
-from synthgap.detect.domain import training_domain
-from synthgap.detect.evaluate import binary_metrics, choose_threshold, curves, set_robustness
-from synthgap.detect.model import CLASSES, Detector, DetectorBundle, build_detector
-from synthgap.detect.probes import content_probe, probes_record, seen_metadata
+from synthgap.detect.domain import KNN_BANK, content_record, content_scores, training_domain
+from synthgap.detect.evaluate import (
+    binary_metrics,
+    choose_threshold,
+    curves,
+    per_source_rows,
+    selective,
+    set_robustness,
+)
+from synthgap.detect.model import Detector, DetectorBundle, build_detector
+from synthgap.detect.probes import CONTENT_SIZE, probe_config, probes_record, seen_metadata
+from synthgap.detect.report import write_detector_report
 from synthgap.device import select_device, set_threads
 from synthgap.io import environment, write_json, write_text
 from synthgap.runs import RunDir, identity_hash
@@ -34,7 +43,6 @@ from synthgap.train.loop import fit
 
 def check_detector_config(cfg: DetectorConfig) -> None:
     """Every field a run will use, checked before any image is decoded."""
-    from synthgap.audit import check_dedupe
     from synthgap.train.loop import check_config
 
     for name, stage in (("head", cfg.head), ("finetune", cfg.finetune), ("scratch", cfg.scratch)):
@@ -88,10 +96,6 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         raise SynthgapError(f"config field 'eval_jpeg': expected 1..100, or null, got {cfg.eval_jpeg}")
     if not 1 <= cfg.normalize_quality <= 100:
         raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
-
-
-def from_scratch(cfg: DetectorConfig) -> bool:
-    return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)
 
 
 def input_chain(cfg: DetectorConfig, train: ImageSet) -> tuple[InputChain, str]:
@@ -362,8 +366,6 @@ def evaluation_bundle(model: Detector, cfg: DetectorConfig, chain: tuple[InputCh
 def content_domain(model: Detector, data: DetectorData, cfg: DetectorConfig) -> tuple[torch.Tensor, dict, np.ndarray]:
     """The content check of detect.domain: (the feature bank of up to KNN_BANK training images, each file
     once; the domain's `content` record, its threshold from validation; the test images' content scores)."""
-    from synthgap.detect.domain import KNN_BANK, content_record, content_scores
-
     loaded = evaluation_bundle(model, cfg, input_chain(cfg, data.train))
     train = data.train
     keys = train.files or list(range(len(train)))
@@ -387,8 +389,6 @@ def evaluate_detector(
 ) -> dict:
     """Threshold on validation, then every test figure at that threshold; per source; with `content` (the
     domain's content record and the test images' scores), accuracy against coverage of the images it decides."""
-    from synthgap.detect.evaluate import per_source_rows, selective
-
     chain, why = input_chain(cfg, data.train)
     loaded = evaluation_bundle(model, cfg, (chain, why))
     meta = loaded.meta
@@ -420,6 +420,47 @@ def evaluate_detector(
             workers=cfg.workers,
         )
     return result
+
+
+def content_probe(data, cfg, *, progress: bool = False) -> dict:
+    """The content probe's test figures (synthgap.detect.probes) on `data` (a DetectorData), or why it was not run."""
+    chain, _ = input_chain(cfg, data.train)
+    if not cfg.content_probe:
+        return {"skipped": "content_probe: false in the config"}
+    if not chain.crop and cfg.image_size <= CONTENT_SIZE:
+        return {"skipped": f"the detector itself reads {cfg.image_size} px thumbnails: its input is content-sized"}
+    probe_cfg = probe_config(cfg)
+    probe_data = dataclasses.replace(
+        data, train=_thumbnails(data.train), val=_thumbnails(data.val), test=_thumbnails(data.test)
+    )
+    t0 = time.perf_counter()
+    model, _ = train_detector(probe_data, probe_cfg, progress=progress)
+    result = evaluate_detector(model, probe_data, probe_cfg, robustness=False)
+    test = result["test"]
+    return {
+        "image_size": CONTENT_SIZE,
+        "recipe": f"{cfg.backbone} + the shared head on {CONTENT_SIZE} px thumbnails of the same splits",
+        "auc": test["auc"],
+        "accuracy": test["accuracy"],
+        "n": test["n"],
+        "per_source": result["per_source"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _thumbnails(s):
+    """The set at CONTENT_SIZE px (its loaded thumbnails, shrunk when they are larger)."""
+    x = s.images
+    if x.shape[-1] != CONTENT_SIZE:
+        x = (
+            torch.nn.functional.interpolate(
+                x.float(), size=(CONTENT_SIZE, CONTENT_SIZE), mode="bilinear", antialias=True
+            )
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
+    return ImageSet(x, s.labels, s.classes, f"{s.name}[{CONTENT_SIZE}px]", s.domain, sources=s.sources)
 
 
 def bundle_meta(
@@ -542,8 +583,6 @@ def run_detector(
     """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`.
     robustness: the robustness table (every test window degraded 7 ways: the slowest part of evaluating a
     photo detector)."""
-    from synthgap.detect.report import write_detector_report
-
     check_detector_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

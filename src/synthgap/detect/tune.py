@@ -13,13 +13,12 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.config import dump_yaml
-from synthgap.detect.backbones import BACKBONES
+from synthgap.detect.backbones import BACKBONES, from_scratch
 from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import DetectorData
 from synthgap.detect.train import (
     check_detector_config,
     data_environment,
-    from_scratch,
     input_chain,
     new_detector,
     stage1_features,

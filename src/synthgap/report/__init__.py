@@ -1,7 +1,16 @@
-"""Tables, plots and a self-contained HTML report of a transfer study's output folder."""
+"""Tables, plots and a self-contained HTML report of a transfer study's output folder.
 
-from synthgap.report.html import write_report
-from synthgap.report.plots import plot_accuracy_vs_fraction, plot_confusion
-from synthgap.report.tables import aggregate, markdown_table
+Names load on first use (synthgap.lazy_exports), so that the HTML every report shares (report.html_base,
+which the data audit's page uses too) comes without the plots and matplotlib."""
 
-__all__ = ["aggregate", "markdown_table", "plot_accuracy_vs_fraction", "plot_confusion", "write_report"]
+from synthgap import lazy_exports
+
+_EXPORTS = {
+    "write_report": "synthgap.report.html",
+    "plot_accuracy_vs_fraction": "synthgap.report.plots",
+    "plot_confusion": "synthgap.report.plots",
+    "aggregate": "synthgap.report.tables",
+    "markdown_table": "synthgap.report.tables",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

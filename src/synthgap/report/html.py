@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from pathlib import Path
@@ -10,41 +9,11 @@ from pathlib import Path
 from synthgap import SynthgapError
 from synthgap.experiments.scarcity import curve_rows, headline
 from synthgap.io import write_text
+from synthgap.report.html_base import img_tag, md_to_html_table, page_head
 from synthgap.report.plots import plot_accuracy_vs_fraction, plot_scarcity_curve
 from synthgap.report.tables import aggregate, arms_table, markdown_table, scarcity_table
 
 GENERATOR_RECORD = "generator.json"  # written by `synthgap pipeline` beside the study when it trained the generator
-
-
-def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
-
-
-def _md_to_html_table(md: str) -> str:
-    lines = [line for line in md.strip().splitlines() if not set(line) <= set("|-: ")]
-    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: right; }
-td:first-child, th:first-child { text-align: left; } img { max-width: 100%; }
-figure { display: inline-block; margin: 0.5em; max-width: 520px; } figcaption { font-size: 0.8em; color: #666; }
-.lead { font-size: 1.15em; } pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
-.warn { background: #fff3cd; border: 1px solid #e0c36c; padding: 0.6em 1em; } .ok { background: #e8f5e9; padding: 0.6em 1em; }
-"""
-
-
-def page_head(title: str) -> str:
-    """The opening of every synthgap report page: one look for all of them."""
-    return (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head><body>\n"
-    )
 
 
 def audit_lead(summary: dict | None) -> str:
@@ -156,13 +125,13 @@ def scarcity_section(rows: list[dict], out: Path, chance: float | None) -> tuple
     md = f"{line}\n\n## Real images per class\n\n{SCARCITY_NOTE}\n\n{curve_md}"
     page = (
         f"<p class=lead>{html.escape(line)}</p>\n"
-        f'<figure style="max-width:760px">{_img(out / "scarcity_curve.png")}<figcaption>Accuracy on real test '
+        f'<figure style="max-width:760px">{img_tag(out / "scarcity_curve.png")}<figcaption>Accuracy on real test '
         f"photos against the real training images per class, with and without the synthetic set</figcaption>"
-        f"</figure>\n<h2>Real images per class</h2>\n<p>{html.escape(SCARCITY_NOTE)}</p>\n{_md_to_html_table(curve_md)}\n"
+        f"</figure>\n<h2>Real images per class</h2>\n<p>{html.escape(SCARCITY_NOTE)}</p>\n{md_to_html_table(curve_md)}\n"
     )
     if arms_md:
         md += f"\n## Gap-closing arms\n\n{ARMS_NOTE}\n\n{arms_md}"
-        page += f"<h2>Gap-closing arms</h2>\n<p>{html.escape(ARMS_NOTE)}</p>\n{_md_to_html_table(arms_md)}\n"
+        page += f"<h2>Gap-closing arms</h2>\n<p>{html.escape(ARMS_NOTE)}</p>\n{md_to_html_table(arms_md)}\n"
     return page, md + "\n"
 
 
@@ -219,14 +188,14 @@ def write_report(out_dir: str | Path) -> Path:
             html.escape(str(env.get("data", {}).get(f"{d}_train", {}).get("name", d))) for d in ("real", "synthetic")
         ]
         gap += (
-            f'<figure style="max-width:760px">{_img(out / "samples.png")}<figcaption>The first training images '
+            f'<figure style="max-width:760px">{img_tag(out / "samples.png")}<figcaption>The first training images '
             f"of each class, real beside synthetic: {names[0]} (left), {names[1]} (right)</figcaption></figure>"
         )
     confusions = []
     for run in sorted((out / "runs").glob("*/seed*")):
         for png in sorted(run.glob("confusion_*.png")):
             confusions.append(
-                f"<figure>{_img(png)}<figcaption>{html.escape(str(png.relative_to(out)))}</figcaption></figure>"
+                f"<figure>{img_tag(png)}<figcaption>{html.escape(str(png.relative_to(out)))}</figcaption></figure>"
             )
     data_rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v.get('spec')))}</td><td>{v.get('n')}</td>"
@@ -237,8 +206,8 @@ def write_report(out_dir: str | Path) -> Path:
         f"""<h2>{"Fixed-size training sets" if curve else "Summary"}</h2>
 <p>Test accuracy and macro-F1 in %, {_spread_note(rows)}. Every row trains the same architecture with the same
 budget ({env.get("budget_images_per_run", "?")} images processed) and preprocessing{", except the real-only run on more images" if baseline else ""}.</p>
-{_md_to_html_table(md)}
-<figure style="max-width:700px">{_img(out / "accuracy_vs_fraction.png")}</figure>
+{md_to_html_table(md)}
+<figure style="max-width:700px">{img_tag(out / "accuracy_vs_fraction.png")}</figure>
 """
         if rows
         else ""

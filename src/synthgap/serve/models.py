@@ -354,7 +354,7 @@ class Models:
     def generate(self, req: GenerateRequest) -> dict:
         """Render one image (waiting for the device, or QueueFull), save it if an output folder is set,
         and say what the classifier and the detector make of it."""
-        from synthgap.generate.generator import _encode_png
+        from synthgap.generate.generator import encode_image
 
         gen = self.generator
         assert gen is not None
@@ -383,7 +383,7 @@ class Models:
             "guidance_scale": guidance,
             "class": req.cls or "",
         }
-        png = _encode_png(image, meta)  # the generation record and the AI-generated mark travel in the PNG
+        png = encode_image(image, meta)  # a PNG: the generation record and the AI-generated mark travel in it
         if self.signer and min(image.size) >= self.cfg.sign_min_side:
             png = self.signer.sign(
                 png, "png", {k: meta[k] for k in ("model", "seed", "prompt", "class") if meta[k] != ""}
