@@ -256,7 +256,8 @@ def transfer(real, synthetic, out, quick, ray_address, ray_cpus, ray_gpus, root,
     "--model",
     default=None,
     help="diffusers text-to-image model id or local folder [default: stabilityai/sd-turbo], "
-    "or a folder made by `synthgap generator train` (class-conditional: no prompts); "
+    "a folder made by `synthgap generator train` (class-conditional: no prompts), "
+    "or a `synthgap pipeline` run folder (its generator, as `synthgap serve RUN_DIR` takes it); "
     "'synthgap-tiny' builds a tiny offline demo pipeline (noise-like images).",
 )
 @click.option("--classes", default=None, help="Comma-separated class names [default: bird,cat,deer,dog,frog,horse].")
@@ -349,6 +350,12 @@ def generate(
         "sign": {"cert_chain": sign[0], "key": sign[1]} if sign else None,
     }
     cfg = load_config(GenerateConfig, config_file, overrides, flags=flags)
+    if cfg.model:  # a pipeline run folder: its generator
+        import dataclasses
+
+        from synthgap.artifacts import resolve_model
+
+        cfg = dataclasses.replace(cfg, model=resolve_model(cfg.model, "generator"))
     written = run_generate(_resolve_tiny(cfg, Path(out)), out, new=new, ray_workers=ray_workers if use_ray else None)
     click.echo(f"dataset ready: {written} (manifest: {written / 'manifest.jsonl'})")
     if quality_against:
@@ -852,6 +859,9 @@ def detector_compare(
 def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe, root) -> None:
     """Evaluate a trained detector on other labelled data, without retraining.
 
+    BUNDLE: a detector bundle folder, or a `synthgap pipeline` run folder (its detector, the first
+    `synthgap serve RUN_DIR` asks).
+
     \b
     The same figures as `detector train` (accuracy at the bundle's own threshold, never re-tuned here;
     AUC, average precision, per source, robustness), how many images lie outside the bundle's training
@@ -860,8 +870,10 @@ def detector_evaluate(bundle, real, synthetic, data_root_dir, out, split, dedupe
     Example:
       synthgap detector evaluate runs/detector --real DATA/cifar10-jpeg --synthetic runs/builtin-set --out runs/eval
     """
+    from synthgap.artifacts import resolve_model
     from synthgap.detect.generalise import evaluate_bundle
 
+    bundle = resolve_model(bundle, "detector")
     r = evaluate_bundle(
         bundle, out, real=real, synthetic=synthetic, data=data_root_dir, split=split, dedupe=dedupe, root=root
     )
@@ -1092,7 +1104,9 @@ def _echo_records(files: list[str], records: list[dict], as_json: bool, line) ->
     "run_dir",
     required=True,
     type=click.Path(exists=True, file_okay=False),
-    help="A classifier: a `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>.",
+    help="A classifier: a `synthgap train` output folder, a transfer study's runs/<set>/seed<k>, or a "
+    "`synthgap pipeline` run folder (its transfer run with the best real test accuracy, as `synthgap serve "
+    "RUN_DIR` takes it).",
 )
 @click.option("--top", type=click.IntRange(min=1), default=3, show_default=True, help="Classes listed per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image instead of a table.")
@@ -1104,12 +1118,13 @@ def classify(paths, run_dir, top, as_json) -> None:
     reason. The counterpart of `synthgap detect` (real or AI-generated). Example:
 
     \b
+      synthgap classify photos/ --model runs/pipeline-small
       synthgap classify photos/ --model runs/pipeline-small/transfer/runs/real/seed0
     """
-    from synthgap.train.classifier import load_classifier
+    from synthgap.artifacts import load_artifact
 
     files = _image_paths(paths)
-    records = load_classifier(run_dir).classify_files(files, top)
+    records = load_artifact(run_dir, "classifier").classify_files(files, top)
     _echo_records(
         files,
         records,
@@ -1126,8 +1141,9 @@ def classify(paths, run_dir, top, as_json) -> None:
     required=True,
     multiple=True,
     type=click.Path(exists=True, file_okay=False),
-    help="A detector bundle folder (made by `synthgap detector train`). Repeat it for several detectors: each "
-    "image is answered by the first, in the order given, whose training domain holds it.",
+    help="A detector bundle folder (made by `synthgap detector train`), or a `synthgap pipeline` run folder (its "
+    "detectors, as `synthgap serve RUN_DIR` asks them). Repeat it for several detectors: each image is answered "
+    "by the first, in the order given, whose training domain holds it.",
 )
 @click.option(
     "--trust-anchors",
@@ -1165,9 +1181,11 @@ def detect(paths, bundles, trust_anchors, fetch_remote_manifests, as_json) -> No
 
     --json gives every record in full. No network request is made unless --fetch-remote-manifests.
     """
+    from synthgap.artifacts import resolve_models
     from synthgap.detect.route import DetectorSet, answered_line
     from synthgap.provenance import ProvenanceOptions, combine, read_provenance
 
+    bundles = [found for b in bundles for found in resolve_models(b, "detector")]  # a run folder: its detectors
     files = _image_paths(paths)
     records = DetectorSet.load(bundles).assess_files(files)
     options = ProvenanceOptions(trust_anchors, fetch_remote_manifests)
@@ -1200,18 +1218,22 @@ def detect(paths, bundles, trust_anchors, fetch_remote_manifests, as_json) -> No
 @cli.command()
 @click.argument("run", required=False, metavar="[RUN_DIR]")
 @click.option(
-    "--classifier", default=None, help="A `synthgap train` output folder, or a transfer study's runs/<set>/seed<k>."
+    "--classifier",
+    default=None,
+    help="A `synthgap train` output folder, a transfer study's runs/<set>/seed<k>, or a pipeline run folder (its "
+    "best transfer run).",
 )
 @click.option(
     "--detector",
     multiple=True,
-    help="A detector bundle folder (`synthgap detector train`). Repeat it for several: each image is answered "
-    "by the first, in the order given, whose training domain holds it.",
+    help="A detector bundle folder (`synthgap detector train`), or a pipeline run folder (its detectors). Repeat it "
+    "for several: each image is answered by the first, in the order given, whose training domain holds it.",
 )
 @click.option(
     "--generator",
     default=None,
-    help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), or synthgap-tiny (offline demo).",
+    help="A diffusers text-to-image id or folder, a `synthgap generator train` folder (takes a class, not a prompt), "
+    "a pipeline run folder (its generator), or synthgap-tiny (offline demo).",
 )
 @click.option("--host", default=None, help="Address to listen on [default: 127.0.0.1; 0.0.0.0 in the container].")
 @click.option("--port", type=int, default=None, help="Port [default: 8000].")
@@ -1270,7 +1292,8 @@ def serve(**flags) -> None:
     RUN_DIR: a `synthgap pipeline` output folder (e.g. runs/pipeline-small): its generator, its
     transfer run with the best real test accuracy and its detector (and its photo detector, when it
     trained one: each image goes to the detector whose training domain holds it); --classifier,
-    --detector and --generator override each.
+    --detector and --generator override each, and each also takes a pipeline folder (its model of
+    that kind). Every command that takes a model takes a pipeline folder the same way.
 
     \b
     Example:

@@ -55,14 +55,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthgap import ANIMALS, SynthgapError, __version__
+from synthgap.artifacts import KINDS, check_format
 from synthgap.runs import RUNTIME, RunDir, check_resume, identity, identity_hash
 
 log = logging.getLogger("synthgap")
 
-KIND = "synthgap-autoencoder"
+KIND = KINDS["autoencoder"].recorded  # the kind, format version and record file of a trained one: synthgap.artifacts
 RECONSTRUCTIONS_KIND = "synthgap-reconstructions"
-FORMAT_VERSION = 1
-RECORD = "autoencoder.json"
+FORMAT_VERSION = KINDS["autoencoder"].format_version  # reconstructions.json's too
+RECORD = KINDS["autoencoder"].meta
 RUN_RECORD = "training.yaml"
 RECONSTRUCTIONS = "reconstructions.json"
 CHECKPOINT = "checkpoint.pt"
@@ -642,8 +643,7 @@ def read_record(folder: str | Path) -> dict:
     if not path.is_file():
         raise SynthgapError(f"{folder}: no {RECORD} (not a finished `synthgap autoencoder train` folder)")
     record = json.loads(path.read_text())
-    if record.get("kind") != KIND:
-        raise SynthgapError(f"{path}: kind {record.get('kind')!r}, expected {KIND!r}")
+    check_format(record, "autoencoder", path)  # another kind, or a newer format: an error
     return record
 
 

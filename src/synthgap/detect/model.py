@@ -17,13 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from synthgap import SynthgapError
+from synthgap.artifacts import KINDS, check_format
 from synthgap.detect.backbones import BACKBONES, Backbone, build_backbone
 from synthgap.detect.domain import PERTURBATIONS, content_check, content_scores, perturbed, verdicts
 from synthgap.io import load_weights, save_weights, write_json
 from synthgap.train.augment import MEAN as SYNTHGAP_MEAN
 from synthgap.train.augment import STD as SYNTHGAP_STD
 
-WEIGHTS, META = "model.safetensors", "detector.json"
+WEIGHTS, META = "model.safetensors", KINDS["detector"].meta
 BANK = "domain.safetensors"  # the training images' features, for the content check (detect.domain)
 
 
@@ -277,6 +278,8 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
         )
     try:
         meta = json.loads((folder / META).read_text())
+        if isinstance(meta, dict):  # a newer format or another kind says so, before its fields are read
+            check_format(meta, "detector", folder / META)
         arch = meta["architecture"]
         hub = arch.get("hub") or {}
         model = build_detector(

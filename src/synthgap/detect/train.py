@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from synthgap import SynthgapError
+from synthgap.artifacts import KINDS
 from synthgap.audit import audit_record, check_dedupe
 from synthgap.config import dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
@@ -473,7 +474,7 @@ def bundle_meta(
     )
     input_size = cfg.input_size or (chain.crop_size if chain.crop else info.input_size)
     return {
-        "kind": "synthgap-detector",
+        **KINDS["detector"].stamp(),  # kind, format_version (synthgap.artifacts)
         "classes": list(CLASSES),
         "architecture": {
             "backbone": cfg.backbone,

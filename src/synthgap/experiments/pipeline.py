@@ -1,6 +1,6 @@
 """`synthgap pipeline`: real data -> (train the builtin generator) -> generate -> transfer -> report ->
 a detector of the generated images (-> a detector of photos, when configured), each stage resumable; the folder is one a server takes whole
-(`synthgap serve OUT`, see `models_of_run`)."""
+(`synthgap serve OUT`, see `synthgap.artifacts.models_of_run`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+from synthgap.artifacts import models_of_run  # noqa: F401 (its home is synthgap.artifacts; importable from here too)
 from synthgap.config import dump_yaml
 from synthgap.experiments.config import PipelineConfig
 from synthgap.io import write_json, write_text
@@ -321,42 +322,3 @@ def run_pipeline_detector(cfg: PipelineConfig, synthetic: Path, out: Path, *, pr
         cfg.real,
     )
     return meta
-
-
-def models_of_run(run: str | Path) -> dict[str, str | None]:
-    """The models a pipeline folder holds, for `synthgap serve RUN`: its generator (the builtin one it
-    trained, or the diffusers model it used), the transfer run with the best real test accuracy, and its
-    detector (a list of two when it also trained a photo detector: its detector first); None where the
-    folder has none (e.g. a stage that did not run)."""
-    import json
-
-    from synthgap import SynthgapError
-    from synthgap.config import load_config
-
-    run = Path(run)
-    if not run.is_dir():
-        raise SynthgapError(
-            f"no folder {run}; make it with: synthgap pipeline --config configs/pipeline-small.yaml --set out={run}"
-        )
-    if not (run / "pipeline.yaml").is_file():
-        raise SynthgapError(
-            f"{run}: not a `synthgap pipeline` output folder (no pipeline.yaml); "
-            "make one with: synthgap pipeline --config configs/pipeline-small.yaml"
-        )
-    cfg = load_config(PipelineConfig, run / "pipeline.yaml")
-    generator = (
-        str(run / "generator")
-        if (run / "generator" / "model_index.json").is_file()
-        else cfg.generate.model
-        if cfg.generator == "diffusers"
-        else None
-    )
-    best, best_accuracy = None, -1.0
-    for meta in sorted((run / "transfer" / "runs").glob("*/seed*/classifier.json")):
-        accuracy = json.loads(meta.read_text()).get("metrics", {}).get("test_real_accuracy", -1.0)
-        if accuracy > best_accuracy:
-            best, best_accuracy = str(meta.parent), accuracy
-    # Its detectors in the order they are asked: the main job's (thumbnails), then the photo detector.
-    detectors = [str(run / name) for name in ("detector", "photo-detector") if (run / name / "detector.json").is_file()]
-    detector = detectors if len(detectors) > 1 else (detectors[0] if detectors else None)
-    return {"generator": generator, "classifier": best, "detector": detector}

@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import shutil
 import time
@@ -47,6 +46,7 @@ from diffusers import (
 from diffusers.utils.torch_utils import randn_tensor
 
 from synthgap import SynthgapError
+from synthgap.artifacts import KINDS, read_meta
 from synthgap.config import from_dict, to_dict
 from synthgap.generate.config import GeneratorConfig
 from synthgap.io import environment, save_torch, write_json, write_text
@@ -54,7 +54,7 @@ from synthgap.runs import RunDir, check_resume
 from synthgap.runs import identity as run_identity
 
 log = logging.getLogger("synthgap")
-PIPELINE_CLASS = "ClassConditionalPipeline"
+PIPELINE_CLASS = KINDS["generator"].legacy_class  # ClassConditionalPipeline: what model_index.json names
 CHECKPOINT = "checkpoint.pt"
 
 PRESETS: dict[str, dict] = {
@@ -246,7 +246,9 @@ class ClassConditionalPipeline(DiffusionPipeline):
     """Sample images of given classes from a class-conditional ``UNet2DModel``.
 
     ``pipe(["cat", "dog"], generator=[g1, g2])`` makes one image per label, each from its own
-    generator's noise, so an image does not depend on the batch it is made in.
+    generator's noise, so an image does not depend on the batch it is made in. ``kind`` and
+    ``format_version`` are not settings: model_index.json records them (synthgap.artifacts), and a
+    pipeline saved from this one records the current format.
     """
 
     model_cpu_offload_seq = "unet"
@@ -259,6 +261,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
         patch_size: int = 1,
         default_steps: int = 20,
         default_guidance_scale: float = 4.0,
+        kind: str | None = None,
+        format_version: int | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
@@ -267,6 +271,7 @@ class ClassConditionalPipeline(DiffusionPipeline):
             patch_size=int(patch_size),
             default_steps=int(default_steps),
             default_guidance_scale=float(default_guidance_scale),
+            **KINDS["generator"].stamp(),
         )
 
     @property
@@ -326,15 +331,8 @@ class ClassConditionalPipeline(DiffusionPipeline):
 
 
 def builtin_info(model: str | Path) -> dict | None:
-    """model_index.json of a saved ClassConditionalPipeline folder, else None."""
-    index = Path(model).expanduser() / "model_index.json"
-    if not index.is_file():
-        return None
-    try:
-        info = json.loads(index.read_text())
-    except json.JSONDecodeError:
-        return None
-    return info if info.get("_class_name") == PIPELINE_CLASS else None
+    """model_index.json of a saved ClassConditionalPipeline folder, else None (see synthgap.artifacts.read_meta)."""
+    return read_meta(model, "generator")
 
 
 def load_generator(model: str | Path, device: str = "auto") -> ClassConditionalPipeline:

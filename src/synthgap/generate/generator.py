@@ -30,6 +30,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from synthgap import SynthgapError, __version__
+from synthgap.artifacts import read_meta
 from synthgap.config import from_dict, to_dict
 from synthgap.data.images import resize_square
 from synthgap.data.sets import parse_classes
@@ -47,13 +48,6 @@ CONFIG = "generation.yaml"
 # file's hash anyway, so an unsynced line can only cost work, never correctness.
 SYNC_SECONDS = 10.0
 PNG_TEXT_KEY = "synthgap"  # the text chunk holding an image's generation record
-
-
-def builtin_info(model: str) -> dict | None:
-    """The model_index.json of a synthgap-trained generator folder, else None (imports diffusers only when asked)."""
-    from synthgap.generate.builtin import builtin_info as info
-
-    return info(model)
 
 
 def image_id(cls: str, index: int) -> str:
@@ -81,7 +75,7 @@ def identity(cfg: GenerateConfig, templates: Templates) -> dict:
     if not cfg.sign.enabled:  # likewise; signed and unsigned images are not mixed in one folder
         del d["sign"]
     d["templates_sha256"] = templates.sha256()
-    if builtin_info(cfg.model):  # a generator retrained in the same folder is another model
+    if read_meta(cfg.model, "generator"):  # a generator retrained in the same folder is another model
         d["model_sha256"] = sha256_file(Path(cfg.model) / "unet" / "diffusion_pytorch_model.safetensors")
     return d
 
@@ -89,7 +83,7 @@ def identity(cfg: GenerateConfig, templates: Templates) -> dict:
 def resolve_settings(cfg: GenerateConfig, templates: Templates) -> GenerateConfig:
     """Fill steps/guidance/negative prompt from the model family and the templates
     (synthgap's own generators: from the model; they take a class, not a prompt)."""
-    if info := builtin_info(cfg.model):
+    if info := read_meta(cfg.model, "generator"):
         fam = {"steps": info["default_steps"], "guidance_scale": info["default_guidance_scale"]}
         cfg = from_dict(GenerateConfig, {**to_dict(cfg), "negative_prompt": ""})
     else:
@@ -282,7 +276,9 @@ class DatasetGenerator:
         cfg = dataclasses.replace(cfg, **local, sign=dataclasses.replace(cfg.sign, **sign))
         self.templates = Templates.load(cfg.templates)
         self.cfg = resolve_settings(cfg, self.templates)
-        self.builtin = builtin_info(self.cfg.model)  # synthgap's class-conditional generator: classes, no prompts
+        self.builtin = read_meta(
+            self.cfg.model, "generator"
+        )  # synthgap's class-conditional generator: classes, no prompts
         if self.builtin:
             unknown = [c for c in self.cfg.classes if c not in self.builtin["class_names"]]
             if unknown:

@@ -18,6 +18,8 @@ ENV_PREFIX = "SYNTHGAP_SERVE_"
 @dataclass
 class ServeConfig:
     run: str | None = None  # a `synthgap pipeline` output folder: its generator, best classifier and detector
+    # Each of classifier, detector and generator may also be a pipeline folder: its model of that kind, the one
+    # `run` would serve (synthgap.artifacts.resolve_model).
     classifier: str | None = None  # a `synthgap train` output folder, or one run of a transfer study
     # A detector bundle folder (`synthgap detector train`), or several: a list (or one string, comma-separated),
     # asked in this order, each image answered by the first whose training domain holds it (detect.route).
@@ -159,10 +161,17 @@ class ServeConfig:
         try:
             cfg = from_dict(cls, {k: v for k, v in data.items() if v is not None})
             cfg.detector = detector
+            from synthgap.artifacts import is_run_folder, models_of_run, resolve_model, resolve_models
+
+            # a pipeline folder given for one model: the one it would serve of that kind (its detectors: both)
+            for name in ("classifier", "generator"):
+                if getattr(cfg, name) and is_run_folder(getattr(cfg, name)):
+                    setattr(cfg, name, resolve_model(getattr(cfg, name), name))
+            if any(is_run_folder(d) for d in cfg.detectors):
+                found = [m for d in cfg.detectors for m in resolve_models(d, "detector")]
+                cfg.detector = found if len(found) > 1 else found[0]
             if cfg.run and not (cfg.allow_empty and not Path(cfg.run).exists()):
                 # a pipeline folder fills in the models not given one by one
-                from synthgap.experiments.pipeline import models_of_run
-
                 for name, found in models_of_run(cfg.run).items():
                     if getattr(cfg, name) is None and found:
                         setattr(cfg, name, found)

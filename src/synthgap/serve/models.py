@@ -120,10 +120,9 @@ def _generator_record(folder: Path) -> dict:
 
 
 def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
+    from synthgap.artifacts import artifact_kind, load_artifact
     from synthgap.data.images import cache_dir
     from synthgap.generate import Templates, load_pipeline, save_tiny_pipeline
-    from synthgap.generate.builtin import builtin_info
-    from synthgap.generate.builtin import load_generator as load_builtin
 
     source = model
     if model == TINY_MODEL:  # the tiny offline demo pipeline, built once into the cache
@@ -132,8 +131,9 @@ def load_generator(model: str, device: str, queue: DeviceQueue) -> Generator:
             save_tiny_pipeline(folder)
         source = str(folder)
     templates = Templates.load()
-    if info := builtin_info(source):
-        pipe = load_builtin(source, device)
+    if artifact_kind(source, missing_ok=True) == "generator":  # synthgap's own: else a diffusers id or folder
+        pipe = load_artifact(source, "generator", device=device)
+        info = pipe.config
         return Generator(
             public_name(model),
             pipe,

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 
 from synthgap import SynthgapError
+from synthgap.artifacts import KINDS, check_format
 from synthgap.config import to_dict
 from synthgap.io import load_weights, save_weights, write_json
 from synthgap.train.config import TrainConfig
 
-META, WEIGHTS, OLD_WEIGHTS = "classifier.json", "model.safetensors", "model.pt"
+META, WEIGHTS, OLD_WEIGHTS = KINDS["classifier"].meta, "model.safetensors", "model.pt"
 
 
 @dataclass
@@ -77,7 +78,7 @@ def classifier_meta(
     info = MODELS[CLASSIFIER_ALIASES.get(cfg.model, cfg.model)]
     env = environment()
     return {
-        "kind": "synthgap-classifier",
+        **KINDS["classifier"].stamp(),  # kind, format_version (synthgap.artifacts)
         "name": name,
         "architecture": cfg.model,
         "widths": cfg.widths,
@@ -120,11 +121,17 @@ def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu
             "--data SPEC --out DIR`, or pass a transfer study's runs/<set>/seed<k> (a study made before "
             f"{META} existed writes it when run again: its finished runs are read back, not retrained)"
         )
+    unreadable = (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, SynthgapError)
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except unreadable as e:
+        raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
+    if isinstance(meta, dict):  # a newer format or another kind says so, before its fields are read
+        check_format(meta, "classifier", folder / META)
+    try:
         cfg = from_dict(TrainConfig, meta["config"])
         classes, image_size = list(meta["classes"]), int(meta["image_size"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, SynthgapError) as e:
+    except unreadable as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None
     model = build_model(cfg.model, len(classes), widths=cfg.widths)
     try:
@@ -136,5 +143,5 @@ def load_classifier(folder: str | os.PathLike, device: str | torch.device = "cpu
         model.load_state_dict(state)
     except Exception as e:
         raise SynthgapError(f"{weights}: weights do not fit a {cfg.model} with {len(classes)} classes ({e})") from None
-    info = {k: v for k, v in meta.items() if k not in ("config", "kind", "name")}
+    info = {k: v for k, v in meta.items() if k not in ("config", "kind", "format_version", "name")}
     return Classifier(meta.get("name") or folder.name, model.to(device).eval(), classes, image_size, cfg.tta, info)
