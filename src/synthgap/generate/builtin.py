@@ -71,7 +71,9 @@ PRESETS: dict[str, dict] = {
         sample_every=0,
         checkpoint_every=50,
     ),
-    # 2.7M parameters at 16x16x12: ~190 training images/s on 2 CPU cores.
+    # 2.7M parameters at 16x16x12: ~600 steps of 32 a minute on 2 CPU cores. Batches of 32 since 2026-12-05:
+    # at equal CPU time more, smaller steps won at every budget measured (docs/benchmarks.md#builtin-generator;
+    # 40 min of 32 beat 60 min of 128). A folder trained before with 128 resumes with --set batch_size=128.
     "small": dict(
         image_size=32,
         patch_size=2,
@@ -79,7 +81,7 @@ PRESETS: dict[str, dict] = {
         layers_per_block=1,
         attention=True,
         steps=100_000,
-        batch_size=128,
+        batch_size=32,
         lr=1e-3,
         sample_every=500,
         checkpoint_every=250,
