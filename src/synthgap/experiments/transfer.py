@@ -195,63 +195,24 @@ def plan_curve_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> list[
     arms = cfg.gap_closing
     if "augment" in arms:
         sets.append(own("augment", "synthetic", 0, n_syn, real_per_class=0, with_synthetic=True, arm="augment"))
+    n_keep = max(n_classes, round(cfg.filter_keep * n_syn))
     for k in cfg.gap_sizes:
         n_r, per = n_real_of(k, "gap_sizes")
-        if "finetune" in arms:
+        real_k = f"curve-real{per}"
+        # arm at k real per class: (train_domain, synthetic images, the wave-0 run it starts from or filters by)
+        at_k = {
+            "finetune": ("synthetic->real", 0, {"start_from": syn_only}),
+            "adabn": ("synthetic", 0, {"start_from": syn_only}),
+            "augment+adabn": ("synthetic", 0, {"start_from": "augment"}),
+            "filter": ("mixed", n_keep, {"filter_by": real_k}),
+        }
+        chosen = [a for a in at_k if set(a.split("+")) <= set(arms)]  # augment+adabn: both asked for
+        if "filter" in chosen and real_k not in {s.name for s in sets}:
+            sets.append(own(real_k, "real", n_r, 0, real_per_class=per))
+        for arm in chosen:
+            domain, n_s, source = at_k[arm]
             sets.append(
-                own(
-                    f"finetune-{per}",
-                    "synthetic->real",
-                    n_r,
-                    0,
-                    real_per_class=per,
-                    arm="finetune",
-                    with_synthetic=True,
-                    start_from=syn_only,
-                )
-            )
-        if "adabn" in arms:
-            sets.append(
-                own(
-                    f"adabn-{per}",
-                    "synthetic",
-                    n_r,
-                    0,
-                    real_per_class=per,
-                    arm="adabn",
-                    with_synthetic=True,
-                    start_from=syn_only,
-                )
-            )
-            if "augment" in arms:
-                sets.append(
-                    own(
-                        f"augment+adabn-{per}",
-                        "synthetic",
-                        n_r,
-                        0,
-                        real_per_class=per,
-                        arm="augment+adabn",
-                        with_synthetic=True,
-                        start_from="augment",
-                    )
-                )
-        if "filter" in arms:
-            real_k = f"curve-real{per}"
-            if real_k not in {s.name for s in sets}:
-                sets.append(own(real_k, "real", n_r, 0, real_per_class=per))
-            n_keep = max(n_classes, round(cfg.filter_keep * n_syn))
-            sets.append(
-                own(
-                    f"filter-{per}",
-                    "mixed",
-                    n_r,
-                    n_keep,
-                    real_per_class=per,
-                    arm="filter",
-                    with_synthetic=True,
-                    filter_by=real_k,
-                )
+                own(f"{arm}-{per}", domain, n_r, n_s, real_per_class=per, arm=arm, with_synthetic=True, **source)
             )
     return sets
 
