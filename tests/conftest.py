@@ -238,3 +238,27 @@ def serve_process(serve_args: list[str], log: Path, env: dict | None = None):
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def make_pipeline_run(run, classifier, detector, generator, accuracies: dict[str, float]) -> Path:
+    """The layout `synthgap pipeline` writes (synthgap.artifacts.models_of_run) from ready models: a transfer run
+    per name in `accuracies` (a copy of `classifier` with that real test accuracy), the detector, the generator.
+    A test adds what else it needs (e.g. a photo-detector bundle)."""
+    import json
+    import shutil
+
+    from synthgap.config import dump_yaml
+    from synthgap.experiments.config import PipelineConfig
+
+    run = Path(run)
+    run.mkdir(parents=True)
+    (run / "pipeline.yaml").write_text(dump_yaml(PipelineConfig(out=str(run), generator="builtin")))
+    for name, accuracy in accuracies.items():
+        folder = run / "transfer" / "runs" / name / "seed0"
+        shutil.copytree(classifier, folder)
+        meta = json.loads((folder / "classifier.json").read_text())
+        meta.update(name=f"{name}/seed0", metrics={"test_real_accuracy": accuracy})
+        (folder / "classifier.json").write_text(json.dumps(meta))
+    shutil.copytree(detector, run / "detector")
+    shutil.copytree(generator, run / "generator")
+    return run

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_photo_folder, make_tiny_bundle, synthgap
+from conftest import make_photo_folder, make_pipeline_run, make_tiny_bundle, synthgap
 from PIL import Image
 
 from synthgap import SynthgapError
@@ -85,21 +85,14 @@ def models(tmp_path_factory) -> dict[str, Path]:
 def run(models, tmp_path_factory) -> Path:
     """The layout `synthgap pipeline` writes: two transfer runs (the better one on real test images is the one
     served), its detector and photo detector, its generator."""
-    from synthgap.config import dump_yaml
-    from synthgap.experiments.config import PipelineConfig
-
-    run = tmp_path_factory.mktemp("runs") / "pipeline-test"
-    run.mkdir()
-    (run / "pipeline.yaml").write_text(dump_yaml(PipelineConfig(out=str(run), generator="builtin")))
-    for name, accuracy in (("real", 0.7), ("synthetic", 0.4)):
-        folder = run / "transfer" / "runs" / name / "seed0"
-        shutil.copytree(models["classifier"], folder)
-        meta = json.loads((folder / "classifier.json").read_text())
-        meta.update(name=f"{name}/seed0", metrics={"test_real_accuracy": accuracy})
-        (folder / "classifier.json").write_text(json.dumps(meta))
-    shutil.copytree(models["detector"], run / "detector")
+    run = make_pipeline_run(
+        tmp_path_factory.mktemp("runs") / "pipeline-test",
+        models["classifier"],
+        models["detector"],
+        models["generator"],
+        {"real": 0.7, "synthetic": 0.4},
+    )
     make_tiny_bundle(run / "photo-detector", domain=PHOTO_DOMAIN, crop=True, seed=1)
-    shutil.copytree(models["generator"], run / "generator")
     return run
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import draw_photo, make_tiny_bundle, serve_process, synthgap
+from conftest import draw_photo, make_pipeline_run, make_tiny_bundle, serve_process, synthgap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -119,26 +119,19 @@ def pipeline_run(model_files, tmp_path_factory):
     two transfer runs (the better one on real test images is served), a detector, a generator."""
     import json as json_
 
-    from synthgap.config import dump_yaml
-    from synthgap.experiments.config import PipelineConfig
-
-    run = tmp_path_factory.mktemp("runs") / "pipeline-test"
-    run.mkdir()
-    (run / "pipeline.yaml").write_text(dump_yaml(PipelineConfig(out=str(run), generator="builtin")))
-    for name, accuracy in (("real", 0.4), ("synthetic", 0.7)):
-        folder = run / "transfer" / "runs" / name / "seed0"
-        shutil.copytree(model_files["classifier"], folder)
-        meta = json_.loads((folder / "classifier.json").read_text())
-        meta.update(name=f"{name}/seed0", metrics={"test_real_accuracy": accuracy})
-        (folder / "classifier.json").write_text(json_.dumps(meta))
-    shutil.copytree(model_files["detector"], run / "detector")
+    run = make_pipeline_run(
+        tmp_path_factory.mktemp("runs") / "pipeline-test",
+        model_files["classifier"],
+        model_files["detector"],
+        model_files["generator"],
+        {"real": 0.4, "synthetic": 0.7},
+    )
     meta = json_.loads((run / "detector" / "detector.json").read_text())
     meta["domain"] = {"width": [16, 64], "height": [16, 64], "formats": ["JPEG", "PNG"], "jpeg_quality": None}
     (run / "detector" / "detector.json").write_text(json_.dumps(meta))
     make_tiny_bundle(  # the optional photo-detector stage's bundle
         run / "photo-detector", domain=PHOTO_DOMAIN, crop=True, probes=PROBES, metrics={"accuracy": 0.95, "auc": 0.99}
     )
-    shutil.copytree(model_files["generator"], run / "generator")
     return run
 
 
