@@ -38,6 +38,10 @@ RECIPES = {
     "chain-head": {"finetune_blocks": 0, "crop_grid": 2},
     "jpeg-head": {"finetune_blocks": 0, "crop_grid": 2, "window_rescale": None},
     "no-chain-head": {"finetune_blocks": 0, "crop_grid": 2, **NO_CHAIN},
+    # chain-head on the bottom blocks of Lite0 only (backbone_blocks): 4 = up to its 40-channel stage at 1/8 scale,
+    # 6 = up to its 112-channel stage at 1/16: low-level features, less of what the picture shows
+    "bottom4-head": {"finetune_blocks": 0, "crop_grid": 2, "backbone_blocks": 4},
+    "bottom6-head": {"finetune_blocks": 0, "crop_grid": 2, "backbone_blocks": 6},
 }
 
 

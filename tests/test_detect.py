@@ -20,12 +20,12 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
 from synthgap import SynthgapError
-from synthgap.detect.backbones import BACKBONES
 from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import load_detector_data
 from synthgap.detect.evaluate import binary_metrics, choose_threshold
 from synthgap.detect.model import DetectorBundle, build_detector, load_bundle
 from synthgap.detect.train import evaluate_detector, run_detector, train_detector
+from synthgap.models.registry import BACKBONES
 from synthgap.train import robust
 from synthgap.train.config import AugmentConfig
 from synthgap.train.loop import fit
@@ -153,7 +153,7 @@ BACKBONE_ANATOMY = {
 def test_every_registered_backbone_builds_the_architecture_it_names(name):
     from collections import Counter
 
-    from synthgap.detect.backbones import build_backbone
+    from synthgap.models.registry import build_backbone
 
     hub = _tiny_hub_config(name) if BACKBONES[name].hub_id else None
     bb = build_backbone(name, pretrained=False, hub_config=hub)
@@ -170,16 +170,16 @@ def test_every_registered_backbone_builds_the_architecture_it_names(name):
 
 
 def test_a_registered_backbone_without_a_builder_is_an_error_not_another_network(monkeypatch):
-    from synthgap.detect.backbones import build_backbone
+    from synthgap.models.registry import build_backbone
 
     monkeypatch.setitem(BACKBONES, "newnet", BACKBONES["airnet"])  # registered, but nobody wrote its builder
     with pytest.raises(SynthgapError, match="backbone 'newnet' is in the model registry but .* no builder"):
         build_backbone("newnet", pretrained=False)
     # A hub model of another family, given the hub builder: refused, not cut up as DINOv2.
-    import synthgap.detect.backbones as backbones
+    import synthgap.models.registry as registry
 
     monkeypatch.setitem(BACKBONES, "siglip_base", BACKBONES["dinov2_base"])
-    monkeypatch.setitem(backbones.BUILDERS, "siglip_base", backbones.BUILDERS["dinov2_base"])
+    monkeypatch.setitem(registry.BACKBONE_BUILDERS, "siglip_base", registry.BACKBONE_BUILDERS["dinov2_base"])
     with pytest.raises(SynthgapError, match="backbone 'siglip_base': a hub backbone of a family"):
         build_backbone("siglip_base", pretrained=False, hub_config=_tiny_hub_config("dinov2_base"))
 
@@ -223,7 +223,7 @@ def test_efficientnet_lite0_loads_the_packaged_weights_and_recognises_a_photo():
     # The ImageNet classifier the package ships: rebuild timm's model around the same weights.
     import timm
 
-    from synthgap.detect.backbones import lite0_weights
+    from synthgap.models.backbones import lite0_weights
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     net.load_state_dict(dict(zip(net.state_dict(), lite0_weights().values())))
@@ -283,7 +283,7 @@ def test_training_with_a_frozen_backbone_changes_only_the_trainable_part(pair):
 def test_frozen_blocks_run_in_slices_with_the_same_output_and_gradients(monkeypatch):
     """A training step cuts the batch into slices through the frozen blocks (their activations are the
     memory peak at photo size); the loss and the trainable gradients are those of the whole batch."""
-    import synthgap.detect.backbones as backbones
+    import synthgap.models.backbones as backbones
 
     torch.manual_seed(0)
     model = build_detector("efficientnet_lite0", pretrained=False, input_size=32)
@@ -702,3 +702,31 @@ def test_verdict_rules_outside_unstable_near_threshold_and_stable():
     assert [r["verdict"] for r in rec] == ["synthetic", "unsure", "unsure", "real", "outside the training domain"]
     assert rec[1]["p_range"] == [0.3, 0.91] and "jpeg q90" in rec[1]["why"] and not rec[1]["reliable"]
     assert "JPEG quality 30" in rec[4]["why"] and rec[0]["reliable"] and rec[3]["reliable"]
+
+
+def test_a_detector_on_the_backbones_bottom_blocks_pools_their_features_and_its_bundle_rebuilds_it(tmp_path):
+    from synthgap.detect.crops import InputChain
+    from synthgap.detect.probes import probe_config
+    from synthgap.detect.train import bundle_meta, new_detector
+
+    torch.manual_seed(0)
+    full = build_detector("efficientnet_lite0", input_size=64).eval()
+    cfg = DetectorConfig(backbone_blocks=4, input="resize", image_size=64)
+    low = build_detector("efficientnet_lite0", input_size=64, blocks=4).eval()
+    assert len(low.backbone.blocks) == 4 and low.backbone.num_features == 40  # Lite0's third MBConv stage
+    x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():  # the same pretrained weights, pooled where the fifth block would have begun
+        bottom = full.backbone._run(full.backbone.blocks[:4], full.backbone_input(x)).mean((2, 3))
+        assert torch.allclose(low.features(x), bottom, atol=1e-5)
+    model = new_detector(cfg, InputChain("resize", 64)).eval()
+    assert model.backbone.num_features == 40
+    meta = bundle_meta(cfg, 0.5, model)
+    assert meta["architecture"]["blocks"] == 4
+    bundle = DetectorBundle(model, meta).save(tmp_path / "low")
+    loaded = load_bundle(bundle)
+    assert len(loaded.model.backbone.blocks) == 4
+    assert torch.allclose(loaded.predict(x), DetectorBundle(model, meta).predict(x))
+    assert probe_config(cfg).backbone_blocks is None  # content is probed with the whole backbone
+    for bad in (0, 10):
+        with pytest.raises(SynthgapError, match=r"backbone_blocks: expected 1 to 9 .* got " + str(bad)):
+            build_detector("efficientnet_lite0", blocks=bad)

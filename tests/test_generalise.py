@@ -221,8 +221,8 @@ def test_the_matrix_has_every_cell_and_leave_one_out_never_saw_its_source(source
 
 
 def test_npr_residual_is_zero_on_a_nearest_neighbour_upsampled_image_and_the_backbone_trains():
-    from synthgap.detect.backbones import npr_residual
     from synthgap.detect.model import build_detector
+    from synthgap.models.backbones import npr_residual
 
     small = torch.rand(2, 3, 16, 16)
     up = small.repeat_interleave(2, -2).repeat_interleave(2, -1)

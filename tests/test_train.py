@@ -31,8 +31,7 @@ def test_models_build_by_name_and_give_logits(name):
 
 
 def test_one_registry_names_classifiers_backbones_and_the_fid_features():
-    from synthgap.detect.backbones import BACKBONES, build_backbone
-    from synthgap.models.registry import CLASSIFIERS, FID_FEATURES, MODELS
+    from synthgap.models.registry import BACKBONES, CLASSIFIERS, FID_FEATURES, MODELS, build_backbone
 
     assert set(CLASSIFIERS) | set(BACKBONES) == set(MODELS) and FID_FEATURES in BACKBONES
     for name, info in CLASSIFIERS.items():  # every classifier takes its own input size
@@ -41,6 +40,55 @@ def test_one_registry_names_classifiers_backbones_and_the_fid_features():
     assert build_model("resnet18", 3).conv1.stride == (1, 1)
     assert build_backbone("resnet18", pretrained=False).blocks[0][0].stride == (2, 2)
     assert MODELS["resnet18"].mean != MODELS["resnet18-cifar"].mean
+
+
+# What each registered classifier must be made of: module class -> count, its first conv's (kernel, stride,
+# out channels), the head's input width. A name added to the registry fails here until it has a line (the
+# backbones' table is test_detect's BACKBONE_ANATOMY).
+CLASSIFIER_ANATOMY = {
+    "airnet": ({"ConvBlock": 3, "MaxPool2d": 3, "BasicBlock": 0}, ((2, 2), (1, 1), 24), 128),
+    "airnet-wide": ({"ConvBlock": 3, "MaxPool2d": 3, "BasicBlock": 0}, ((2, 2), (1, 1), 24), 256),
+    "resnet18-cifar": ({"BasicBlock": 8, "MaxPool2d": 0, "ConvBlock": 0}, ((3, 3), (1, 1), 64), 512),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIFIER_ANATOMY))
+def test_every_registered_classifier_builds_the_architecture_it_names(name):
+    from collections import Counter
+
+    from synthgap.models.registry import CLASSIFIERS
+
+    assert set(CLASSIFIERS) == set(CLASSIFIER_ANATOMY)
+    model = build_model(name, 3)
+    modules, first_conv, features = CLASSIFIER_ANATOMY[name]
+    counts = Counter(type(m).__name__ for m in model.modules())
+    assert {k: counts[k] for k in modules} == modules
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert (conv.kernel_size, conv.stride, conv.out_channels) == first_conv
+    heads = [(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert heads == [(features, 3)]
+
+
+def test_the_registry_names_the_cli_choices_and_errors_in_one_line_without_importing_torch():
+    import subprocess
+    import sys
+
+    from synthgap.models.registry import BACKBONES, lookup
+
+    # A name is known once its builder is registered: the CLI's --backbone choices are the registry's names,
+    # and neither the registry nor the CLI loads torch to know them (`synthgap --help` stays fast).
+    code = (
+        "import sys; import synthgap.cli as cli; "
+        "opt = next(p for p in cli.detector_train.params if p.name == 'backbone'); "
+        "print(','.join(opt.type.choices)); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [",".join(BACKBONES), "False"]
+    with pytest.raises(SynthgapError) as e:
+        lookup("backbone", "alexnet")
+    assert str(e.value) == f"unknown backbone 'alexnet'; choose one of: {', '.join(BACKBONES)}"
+    with pytest.raises(SynthgapError, match=r"^config field 'backbone': unknown 'alexnet'; choose one of: efficie"):
+        lookup("backbone", "alexnet", field="config field 'backbone'")
 
 
 def test_unknown_model_is_a_clear_error():

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from synthgap import SynthgapError, __version__
+from synthgap.data.spec import DATA_HELP, SPEC_HELP
 
 log = logging.getLogger("synthgap")
 
@@ -47,6 +48,12 @@ set_option = click.option(
     metavar="KEY=VALUE",
     help="Override one config field, e.g. --set train.epochs=5 (repeatable).",
 )
+
+
+def _spec_help_in_doc(f):
+    """A command whose docstring says SPEC_HELP: the one help text of the data specs (synthgap.data.spec) there."""
+    f.__doc__ = f.__doc__.replace("SPEC_HELP", SPEC_HELP)
+    return f
 
 
 def ray_options(what: str):
@@ -135,7 +142,7 @@ def data_cifar10(root: str | None, no_download: bool) -> None:
     "--data",
     "spec",
     required=True,
-    help="Training data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set.",
+    help=f"Training data, {SPEC_HELP}.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--classes", default=None, help="Comma-separated class names (default: bird,cat,deer,dog,frog,horse).")
@@ -202,14 +209,8 @@ def train(spec, out, classes, size, resume, dedupe, root, config_file, overrides
 
 
 @cli.command()
-@click.option(
-    "--real", required=True, help="Real data: 'cifar10', an image folder, a .jsonl manifest or an hf: data set."
-)
-@click.option(
-    "--synthetic",
-    required=True,
-    help="Synthetic data: an image folder (<class>/* or train|test/<class>/*) or manifest.",
-)
+@click.option("--real", required=True, metavar="SPEC", help=f"Real data, {SPEC_HELP}.")
+@click.option("--synthetic", required=True, metavar="SPEC", help=f"Synthetic data, {SPEC_HELP}.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (re-run to resume).")
 @click.option(
     "--quick",
@@ -390,8 +391,7 @@ def generator() -> None:
     "--real",
     required=True,
     metavar="SPEC",
-    help="Real training images: 'cifar10' (from the data root), a folder (train/<class>/* or <class>/*), a manifest "
-    "or an hf: data set (hf:OWNER/NAME[:SPLIT] or hf:PATH; see docs/data.md).",
+    help=f"Real training images, {SPEC_HELP}.",
 )
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="GEN_DIR: the model, checkpoint, grids and figures."
@@ -536,6 +536,7 @@ def pipeline(config_file, overrides) -> None:
     help="Pixel correlation (at the best small shift) that confirms a candidate as a near twin.",
 )
 @root_option
+@_spec_help_in_doc
 def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min_correlation, root) -> None:
     """Find duplicate images within and across data sets before any number is reported.
 
@@ -545,10 +546,10 @@ def audit(specs, synthetic_specs, against_specs, out, classes, size, radius, min
     (memorisation), and whether their labels agree. Exact twins have the same pixels at their native
     size (a JPEG and a PNG of the same pixels, or files that differ only in metadata); near twins have
     perceptual hashes within --radius bits and a pixel correlation of at least --min-correlation.
-    SPEC: 'cifar10', an image folder (train/<class>/* and test/<class>/*, or <class>/*), a folder of
-    images, a REAL/FAKE root (CIFAKE style), a .jsonl manifest, or a Hugging Face data set
-    (hf:OWNER/NAME or hf:PATH saved with save_to_disk; options after ?: image=COL, label=COL,
-    map=VALUE:CLASS,..., real=VALUE / synthetic=VALUE).
+
+    Each SPEC is SPEC_HELP; or any folder of images, or a REAL/FAKE root (CIFAKE style).
+
+    \b
     Example:
       synthgap audit cifar10 --synthetic DATA/cifake-sd14-fake --out runs/audit
     """
@@ -590,16 +591,37 @@ def report(out) -> None:
 # ---------------------------------------------------------------- detector
 
 
+class RegisteredName(click.Choice):
+    """The names of one kind of model in synthgap.models.registry, as a click.Choice; an unknown name is the
+    registry's own error, listing the known ones."""
+
+    def __init__(self, kind: str):
+        from synthgap.models.registry import names
+
+        super().__init__(names(kind))
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        from synthgap.models.registry import lookup
+
+        try:
+            lookup(self.kind, value, field="")  # click names the option: "Invalid value for '--backbone': ..."
+        except SynthgapError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
 def detector_data_options(f):
     """The data and model options shared by `detector train`, `tune` and `compare`."""
+    from synthgap.models.registry import BACKBONES
+
     opts = [
         click.option(
             "--real",
             multiple=True,
             metavar="[NAME=]SPEC",
-            help="Real images: 'cifar10', an image folder "
-            "(searched recursively; train/ and test/ honoured), a .jsonl manifest or an hf: data set (hf:OWNER/NAME or "
-            "hf:PATH, options after ?: image=, label=, map=). Repeat it for several sources.",
+            help=f"Real images, {SPEC_HELP}; or any folder of images (searched recursively; train/ and test/ "
+            "honoured). Repeat it for several sources.",
         ),
         click.option(
             "--synthetic",
@@ -614,18 +636,17 @@ def detector_data_options(f):
             "data_root_dir",
             default=None,
             metavar="ROOT",
-            help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders (CIFAKE, DeepGuardDB style), "
-            "at its top or inside train/ and test/; or an hf: data set whose labels name both sides "
-            "(hf:NAME?label=COLUMN&real=VALUE&synthetic=VALUE).",
+            help=f"Instead of --real/--synthetic: {DATA_HELP}.",
         ),
         click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder."),
         click.option(
             "--backbone",
             default=None,
-            help="efficientnet_lite0 (default, offline weights), efficientnet_b0, "
-            "resnet50, resnet18, vgg16, airnet (small CNN from scratch), npr (neighbouring-pixel residuals "
-            "into a small ResNet, from scratch), or from the Hugging Face hub clip_vit_l14 (UnivFD-style) and "
-            "dinov2_base (set backbone_model=ID|FOLDER to use another model).",
+            type=RegisteredName("backbone"),
+            help="The detector's feature extractor (default efficientnet_lite0, ImageNet weights shipped offline); "
+            f"from scratch: {', '.join(n for n, i in BACKBONES.items() if not i.pretrainable)}; from the Hugging Face "
+            f"hub: {', '.join(n for n, i in BACKBONES.items() if i.hub_id)} (set backbone_model=ID|FOLDER to use "
+            "another model); the others download ImageNet weights once.",
         ),
         click.option(
             "--no-pretrained", is_flag=True, help="Train the backbone from scratch instead of ImageNet weights."
@@ -836,8 +857,7 @@ def detector_compare(
     "data_root_dir",
     default=None,
     metavar="ROOT",
-    help="Instead of --real/--synthetic: one root with REAL/ and FAKE/ folders, or an hf: data set (see "
-    "`detector train --help`).",
+    help=f"Instead of --real/--synthetic: {DATA_HELP}.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option(
@@ -977,7 +997,7 @@ def autoencoder() -> None:
     required=True,
     metavar="SPEC",
     help="Real photos: a folder of images (searched recursively; without train/ and test/ the fixed 20% "
-    "hold-out is left for the metrics), or any data spec (see docs/data.md).",
+    f"hold-out is left for the metrics), or {SPEC_HELP}.",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder: the model and its record.")
 @click.option("--steps", type=int, default=None, help="Optimisation steps [default: 1000, about 5 minutes on 2 cores].")

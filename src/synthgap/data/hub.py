@@ -22,16 +22,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl
 
 import numpy as np
 import torch
 
 from synthgap import SynthgapError
 from synthgap.data.images import CACHE_VERSION, RESAMPLE, cache_dir, decode_many, read_decoded, write_decoded
-
-PREFIX = "hf:"
-OPTIONS = ("image", "label", "map", "real", "synthetic")
+from synthgap.data.spec import Spec, parse_spec
 
 
 @dataclass(frozen=True)
@@ -47,30 +44,14 @@ class HubSpec:
         return set(self.label_map.values())
 
 
-def is_hub_spec(spec: str) -> bool:
-    return spec.startswith(PREFIX)
-
-
-def parse_hub_spec(spec: str) -> HubSpec:
-    body, _, query = spec[len(PREFIX) :].partition("?")
-    name, split = body, None
-    if ":" in body and not Path(body).exists():
-        name, split = body.rsplit(":", 1)
-    if not name:
-        raise SynthgapError(f"{spec}: expected hf:OWNER/NAME or hf:PATH after 'hf:'")
-    options = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise SynthgapError(f"{spec}: unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
-    label_map = {}
-    for pair in filter(None, options.get("map", "").split(",")):
-        value, sep, target = pair.partition(":")
-        if not sep or not target:
-            raise SynthgapError(f"{spec}: option 'map' expects VALUE:TARGET pairs separated by commas, got {pair!r}")
-        label_map[value] = target
-    for side in ("real", "synthetic"):
-        label_map.update({v: side for v in filter(None, options.get(side, "").split(","))})
-    return HubSpec(name, split or None, options.get("image") or None, options.get("label") or "label", label_map)
+def parse_hub_spec(spec: str | Spec) -> HubSpec:
+    """The HubSpec of an hf: spec (synthgap.data.spec.parse_spec reads and checks its text)."""
+    spec = parse_spec(spec)
+    if spec.kind != "hf":
+        raise SynthgapError(f"{spec}: not an hf: data set (expected hf:OWNER/NAME or hf:PATH)")
+    return HubSpec(
+        spec.location, spec.split, spec.option("image") or None, spec.option("label") or "label", spec.label_map
+    )
 
 
 def _open(hs: HubSpec, spec: str):
@@ -162,7 +143,7 @@ def _target(value: str, hs: HubSpec, feature) -> str:
     return value
 
 
-def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progress: bool = True):
+def load_hub(spec: str | Spec, split: str, targets: list[str], size: int = 32, *, progress: bool = True):
     """Images of one split whose (mapped) label is among `targets`, labelled by their index in it.
 
     targets: class names, or one of real / synthetic for a detector side. A set without a label column
@@ -171,6 +152,7 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
     _as_files), whether the core's hold-out must still split them, and the label values left out."""
     import datasets
 
+    spec = parse_spec(spec)
     hs = parse_hub_spec(spec)
     ds, needs_holdout = _split_of(_open(hs, spec), hs, split, spec)
     column = _image_column(ds, hs, spec)
@@ -198,7 +180,7 @@ def load_hub(spec: str, split: str, targets: list[str], size: int = 32, *, progr
     ).hexdigest()
     cache_file = cache_dir() / "decoded" / f"hf-{key}.pt"
     decoded = read_decoded(cache_file)
-    names = [f"{spec.partition('?')[0]}[{split}][{i}]" for i in rows.tolist()]
+    names = [f"{spec.without_options}[{split}][{i}]" for i in rows.tolist()]
     if decoded is None:
         decoded = _decode_rows(raw, column, rows, names, size, progress)
         write_decoded(cache_file, decoded)

@@ -1,8 +1,9 @@
 """Labelled image sets held as tensors, and the sources they come from.
 
-A *spec* names a source: ``cifar10`` (from the data root), a folder (``train/<class>/*`` and
-``test/<class>/*``, or just ``<class>/*``), a manifest ``*.jsonl``, or a Hugging Face data set
-``hf:OWNER/NAME`` / ``hf:PATH`` (synthgap.data.hub).
+A *spec* names a source (synthgap.data.spec parses it; its KINDS name the loaders of one split here):
+``cifar10`` (from the data root), a folder (``train/<class>/*`` and ``test/<class>/*``, or just
+``<class>/*``), a manifest ``*.jsonl``, or a Hugging Face data set ``hf:OWNER/NAME`` / ``hf:PATH``
+(synthgap.data.hub).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 import torch
 
 from synthgap import ANIMALS, CIFAR10_CLASSES, SynthgapError
-from synthgap.data.hub import is_hub_spec, load_hub
+from synthgap.data.hub import load_hub
 from synthgap.data.images import IMAGE_EXTENSIONS, decode_files, pixel_hash, resize_square
+from synthgap.data.spec import Spec, parse_spec
 from synthgap.io import user_cache
 
 SPLITS = ("train", "test")
@@ -357,11 +359,12 @@ def load_cifar10(split: str, classes: list[str], size: int = 32, root: str | os.
 
 
 def load_hub_set(
-    spec: str, split: str, targets: list[str], size: int = 32, domain: str = "real", *, progress: bool = True
+    spec: str | Spec, split: str, targets: list[str], size: int = 32, domain: str = "real", *, progress: bool = True
 ):
     """load_hub as an ImageSet of `targets` (its classes), held out by the core's fixed split when the
     data set gives only one split."""
     decoded, labels, files, needs_holdout, left_out = load_hub(spec, split, targets, size, progress=progress)
+    spec = parse_spec(spec).text
     name = f"{spec}[{split}]"
     s = ImageSet(
         decoded.images, labels, list(targets), name, domain, decoded.skipped, files, pixel_hashes=decoded.pixel_hashes
@@ -375,7 +378,7 @@ def load_hub_set(
 
 
 def load_spec(
-    spec: str,
+    spec: str | Spec,
     split: str,
     classes: list[str],
     size: int = 32,
@@ -389,20 +392,35 @@ def load_spec(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if spec.lower() == "cifar10":
-        return load_cifar10(split, classes, size, root)
-    if is_hub_spec(spec):
-        return load_hub_set(spec, split, classes, size, domain or "real")
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise SynthgapError(
-            f"{spec}: no such file or folder (expected 'cifar10', an image folder, a .jsonl manifest "
-            "or an hf: data set)"
-        )
-    if path.is_file():
-        if path.suffix != ".jsonl":
-            raise SynthgapError(f"{spec}: a file spec must be a .jsonl manifest")
-        return load_manifest(path, classes, split, size, domain, generator)
+    spec = parse_spec(spec)
+    return spec.loader()(spec, split, classes, size, root, domain, generator)
+
+
+# The loaders of synthgap.data.spec.KINDS, one split each: (spec, split, classes, size, root, domain, generator).
+
+
+def cifar10_split(spec: Spec, split, classes, size, root, domain, generator) -> ImageSet:
+    return load_cifar10(split, classes, size, root)
+
+
+def hub_split(spec: Spec, split, classes, size, root, domain, generator) -> ImageSet:
+    return load_hub_set(spec, split, classes, size, domain or "real")
+
+
+def manifest_split(spec: Spec, split, classes, size, root, domain, generator) -> ImageSet:
+    return load_manifest(spec.path, classes, split, size, domain, generator)
+
+
+def side_split(spec: Spec, split, classes, size, root, domain, generator) -> ImageSet:
+    """ROOT::NAME: the class folders of ROOT/split/NAME, taken whole."""
+    folder = spec.for_split(split)[0].path
+    s = load_class_folders(folder, classes, size, domain or "real")
+    s.name = f"{folder}"
+    return s
+
+
+def folder_split(spec: Spec, split, classes, size, root, domain, generator) -> ImageSet:
+    path = spec.path
     domain = domain or "real"
     if _is_split_folder(path):
         s = load_class_folders(path / split, classes, size, domain)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from synthgap import SynthgapError
-from synthgap.data.hub import is_hub_spec, parse_hub_spec
 from synthgap.data.images import IMAGE_EXTENSIONS
 from synthgap.data.sets import (
     HOLDOUT_FRACTION,
@@ -27,6 +25,7 @@ from synthgap.data.sets import (
     load_hub_set,
     load_spec,
 )
+from synthgap.data.spec import DATA_HELP, Spec, is_hub_spec, missing, parse_spec, side_spec
 
 CLASSES = ["real", "synthetic"]  # label 0 and label 1
 REAL_NAMES = ("real", "0_real", "reals", "authentic", "nature")
@@ -73,7 +72,7 @@ class Source:
     """One origin of images on one side: a generator, or a real data set."""
 
     name: str
-    spec: str
+    spec: Spec
     generator: str | None = None  # only this `generator` of a manifest that mixes several
 
 
@@ -81,7 +80,7 @@ def _looks_like_a_set(folder: Path) -> bool:
     return any(p.is_dir() for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Source]:
+def parse_sources(specs: str | Spec | list[str | Spec] | tuple[str | Spec, ...] | None) -> list[Source]:
     """`NAME=SPEC` or `SPEC` (named after its folder or file) per entry. A folder whose sub-folders are
     data sets of their own (no images at its top, no train/test split, no REAL/FAKE) is a root with a
     folder per generator: one source each. A manifest whose lines name several `generator`s: one each."""
@@ -90,15 +89,10 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
     if specs is None:
         return []
     out: list[Source] = []
-    for entry in [specs] if isinstance(specs, str) else specs:
-        named = re.match(r"([\w.+-]+)=(.+)", entry)  # not an hf: spec's options (hf:X?real=0)
-        name, spec = named.groups() if named and not Path(entry).exists() else (None, entry)
-        if is_hub_spec(spec):
-            out.append(Source(name or parse_hub_spec(spec).name.rstrip("/").rsplit("/", 1)[-1], spec))
-            continue
-        path = Path(spec).expanduser()
-        label = name or (path.stem if path.is_file() else path.name) or spec
-        if path.is_file() and path.suffix == ".jsonl":
+    for entry in [specs] if isinstance(specs, (str, Spec)) else specs:
+        spec = parse_spec(entry)
+        name, label, path = spec.name, spec.label, spec.path
+        if spec.kind == "manifest":
             generators = set()
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
@@ -110,7 +104,7 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
                 out += [Source(f"{label}:{g}", spec, g) for g in generators]
                 continue
         elif (
-            path.is_dir()
+            spec.kind == "folder"
             and not _is_split_folder(path)
             and not (named_child(path, REAL_NAMES) and named_child(path, SYNTHETIC_NAMES))
         ):
@@ -120,7 +114,7 @@ def parse_sources(specs: str | list[str] | tuple[str, ...] | None) -> list[Sourc
                 and not any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
                 and all(_looks_like_a_set(p) for p in subs)
             ):
-                out += [Source(f"{label}/{p.name}" if name else p.name, str(p)) for p in subs]
+                out += [Source(f"{label}/{p.name}" if name else p.name, parse_spec(str(p))) for p in subs]
                 continue
         out.append(Source(label, spec))
     names = [s.name for s in out]
@@ -141,9 +135,9 @@ def parse_sides(real, synthetic) -> list[list[Source]]:
         return sides
 
     def parent(src: Source) -> str:
-        if is_hub_spec(src.spec):
+        if src.spec.kind == "hf":
             return ""
-        return Path(os.path.abspath(Path(src.spec).expanduser())).parent.name
+        return Path(os.path.abspath(Path(src.spec.text).expanduser())).parent.name
 
     renamed = [[], []]
     for name in sorted(both):
@@ -171,7 +165,7 @@ def parse_sides(real, synthetic) -> list[list[Source]]:
 
 
 def load_side(
-    spec: str,
+    spec: str | Spec,
     split: str,
     label: int,
     *,
@@ -183,20 +177,20 @@ def load_side(
     generator: str | None = None,
 ) -> ImageSet:
     """One side (real or synthetic) of one split. `spec`: 'cifar10', a manifest, a class-folder
-    set (only `classes` are taken), or any folder of images (searched recursively).
+    set (only `classes` are taken), or any folder of images (searched recursively); ROOT::NAME: the
+    NAME/ folder of this split of ROOT, taken whole.
     split_given: `spec` is already that split's folder (no hold-out of its own).
     source: the name every image is tagged with (ImageSet.sources); generator: see Source."""
     domain = CLASSES[label]
-    if is_hub_spec(spec):  # its label column mapped onto real / synthetic picks this side, else the classes
-        targets = [domain] if parse_hub_spec(spec).targets & set(CLASSES) else classes
+    spec = parse_spec(spec)
+    if spec.kind == "hf":  # its label column mapped onto real / synthetic picks this side, else the classes
+        targets = [domain] if spec.targets & set(CLASSES) else classes
         return _as_side(load_hub_set(spec, split, targets, size, domain), label, domain, source)
-    path = Path(spec).expanduser()
-    if spec.lower() == "cifar10" or path.is_file():
+    if spec.kind == "side":
+        spec, split_given = spec.for_split(split)
+    if spec.kind != "folder":  # a kind with no folder of its own to search: its loader (spec.KINDS)
         return _as_side(load_spec(spec, split, classes, size, root, domain, generator), label, domain, source)
-    if not path.is_dir():
-        raise SynthgapError(
-            f"{spec}: no such file or folder (expected 'cifar10', an image folder or a .jsonl manifest)"
-        )
+    path = spec.path
     base = path / split if _is_split_folder(path) else path
     if all((base / c).is_dir() for c in classes):
         if split_given:  # already this split's folder: take it whole
@@ -217,11 +211,10 @@ def load_side(
 
 def two_class_root(data: str | Path) -> tuple[str, str]:
     """The real and synthetic folders of a CIFAKE-style root: REAL/ and FAKE/ at its top or in each split."""
-    data = Path(data).expanduser()
-    if not data.is_dir():
-        raise SynthgapError(
-            f"{data}: no such folder (--data expects a root with real and fake folders, or an hf: data set)"
-        )
+    path = Path(data).expanduser()
+    if not path.is_dir():
+        raise missing(str(data), DATA_HELP) if not path.exists() else SynthgapError(f"{data}: expected {DATA_HELP}")
+    data = path
     top = data / "train" if (data / "train").is_dir() else data
     real, fake = named_child(top, REAL_NAMES), named_child(top, SYNTHETIC_NAMES)
     if real is None or fake is None:
@@ -231,25 +224,22 @@ def two_class_root(data: str | Path) -> tuple[str, str]:
         )
     if top is data:
         return str(real), str(fake)
-    return f"{data}::{real.name}", f"{data}::{fake.name}"
+    return side_spec(data, real.name), side_spec(data, fake.name)
 
 
-def hub_sides(data: str) -> tuple[str, str]:
+def hub_sides(data: str | Spec) -> tuple[str, str]:
     """Both sides of one hf: data set whose label column says real or synthetic (its map names both)."""
-    if set(CLASSES) - parse_hub_spec(data).targets:
+    spec = parse_spec(data)
+    if set(CLASSES) - spec.targets:
         raise SynthgapError(
-            f"{data}: --data with an hf: set needs its labels mapped onto both sides, e.g. "
-            f"{data.partition('?')[0]}?label=COLUMN&real=VALUE&synthetic=VALUE"
+            f"{spec}: --data with an hf: set needs its labels mapped onto both sides, e.g. "
+            f"{spec.without_options}?label=COLUMN&real=VALUE&synthetic=VALUE"
         )
-    return f"real={data}", f"synthetic={data}"
+    return tuple(dataclasses.replace(spec, name=side).written for side in CLASSES)
 
 
-def resolve_side(spec: str, split: str) -> tuple[str, bool]:
-    """'ROOT::NAME' (a side of a two-class root with splits) -> (ROOT/split/NAME, True)."""
-    if "::" in spec and not is_hub_spec(spec):
-        root, name = spec.split("::", 1)
-        folder = Path(root) / split / name
-        if not folder.is_dir():
-            raise SynthgapError(f"{folder}: missing (the {split} split of {root} needs its own {name}/ folder)")
-        return str(folder), True
-    return spec, False
+def data_sides(data: str) -> tuple[str, str]:
+    """--data: the real and the synthetic spec of one source that holds both (hub_sides, two_class_root)."""
+    if is_hub_spec(data):
+        return hub_sides(data)
+    return two_class_root(data)

@@ -240,7 +240,7 @@ class LiteFeatures(nn.Module):
     autoencoder's range, so windows go in as they are."""
 
     def __init__(self):
-        from synthgap.detect.backbones import build_backbone
+        from synthgap.models.registry import build_backbone
 
         super().__init__()
         self.blocks = nn.ModuleList(build_backbone("efficientnet_lite0", pretrained=True).blocks[:PERCEPTUAL_BLOCKS])
@@ -279,7 +279,7 @@ def high_frequency_energy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image of a uint8 batch (N x 3 x H x W): the mean squared Laplacian (3 x 3, per channel, no padding)
     and the mean squared NPR residual (each pixel against the top-left pixel of its 2 x 2 cell), in 8-bit
     units squared."""
-    from synthgap.detect.backbones import npr_residual
+    from synthgap.models.backbones import npr_residual
 
     xf = x.double()
     lap = F.conv2d(xf, LAPLACIAN.to(xf.dtype).expand(3, 1, 3, 3), groups=3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from synthgap import ANIMALS
+from synthgap.models.registry import BACKBONES
 from synthgap.train.config import AugmentConfig, TrainConfig
 
 
@@ -61,6 +62,9 @@ class DetectorConfig:
     backbone_model: str | None = None  # hub backbones (clip_vit_l14, dinov2_base): another model id or a local folder
     backbone_revision: str | None = None  # ... and its hub revision (a commit or tag), recorded in the bundle
     input_size: int | None = None  # backbone input resolution; None: the backbone's CPU default
+    # Keep only the backbone's bottom N blocks (null: all): the head reads low-level features, how an image was
+    # made more than what it shows (intermediate blocks generalise better across generators: RINE, ECCV 2024).
+    backbone_blocks: int | None = None
     head_width: int = 128
     dropout: float = 0.3
     cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images
@@ -101,3 +105,8 @@ DETECTOR_QUICK = {
     "finetune": {"epochs": 1},
     "scratch": {"epochs": 6},
 }
+
+
+def from_scratch(cfg: DetectorConfig) -> bool:
+    """Whether a DetectorConfig trains its backbone from scratch: no pretrained weights asked for, or none exist."""
+    return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)

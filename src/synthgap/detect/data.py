@@ -13,9 +13,8 @@ import torch
 
 from synthgap import SynthgapError
 from synthgap.audit import AuditPart, apply_dedupe, check_dedupe
-from synthgap.data.hub import is_hub_spec
 from synthgap.data.sets import ImageSet, concat, holdout_split
-from synthgap.data.sides import CLASSES, Source, hub_sides, load_side, parse_sides, resolve_side, two_class_root
+from synthgap.data.sides import CLASSES, Source, data_sides, load_side, parse_sides
 from synthgap.train.robust import jpeg
 
 
@@ -95,7 +94,7 @@ def load_sources(
     if data:
         if real or synthetic:
             raise SynthgapError("give either --data (one root with real and fake folders) or --real and --synthetic")
-        real, synthetic = hub_sides(data) if is_hub_spec(data) else two_class_root(data)
+        real, synthetic = data_sides(data)
     sides = parse_sides(real, synthetic)
     if not sides[0] or not sides[1]:
         raise SynthgapError("the detector needs both a real and a synthetic source (--real and --synthetic, or --data)")
@@ -103,15 +102,13 @@ def load_sources(
     for part_split in (split,) if split else ("train", "test"):
         for label, sources in enumerate(sides):
             for src in sources:
-                folder, given = resolve_side(src.spec, part_split)
                 side = load_side(
-                    folder,
+                    src.spec,
                     part_split,
                     label,
                     classes=classes,
                     size=size,
                     root=root,
-                    split_given=given,
                     source=src.name,
                     generator=src.generator,
                 )

@@ -22,7 +22,7 @@ from collections import Counter
 import torch
 
 from synthgap.data.sides import CLASSES
-from synthgap.detect.backbones import from_scratch
+from synthgap.detect.config import from_scratch
 
 SIZE_TOLERANCE = 1.25  # a side may be this much smaller or larger than the training range and still be inside
 QUALITY_TOLERANCE = 10  # JPEG quality points beyond the training range (files and JPEG augmentation)

@@ -42,7 +42,7 @@ def _file_domain(bundle: DetectorBundle, files: list[str]) -> dict:
 def _training_parts(bundle: DetectorBundle, classes: list[str]):
     """The bundle's own training splits as audit reference parts, when its sources can be loaded here."""
     from synthgap.audit import AuditPart
-    from synthgap.data.sides import load_side, resolve_side
+    from synthgap.data.sides import load_side
 
     specs = bundle.meta.get("specs") or {}
     if not isinstance(specs.get("real"), list):
@@ -54,14 +54,12 @@ def _training_parts(bundle: DetectorBundle, classes: list[str]):
             zip(("real", "synthetic"), parse_sides(specs["real"], specs["synthetic"]))
         ):
             for src in sources:
-                folder, given = resolve_side(src.spec, "train")
                 s = load_side(
-                    folder,
+                    src.spec,
                     "train",
                     label,
                     classes=classes,
                     size=bundle.image_size,
-                    split_given=given,
                     source=src.name,
                     generator=src.generator,
                 )

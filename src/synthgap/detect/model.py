@@ -18,9 +18,10 @@ from torch import nn
 
 from synthgap import SynthgapError
 from synthgap.artifacts import KINDS, check_format
-from synthgap.detect.backbones import BACKBONES, Backbone, build_backbone
 from synthgap.detect.domain import PERTURBATIONS, content_check, content_scores, perturbed, verdicts
 from synthgap.io import load_weights, save_weights, write_json
+from synthgap.models.backbones import Backbone
+from synthgap.models.registry import build_backbone, lookup
 from synthgap.train.augment import MEAN as SYNTHGAP_MEAN
 from synthgap.train.augment import STD as SYNTHGAP_STD
 
@@ -76,10 +77,10 @@ def build_detector(
     model_id: str | None = None,
     revision: str | None = None,
     hub_config: dict | None = None,
+    blocks: int | None = None,
 ) -> Detector:
-    info = BACKBONES.get(backbone)
-    if info is None:
-        raise SynthgapError(f"unknown backbone '{backbone}'; choose one of: {', '.join(BACKBONES)}")
+    """blocks: keep the backbone's bottom `blocks` blocks only (Backbone.keep_bottom); None: all of them."""
+    info = lookup("backbone", backbone)
     if head_width < 1 or not 0 <= dropout < 1:
         raise SynthgapError(
             f"detector head: width must be at least 1 and dropout in [0, 1), got {head_width}, {dropout}"
@@ -94,6 +95,8 @@ def build_detector(
         revision=revision,
         hub_config=hub_config,
     )
+    if blocks is not None:
+        bb.keep_bottom(blocks)
     return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
 
 
@@ -289,6 +292,7 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
             head_width=arch["head_width"],
             dropout=arch["dropout"],
             hub_config=hub.get("config"),
+            blocks=arch.get("blocks"),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None

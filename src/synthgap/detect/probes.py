@@ -21,12 +21,13 @@ CONTENT_SIZE = 32  # px: a thumbnail keeps the subject, not a generator's high-f
 
 
 def probe_config(cfg):
-    """The content probe's config: the detector's backbone and head, on CONTENT_SIZE px thumbnails."""
+    """The content probe's config: the detector's backbone (all of its blocks) and head, on CONTENT_SIZE px thumbnails."""
     return dataclasses.replace(
         cfg,
         input="resize",
         image_size=CONTENT_SIZE,
         input_size=None,
+        backbone_blocks=None,  # the whole backbone: the strongest reader of content the recipe's network has
         finetune_blocks=0,
         cache_features=True,
         normalize_format=False,

@@ -20,8 +20,7 @@ from synthgap.audit import audit_record, check_dedupe
 from synthgap.config import dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.data.sides import CLASSES
-from synthgap.detect.backbones import BACKBONES, from_scratch
-from synthgap.detect.config import DetectorConfig
+from synthgap.detect.config import DetectorConfig, from_scratch
 from synthgap.detect.crops import InputChain, RandomCrops, predict_views, resolve_input
 from synthgap.detect.data import DetectorData
 from synthgap.detect.domain import KNN_BANK, content_record, content_scores, training_domain
@@ -38,6 +37,7 @@ from synthgap.detect.probes import CONTENT_SIZE, probe_config, probes_record, se
 from synthgap.detect.report import write_detector_report
 from synthgap.device import select_device, set_threads
 from synthgap.io import environment, write_json, write_text
+from synthgap.models.registry import BACKBONES, lookup
 from synthgap.runs import RunDir, identity_hash
 from synthgap.train.loop import fit
 
@@ -63,8 +63,7 @@ def check_detector_config(cfg: DetectorConfig) -> None:
     for name, ok, want in checks:
         if not ok:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)}")
-    if cfg.backbone not in BACKBONES:
-        raise SynthgapError(f"config field 'backbone': unknown '{cfg.backbone}'; choose one of: {', '.join(BACKBONES)}")
+    lookup("backbone", cfg.backbone, field="config field 'backbone'")
     if (cfg.backbone_model or cfg.backbone_revision) and not BACKBONES[cfg.backbone].hub_id:
         hub = ", ".join(n for n, b in BACKBONES.items() if b.hub_id)
         raise SynthgapError(f"config field 'backbone_model': only for the hub backbones ({hub}), not '{cfg.backbone}'")
@@ -125,6 +124,7 @@ def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
         dropout=cfg.dropout,
         model_id=cfg.backbone_model,
         revision=cfg.backbone_revision,
+        blocks=cfg.backbone_blocks,
     )
 
 
@@ -481,6 +481,7 @@ def bundle_meta(
             "input_size": input_size,
             "head_width": cfg.head_width,
             "dropout": cfg.dropout,
+            **({"blocks": cfg.backbone_blocks} if cfg.backbone_blocks is not None else {}),
             "pretrained": not from_scratch(cfg),
             "about": info.about,
             **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {}),

