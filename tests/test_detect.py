@@ -429,6 +429,22 @@ def test_pretrained_two_stages_with_cached_features(pair, tmp_path):
         assert torch.equal(a, b), k
 
 
+def test_a_stage_field_the_detector_overrides_is_named_not_silently_dropped():
+    from synthgap.detect.config import ignored_stage_fields
+
+    assert ignored_stage_fields(DetectorConfig()) == [] and ignored_stage_fields(tiny_cfg()) == []
+    head = dataclasses.replace(DetectorConfig().head, model="resnet18", seed=5, tta=True)
+    lines = ignored_stage_fields(DetectorConfig(seed=3, head=head, scratch=dataclasses.replace(head, seed=3)))
+    assert [line.split(" is ignored")[0] for line in lines] == [
+        "config field 'head.model' (resnet18)",
+        "config field 'head.seed' (5)",
+        "config field 'scratch.model' (resnet18)",
+        "config field 'head.tta'",  # the head reads cached features: no flip
+    ]
+    on_images = dataclasses.replace(head, model="airnet", seed=0)  # tta is read when the head trains on images
+    assert ignored_stage_fields(DetectorConfig(cache_features=False, head=on_images)) == []
+
+
 # ---------------------------------------------------------------- robustness transforms
 
 

@@ -52,7 +52,9 @@ def _scratch_stage() -> TrainConfig:
 class DetectorConfig:
     """Real-vs-synthetic detector: a backbone, the shared head, and up to two training stages.
 
-    Stage configs are TrainConfigs; their `model` field is unused (the backbone decides).
+    Stage configs are TrainConfigs; the detector decides some of their fields for every stage (`model`
+    and `widths`: the backbone; `seed` and `val_fraction`: the detector's own; with cache_features, the
+    head's `tta` and `augment`): one set otherwise is reported, not used (ignored_stage_fields).
     A pretrained backbone trains `head` (backbone frozen) then `finetune` (top blocks unfrozen);
     a backbone without weights (airnet, or --no-pretrained) trains end to end with `scratch`.
     """
@@ -110,3 +112,32 @@ DETECTOR_QUICK = {
 def from_scratch(cfg: DetectorConfig) -> bool:
     """Whether a DetectorConfig trains its backbone from scratch: no pretrained weights asked for, or none exist."""
     return not (cfg.pretrained and BACKBONES[cfg.backbone].pretrainable)
+
+
+# The fields of a stage config the detector decides for every stage, and who decides them.
+STAGE_OVERRIDES = {
+    "model": "the detector's 'backbone' is the model",
+    "widths": "the detector's 'backbone' is the model",
+    "seed": "every stage takes the detector's 'seed'",
+    "val_fraction": "the detector's 'val_fraction' splits the data once, for every stage",
+}
+
+
+def ignored_stage_fields(cfg: DetectorConfig) -> list[str]:
+    """One line per field of a stage config that the detector overrides or never reads, set to other than
+    its default (the fields stay in the schema, so older configs and run folders still load)."""
+    lines = []
+    for name, default in (("head", _head_stage()), ("finetune", _finetune_stage()), ("scratch", _scratch_stage())):
+        stage = getattr(cfg, name)
+        for field_name, why in STAGE_OVERRIDES.items():
+            value = getattr(stage, field_name)
+            if value != getattr(default, field_name) and value != getattr(cfg, field_name, None):
+                lines.append(f"config field '{name}.{field_name}' ({value}) is ignored: {why}")
+    if cfg.cache_features and not from_scratch(cfg):
+        why = "with cache_features the head trains and validates on features extracted once (no flip, no augmentation)"
+        lines += [
+            f"config field 'head.{field_name}' is ignored: {why}"
+            for field_name in ("tta", "augment")
+            if getattr(cfg.head, field_name) != getattr(_head_stage(), field_name)
+        ]
+    return lines

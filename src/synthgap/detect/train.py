@@ -8,7 +8,10 @@ end to end in one stage. The threshold is chosen on validation; test is touched 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ from synthgap.audit import audit_record, check_dedupe
 from synthgap.config import dump_yaml, to_dict
 from synthgap.data.sets import ImageSet
 from synthgap.data.sides import CLASSES
-from synthgap.detect.config import DetectorConfig, from_scratch
+from synthgap.detect.config import DetectorConfig, from_scratch, ignored_stage_fields
 from synthgap.detect.crops import InputChain, RandomCrops, predict_views, resolve_input
 from synthgap.detect.data import DetectorData
 from synthgap.detect.domain import KNN_BANK, content_record, content_scores, training_domain
@@ -39,7 +42,10 @@ from synthgap.device import select_device, set_threads
 from synthgap.io import environment, write_json, write_text
 from synthgap.models.registry import BACKBONES, lookup
 from synthgap.runs import RunDir, identity_hash
-from synthgap.train.loop import fit
+from synthgap.train.config import TrainConfig
+from synthgap.train.loop import ClassifierTask, fit
+
+log = logging.getLogger("synthgap")
 
 
 def check_detector_config(cfg: DetectorConfig) -> None:
@@ -96,6 +102,14 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         raise SynthgapError(f"config field 'eval_jpeg': expected 1..100, or null, got {cfg.eval_jpeg}")
     if not 1 <= cfg.normalize_quality <= 100:
         raise SynthgapError(f"config field 'normalize_quality': expected 1..100, got {cfg.normalize_quality}")
+
+
+def check_run_config(cfg: DetectorConfig) -> None:
+    """At the start of a run (or study): check_detector_config, and one warning per stage field the detector
+    overrides or never reads (ignored_stage_fields)."""
+    check_detector_config(cfg)
+    for line in ignored_stage_fields(cfg):
+        log.warning("%s", line)
 
 
 def input_chain(cfg: DetectorConfig, train: ImageSet) -> tuple[InputChain, str]:
@@ -221,72 +235,179 @@ def _as_features(s: ImageSet, feats: torch.Tensor) -> ImageSet:
     return ImageSet(feats, s.labels, s.classes, s.name + "[features]", s.domain)
 
 
-def train_detector(
-    data: DetectorData,
-    cfg: DetectorConfig,
-    out: str | Path | None = None,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    on_epoch=None,
-    features: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[Detector, dict]:
-    """Both stages; returns the model (best validation epoch of the last stage) and the stage histories.
+@dataclass(eq=False)
+class StageTask(ClassifierTask):
+    """A detector stage's task (synthgap.train.loop.TrainTask): a classifier's, with each epoch counted
+    by its trainer across stages."""
 
-    features: (train, val) features of the frozen backbone, when already extracted (a tuning study
-    extracts them once for all its trials).
+    trainer: DetectorTrainer | None = None
+
+    def on_epoch_end(self, record: dict) -> None:
+        self.trainer.epoch_done(record)
+
+
+@dataclass(eq=False)
+class CropStage(StageTask):
+    """A stage on the images' windows (input: crop): a random window of each image per epoch (RandomCrops);
+    validation averages the probabilities of every evaluation window of an image."""
+
+    crops: RandomCrops | None = None
+
+    def batches(self, order: torch.Tensor, batch_size: int, steps: int, g: torch.Generator):
+        source = self.crops.epoch(order, batch_size, steps, g)
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield self.prepare(next(source).to(self.device), g), self.labels[idx]
+
+    def val_proba(self, model: torch.nn.Module) -> torch.Tensor:
+        t = self.trainer
+        return predict_views(
+            model,
+            self.val.files,
+            t.chain,
+            prepare=self.prepare,
+            tta=self.cfg.tta,
+            device=self.device,
+            workers=t.cfg.workers,
+        ).mean(1)
+
+
+@dataclass(eq=False)
+class WindowHeadStage(StageTask):
+    """The head on cached window features: every window of a training image is a sample; validation averages
+    the head's probabilities over the windows of an image (`windows`: the validation features, N x V x F)."""
+
+    windows: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def val_proba(self, head: torch.nn.Module) -> torch.Tensor:
+        from synthgap.train.evaluate import logits_to_proba
+
+        head.eval()
+        n, views = self.windows.shape[:2]
+        return logits_to_proba(head(self.windows.flatten(0, 1).to(self.device))).cpu().view(n, views, -1).mean(1)
+
+
+def _features_as_is(x: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    return x
+
+
+class DetectorTrainer:
+    """One run of a detector's stages (synthgap.train.loop.fit, one method per stage), in `out`/stages/STAGE.
 
     on_epoch(record): called after every epoch of every stage, `record['stage_epoch']` counting on
     across stages (Optuna's pruner reports there).
     """
-    check_detector_config(cfg)
-    out = Path(out) if out else None
-    device = select_device(cfg.head.device)
-    set_threads(cfg.head.threads)
-    torch.manual_seed(cfg.seed)
-    chain, _ = input_chain(cfg, data.train)
-    model = new_detector(cfg, chain).to(device)
-    history: dict[str, dict] = {}
-    counter = {"epoch": 0}
-    crops: list[RandomCrops] = []  # built once, at the first stage that trains on images
 
-    def report(record):
-        counter["epoch"] += 1
-        if on_epoch:
-            on_epoch({**record, "stage_epoch": counter["epoch"]})
+    def __init__(
+        self,
+        data: DetectorData,
+        cfg: DetectorConfig,
+        out: str | Path | None = None,
+        *,
+        resume: bool = False,
+        progress: bool = True,
+        on_epoch: Callable[[dict], None] | None = None,
+    ):
+        check_detector_config(cfg)
+        self.data, self.cfg, self.out = data, cfg, Path(out) if out else None
+        self.resume, self.progress, self.on_epoch = resume, progress, on_epoch
+        self.device = select_device(cfg.head.device)
+        set_threads(cfg.head.threads)
+        torch.manual_seed(cfg.seed)
+        self.chain, _ = input_chain(cfg, data.train)
+        self.model = new_detector(cfg, self.chain).to(self.device)
+        self.history: dict[str, dict] = {}
+        self.epochs = 0  # over every stage: the records' stage_epoch
+        self.crops: RandomCrops | None = None  # built once, at the first stage that trains on images
 
-    def run(stage: str, train: ImageSet, val: ImageSet, stage_cfg, module, prepare=None, val_proba=None):
-        stage_cfg = dataclasses.replace(stage_cfg, seed=cfg.seed)
-        batches = None
-        if chain.crop and val_proba is None:  # images, not features: their windows
-            if not crops:
-                crops.append(
-                    RandomCrops(
-                        train.files, chain, workers=cfg.workers, in_memory_mb=cfg.in_memory_mb, progress=progress
-                    )
-                )
-            batches = crops[0]
+    def run(self, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[Detector, dict]:
+        """Every stage of the config; returns the model (best validation epoch of the last stage) and the
+        stage histories. features: as `head` takes them."""
+        if from_scratch(self.cfg):
+            self.scratch()
+            return self.model, self.history
+        self.head(features)
+        if self.cfg.finetune_blocks > 0:
+            self.finetune()
+        return self.model, self.history
 
-            def val_proba(m, prep):
-                return predict_views(
-                    m, val.files, chain, prepare=prep, tta=stage_cfg.tta, device=device, workers=cfg.workers
-                ).mean(1)
+    def scratch(self) -> None:
+        """The whole network, end to end (a backbone without pretrained weights)."""
+        self.model.backbone.set_trainable(-1)
+        self.fit("scratch", self.image_task(self.cfg.scratch), self.model)
 
-        res = fit(
-            train,
-            stage_cfg,
-            val=val,
-            model=module,
-            prepare=prepare,
-            out_dir=out / "stages" / stage if out else None,
-            resume=resume,
-            progress=progress,
-            desc=f"{cfg.backbone} {stage}",
-            on_epoch=report,
-            batches=batches,
-            val_proba=val_proba,
+    def head(self, features: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """The head on the frozen backbone: on its features, extracted once (cache_features), or on images.
+        features: (train, val) features of the frozen backbone, when already extracted (a tuning study
+        extracts them once for all its trials)."""
+        cfg, data = self.cfg, self.data
+        self.model.backbone.set_trainable(0)
+        if not cfg.cache_features:
+            self.fit("head", self.image_task(cfg.head), self.model)
+            return
+        t0 = time.perf_counter()
+        f_train, f_val = features or stage1_features(
+            self.model, data, self.chain, self.device, workers=cfg.workers, progress=self.progress, seed=cfg.seed
         )
-        history[stage] = {
+        seconds = time.perf_counter() - t0
+        stage = dataclasses.replace(cfg.head, tta=False, seed=cfg.seed)
+        if self.chain.crop:  # every window of a training image is a sample
+            views = f_val.shape[1]
+            train = ImageSet(
+                f_train.flatten(0, 1),
+                data.train.labels.repeat_interleave(views),
+                data.train.classes,
+                data.train.name + "[window features]",
+                data.train.domain,
+            )
+            val = _as_features(data.val, f_val[:, 0])
+            task = WindowHeadStage(train, val, stage, self.device, _features_as_is, trainer=self, windows=f_val)
+        else:
+            task = StageTask(
+                _as_features(data.train, f_train),
+                _as_features(data.val, f_val),
+                stage,
+                self.device,
+                _features_as_is,
+                trainer=self,
+            )
+        self.fit("head", task, self.model.head)
+        self.history["head"]["feature_seconds"] = round(seconds, 2)
+
+    def finetune(self) -> None:
+        """The top `finetune_blocks` blocks of the backbone with the head, at the fine-tuning rate."""
+        self.model.backbone.set_trainable(self.cfg.finetune_blocks)
+        self.fit("finetune", self.image_task(self.cfg.finetune), self.model)
+
+    def image_task(self, stage: TrainConfig) -> StageTask:
+        """The task of a stage that reads images: whole (input: resize) or their windows (input: crop)."""
+        cfg = self.cfg
+        stage = dataclasses.replace(stage, seed=cfg.seed)
+        device = select_device(stage.device)  # where fit puts the model
+        if not self.chain.crop:
+            return StageTask(self.data.train, self.data.val, stage, device, trainer=self)
+        if self.crops is None:
+            self.crops = RandomCrops(
+                self.data.train.files,
+                self.chain,
+                workers=cfg.workers,
+                in_memory_mb=cfg.in_memory_mb,
+                progress=self.progress,
+            )
+        return CropStage(self.data.train, self.data.val, stage, device, trainer=self, crops=self.crops)
+
+    def fit(self, stage: str, task: StageTask, module: torch.nn.Module) -> None:
+        res = fit(
+            task,
+            task.cfg,
+            model=module,
+            out_dir=self.out / "stages" / stage if self.out else None,
+            resume=self.resume,
+            progress=self.progress,
+            desc=f"{self.cfg.backbone} {stage}",
+        )
+        self.history[stage] = {
             "history": res.history,
             "best_epoch": res.best_epoch,
             "best_val_accuracy": res.best_val_accuracy,
@@ -294,55 +415,32 @@ def train_detector(
             "images_per_second": round(res.images_per_second, 1),
         }
 
-    if from_scratch(cfg):
-        model.backbone.set_trainable(-1)
-        run("scratch", data.train, data.val, cfg.scratch, model)
-        return model, history
-    model.backbone.set_trainable(0)
-    if cfg.cache_features:
-        t0 = time.perf_counter()
-        f_train, f_val = features or stage1_features(
-            model, data, chain, device, workers=cfg.workers, progress=progress, seed=cfg.seed
-        )
-        seconds = time.perf_counter() - t0
-        head_val_proba = None
-        if chain.crop:  # every window of a training image is a sample; validation averages an image's windows
-            f_train, f_val, views = f_train.flatten(0, 1), f_val, f_val.shape[1]
-            train_set = ImageSet(
-                f_train,
-                data.train.labels.repeat_interleave(views),
-                data.train.classes,
-                data.train.name + "[window features]",
-                data.train.domain,
-            )
+    def epoch_done(self, record: dict) -> None:
+        self.epochs += 1
+        if self.on_epoch:
+            self.on_epoch({**record, "stage_epoch": self.epochs})
 
-            def head_val_proba(head, prep):
-                from synthgap.train.evaluate import logits_to_proba
 
-                head.eval()
-                with torch.no_grad():
-                    return (
-                        logits_to_proba(head(f_val.flatten(0, 1).to(device))).cpu().view(len(f_val), views, -1).mean(1)
-                    )
-        else:
-            train_set = _as_features(data.train, f_train)
-        run(
-            "head",
-            train_set,
-            _as_features(data.val, f_val if not chain.crop else f_val[:, 0]),
-            dataclasses.replace(cfg.head, tta=False),
-            model.head,
-            prepare=lambda x, g=None: x,
-            val_proba=head_val_proba,
-        )
-        history["head"]["feature_seconds"] = round(seconds, 2)
-        del f_train, f_val, train_set, head_val_proba  # stage 2 reads images: the features' memory goes back
-    else:
-        run("head", data.train, data.val, cfg.head, model)
-    if cfg.finetune_blocks > 0:
-        model.backbone.set_trainable(cfg.finetune_blocks)
-        run("finetune", data.train, data.val, cfg.finetune, model)
-    return model, history
+def train_detector(
+    data: DetectorData,
+    cfg: DetectorConfig,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+    features: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[Detector, dict]:
+    """Every stage (DetectorTrainer); returns the model (best validation epoch of the last stage) and the
+    stage histories.
+
+    features: (train, val) features of the frozen backbone, when already extracted (a tuning study
+    extracts them once for all its trials).
+
+    on_epoch(record): called after every epoch of every stage, `record['stage_epoch']` counting on
+    across stages (Optuna's pruner reports there).
+    """
+    return DetectorTrainer(data, cfg, out, resume=resume, progress=progress, on_epoch=on_epoch).run(features)
 
 
 def tta_of(cfg: DetectorConfig) -> bool:
@@ -585,7 +683,7 @@ def run_detector(
     """`synthgap detector train`: train, evaluate, audit, save the bundle and the report in `out`.
     robustness: the robustness table (every test window degraded 7 ways: the slowest part of evaluating a
     photo detector)."""
-    check_detector_config(cfg)
+    check_run_config(cfg)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if resume:

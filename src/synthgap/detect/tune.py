@@ -16,7 +16,7 @@ from synthgap.config import dump_yaml
 from synthgap.detect.config import DetectorConfig, from_scratch
 from synthgap.detect.data import DetectorData
 from synthgap.detect.train import (
-    check_detector_config,
+    check_run_config,
     data_environment,
     input_chain,
     new_detector,
@@ -91,7 +91,7 @@ def tune_detector(
     import optuna
     from optuna.trial import TrialState
 
-    check_detector_config(cfg)
+    check_run_config(cfg)
     if sampler not in ("tpe", "random"):
         raise SynthgapError(f"--sampler: expected 'tpe' or 'random', got '{sampler}'")
     if trials < 1:

@@ -31,6 +31,7 @@ from synthgap.io import environment, write_json, write_text
 from synthgap.runs import RunDir, identity_hash
 from synthgap.train.classifier import META as CLASSIFIER_META
 from synthgap.train.classifier import classifier_meta, load_classifier, save_classifier
+from synthgap.train.config import TrainConfig
 from synthgap.train.evaluate import adapt_batchnorm, evaluate
 from synthgap.train.loop import CHECKPOINT, FitResult, check_config, fit
 
@@ -218,7 +219,8 @@ def plan_curve_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> list[
 
 
 def check_transfer_config(cfg: TransferConfig) -> None:
-    """Checks that need no data: a clear error before anything is loaded or trained."""
+    """Checks that need no data: a clear error before anything is loaded or trained (a warning for a
+    `train` field the study overrides)."""
     check_config(cfg.train)
     problems = [
         ("seeds", not cfg.seeds, "give at least one seed"),
@@ -257,6 +259,8 @@ def check_transfer_config(cfg: TransferConfig) -> None:
     for name, bad, want in problems:
         if bad:
             raise SynthgapError(f"config field '{name}': {want} (got {getattr(cfg, name)})")
+    if cfg.train.seed != TrainConfig().seed:
+        log.warning("config field 'train.seed' (%s) is ignored: each run takes its seed from 'seeds'", cfg.train.seed)
 
 
 def _cap(s: ImageSet, n: int | None) -> ImageSet:

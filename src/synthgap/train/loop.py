@@ -1,17 +1,22 @@
 """One training loop for every classifier in synthgap.
 
-Data stays on the device as uint8 tensors; each batch is indexed, normalised and augmented
-there. Every random draw (split, order, augmentation) comes from generators seeded by
-(seed, epoch), so a run resumed from its per-epoch checkpoint ends exactly where an
-uninterrupted one would.
+What is trained is a TrainTask: where an epoch's batches come from, the loss of one, the validation
+score and what follows an epoch. ClassifierTask, the default, keeps the data on the device as uint8
+tensors; each batch is indexed, normalised and augmented there. The detector's stages are tasks of
+their own (synthgap.detect.train). Every random draw (split, order, augmentation) comes from
+generators seeded by (seed, epoch), so a run resumed from its per-epoch checkpoint ends exactly where
+an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -26,6 +31,80 @@ from synthgap.train.config import TrainConfig
 from synthgap.train.evaluate import image_input, loss_fn, predict_proba
 
 CHECKPOINT = "checkpoint.pt"
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (model input, labels), on the device
+
+
+class TrainTask(Protocol):
+    """What `fit` trains: the classifier's (ClassifierTask) by default; the detector's stages are others."""
+
+    train: ImageSet  # the training samples: each epoch's order is drawn over them; their hash binds a checkpoint
+
+    def batches(self, order: torch.Tensor, batch_size: int, steps: int, g: torch.Generator) -> Iterator[Batch]:
+        """The epoch's `steps` batches, batch i of the samples order[i * batch_size : (i + 1) * batch_size];
+        every augmentation drawn from g."""
+        ...
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        """The loss of one batch (run under the loop's autocast)."""
+        ...
+
+    def evaluate(self, model: torch.nn.Module) -> float | None:
+        """The validation accuracy (4 decimals, as the history keeps it); None without a validation set."""
+        ...
+
+    def on_epoch_end(self, record: dict) -> None:
+        """Called with each epoch's history record, before its checkpoint is written."""
+        ...
+
+
+def accuracy(proba: torch.Tensor, labels: torch.Tensor) -> float:
+    return round(float((proba.argmax(1) == labels).float().mean()), 4)
+
+
+@dataclass(eq=False)
+class ClassifierTask:
+    """The classifier's TrainTask: `train.images` (uint8, moved to the device once) through `prepare` into
+    the model, cross-entropy with cfg.label_smoothing (sigmoid loss for one logit), accuracy on `val`
+    with flip TTA as cfg.tta says."""
+
+    train: ImageSet
+    val: ImageSet | None
+    cfg: TrainConfig
+    device: torch.device
+    # prepare(x, g): a batch of `train.images` as model input; g is the augmentation generator, None at
+    # evaluation. Default: uint8 images, normalised and augmented per cfg.augment.
+    prepare: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None
+
+    def __post_init__(self):
+        self.prepare = self.prepare or image_input(self.cfg.augment)
+        self.labels = self.train.labels.to(self.device)
+
+    @cached_property
+    def images(self) -> torch.Tensor:
+        """The training images on the device (never moved by a task whose batches come from elsewhere)."""
+        return self.train.images.to(self.device)
+
+    def batches(self, order: torch.Tensor, batch_size: int, steps: int, g: torch.Generator) -> Iterator[Batch]:
+        for i in range(steps):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            yield self.prepare(self.images[idx], g), self.labels[idx]
+
+    def loss(self, model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+        x, y = batch
+        return loss_fn(model(x), y, self.cfg.label_smoothing)
+
+    def val_proba(self, model: torch.nn.Module) -> torch.Tensor:
+        """The validation set's N x C probabilities."""
+        return predict_proba(model, self.val.images, tta=self.cfg.tta, device=self.device, prepare=self.prepare)
+
+    def evaluate(self, model: torch.nn.Module) -> float | None:
+        if self.val is None or not len(self.val):
+            return None
+        return accuracy(self.val_proba(model), self.val.labels)
+
+    def on_epoch_end(self, record: dict) -> None:
+        pass
 
 
 @dataclass
@@ -73,21 +152,16 @@ def check_config(cfg: TrainConfig, where: str = "train") -> None:
 
 @dataclass
 class Run:
-    """What `fit` sets up once, before the first epoch: the data on the device, the step budget, the
-    model and everything that updates it."""
+    """What `fit` sets up once, before the first epoch: the task, the step budget, the model and
+    everything that updates it."""
 
     device: torch.device
-    train: ImageSet
-    val: ImageSet | None
-    x_train: torch.Tensor | None  # None when a batch source supplies the images
-    y_train: torch.Tensor
-    batches: object | None
+    task: TrainTask
     batch_size: int
     steps_per_epoch: int
     total_steps: int
     epochs: int
     model: torch.nn.Module
-    prepare: object
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     autocast: object
@@ -108,17 +182,11 @@ class State:
     stopped: bool = False
 
 
-def split_data(
-    train: ImageSet, val: ImageSet | None, cfg: TrainConfig, batches=None, desc: str = "train"
-) -> tuple[ImageSet, ImageSet | None]:
+def split_data(train: ImageSet, val: ImageSet | None, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     """(training set, validation set): `val` if given, else a stratified `cfg.val_fraction` of `train`."""
-    if batches is not None and val is None:
-        raise SynthgapError(f"{desc}: a batch source needs its validation set given")
     if val is None and cfg.val_fraction > 0:
         keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
         train, val = train.subset(keep), train.subset(held)
-    if len(train) == 0:
-        raise SynthgapError(f"{train.name or 'training set'}: no training images")
     return train, val
 
 
@@ -167,17 +235,16 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: i
 
 
 def setup(
-    train: ImageSet,
+    train: ImageSet | TrainTask,
     cfg: TrainConfig,
     *,
     val: ImageSet | None = None,
     budget_images: int | None = None,
     model: torch.nn.Module | None = None,
-    prepare=None,
-    batches=None,
     desc: str = "train",
 ) -> Run:
-    """Check the config, seed, split the data and build the model, optimizer, schedule and AMP scaler.
+    """Check the config, seed, split the data (a training set becomes a ClassifierTask) and build the model,
+    optimizer, schedule and AMP scaler.
 
     The order matters: seeding comes before the model's initial weights are drawn.
     """
@@ -185,10 +252,16 @@ def setup(
     set_threads(cfg.threads)
     device = select_device(cfg.device)
     seed_everything(cfg.seed)
-    train, val = split_data(train, val, cfg, batches, desc)
+    if isinstance(train, ImageSet):
+        task = ClassifierTask(*split_data(train, val, cfg), cfg, device)
+    elif val is not None:
+        raise SynthgapError(f"{desc}: a task brings its own validation set (no `val` beside it)")
+    else:
+        task = train
+    train = task.train
+    if len(train) == 0:
+        raise SynthgapError(f"{train.name or 'training set'}: no training images")
 
-    x_train = train.images.to(device) if batches is None else None
-    y_train = train.labels.to(device)
     n = len(train)
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)  # drop the ragged last batch: BN likes full batches
@@ -198,23 +271,17 @@ def setup(
     if model is None:
         model = build_model(cfg.model, len(train.classes), widths=cfg.widths)
     model = model.to(device).to(memory_format=torch.channels_last)
-    prepare = prepare or image_input(cfg.augment)
     opt = build_optimizer(model, cfg, desc)
     sched = build_scheduler(opt, cfg, total_steps)
     autocast, scaler = mixed_precision(device)
     return Run(
         device=device,
-        train=train,
-        val=val,
-        x_train=x_train,
-        y_train=y_train,
-        batches=batches,
+        task=task,
         batch_size=batch_size,
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         epochs=epochs,
         model=model,
-        prepare=prepare,
         optimizer=opt,
         scheduler=sched,
         autocast=autocast,
@@ -230,7 +297,7 @@ def train_one_epoch(
     returns the epoch's record for the history."""
     model, opt, device, batch_size = run.model, run.optimizer, run.device, run.batch_size
     g = _epoch_generator(cfg.seed, epoch, device)
-    order = torch.randperm(len(run.train), generator=g, device=g.device).to(device)
+    order = torch.randperm(len(run.task.train), generator=g, device=g.device).to(device)
     n_steps = min(run.steps_per_epoch, run.total_steps - state.step)  # a budget may end mid-epoch
     model.train()
     t0 = time.perf_counter()
@@ -243,12 +310,10 @@ def train_one_epoch(
         enabled=progress,
         mininterval=1.0,
     )
-    source = run.batches.epoch(order, batch_size, n_steps, g) if run.batches is not None else None
-    for i in bar:
-        idx = order[i * batch_size : (i + 1) * batch_size]
-        x = run.prepare(run.x_train[idx] if source is None else next(source).to(device), g)
+    batches = run.task.batches(order, batch_size, n_steps, g)
+    for i, batch in zip(bar, batches):
         with run.autocast():
-            loss = loss_fn(model(x), run.y_train[idx], cfg.label_smoothing)
+            loss = run.task.loss(model, batch)
         opt.zero_grad(set_to_none=True)
         if run.scaler:
             run.scaler.scale(loss).backward()
@@ -264,7 +329,7 @@ def train_one_epoch(
         if progress and i % 10 == 9:
             bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
     bar.close()
-    source = None  # a batch source's worker processes end here, before validation starts its own
+    batches = batch = None  # a batch source's worker processes end here, before validation starts its own
     seconds = time.perf_counter() - t0
     state.seconds += seconds
     return {
@@ -275,16 +340,6 @@ def train_one_epoch(
         "seconds": round(seconds, 2),
         "images_per_second": round(n_steps * batch_size / seconds, 1),
     }
-
-
-def validate(run: Run, cfg: TrainConfig, val_proba=None) -> float:
-    """Accuracy on the validation set (4 decimals, as the history keeps it)."""
-    proba = (
-        val_proba(run.model, run.prepare)
-        if val_proba
-        else predict_proba(run.model, run.val.images, tta=cfg.tta, device=run.device, prepare=run.prepare)
-    )
-    return round(float((proba.argmax(1) == run.val.labels).float().mean()), 4)
 
 
 def keep_best(state: State, record: dict, model: torch.nn.Module) -> None:
@@ -374,7 +429,7 @@ def finish(run: Run, state: State) -> FitResult:
 
 
 def fit(
-    train: ImageSet,
+    train: ImageSet | TrainTask,
     cfg: TrainConfig,
     *,
     out_dir: str | Path | None = None,
@@ -384,30 +439,19 @@ def fit(
     progress: bool = True,
     desc: str = "train",
     model: torch.nn.Module | None = None,
-    prepare=None,
-    on_epoch=None,
-    batches=None,
-    val_proba=None,
 ) -> FitResult:
     """Train `cfg.model` (or `model`) on `train`; pick the epoch with the best validation accuracy.
 
-    val: a validation set; by default `cfg.val_fraction` of `train` is held out (stratified).
+    train: a training set (trained as a ClassifierTask) or a TrainTask (its batches, loss, validation
+    and end-of-epoch step: the detector's stages).
+    val: a training set's validation set; by default `cfg.val_fraction` of it is held out (stratified).
     budget_images: total training images to process (sets the step count, so arms of different
     sizes can share one budget); default: epochs x training-set size.
     out_dir: where the per-epoch checkpoint goes (atomic); with resume=True a run continues from it.
     model: a ready module to train instead of building `cfg.model`; only parameters with
     requires_grad are optimised. A model with one output is a binary classifier (sigmoid loss).
-    prepare(x, g): turns a batch of `train.images` into model input; g is the augmentation
-    generator, None at evaluation. Default: uint8 images, normalised and augmented per cfg.augment.
-    on_epoch(record): called after each epoch with its metrics (e.g. to prune an Optuna trial).
-    batches: where the uint8 batches come from when `train.images` are not the model's input (the
-    detector's crops, synthgap.detect.crops.RandomCrops): batches.epoch(order, batch_size, steps, g)
-    yields the batches of order[i * batch_size : ...]; needs `val`. val_proba(model, prepare): the
-    validation set's N x C probabilities, when they are not predict_proba of `val.images`.
     """
-    run = setup(
-        train, cfg, val=val, budget_images=budget_images, model=model, prepare=prepare, batches=batches, desc=desc
-    )
+    run = setup(train, cfg, val=val, budget_images=budget_images, model=model, desc=desc)
     state = State(FitResult(model=run.model, device=str(run.device)))
     ckpt_path = Path(out_dir) / CHECKPOINT if out_dir else None
     if resume and ckpt_path and ckpt_path.exists():
@@ -417,16 +461,16 @@ def fit(
         if state.step >= run.total_steps or state.stopped:
             break
         record = train_one_epoch(run, cfg, epoch, state, desc=desc, progress=progress)
-        if run.val is not None and len(run.val):
-            record["val_accuracy"] = validate(run, cfg, val_proba)
+        val_accuracy = run.task.evaluate(run.model)
+        if val_accuracy is not None:
+            record["val_accuracy"] = val_accuracy
         keep_best(state, record, run.model)
         state.result.history.append(record)
         if progress:
             log_epoch(desc, record, run.epochs)
         # Decided before the checkpoint is written, so a run resumed after an early stop stays stopped.
         state.stopped = bool(cfg.patience and epoch + 1 - state.result.best_epoch >= cfg.patience)
-        if on_epoch:
-            on_epoch(record)
+        run.task.on_epoch_end(record)
         if ckpt_path:
             save_checkpoint(ckpt_path, run, cfg, state, epoch)
         if state.stopped:
