@@ -166,6 +166,25 @@ def test_a_real_only_point_that_did_not_learn_is_not_on_the_curve():
     )
 
 
+def test_the_tables_give_each_runs_steps_and_mark_runs_too_small_to_check_for_learning():
+    from synthgap.report.tables import arms_table, scarcity_table
+
+    records = [record(k, accuracy_at(k), s) for k in KS for s in (0, 1)]
+    records += [dict(record(10, 0.5, s, with_synthetic=True), budget_steps=569) for s in (0, 1)]
+    records += [dict(record(10, 0.45, s, arm="adabn"), budget_steps=0) for s in (0, 1)]
+    # 10 real per class: too few validation images to tell whether it learned (learned: None)
+    records = [dict(r, learned=None) if r["training_set"] == "curve-real10" else r for r in records]
+    rows = curve_rows(records)
+    assert rows_by_key(rows)[(10, False, None)]["unchecked"] == 2
+    table = scarcity_table(rows)
+    assert "steps: real only / + synthetic" in table.splitlines()[0]
+    line10 = next(x for x in table.splitlines() if x.startswith("| 10 |"))
+    assert "not checked for learning" in line10 and "| 200 / 569 |" in line10
+    line100 = next(x for x in table.splitlines() if x.startswith("| 100 |"))
+    assert "not checked" not in line100 and "| 200 / – |" in line100
+    assert "| 0 |" in arms_table(rows).splitlines()[2]  # adabn trains nothing: 0 steps
+
+
 def test_the_headline_says_what_the_set_is_worth_with_its_spread():
     line = headline(curve_rows(curve_records()))
     assert line.startswith("Synthetic-only training is worth ≈ 32 real images per class (25–40 over 3 seeds)")
@@ -244,7 +263,8 @@ def test_a_study_with_a_curve_opens_the_report_with_it(tmp_path):
     assert (tmp_path / "scarcity_curve.png").is_file()
     # The curve's table: the 100 + synthetic row names the run that did not learn; the whole split says "all".
     assert (
-        "<td>100</td><td>50.0 ± 1.0</td><td>57.5 ± 0.7 (1 of 3 did not learn)</td><td>≈ 630 (630–630)</td><td>3</td>"
+        "<td>100</td><td>50.0 ± 1.0</td><td>57.5 ± 0.7 (1 of 3 did not learn)</td><td>≈ 630 (630–630)</td>"
+        "<td>200 / 200</td><td>3</td>"
         in page
     )
     assert "<td>0 (synthetic only)</td><td>–</td><td>45.0 ± 2.0</td><td>≈ 32 (25–40)</td>" in page
@@ -260,8 +280,8 @@ def test_a_study_with_a_curve_opens_the_report_with_it(tmp_path):
     # The fraction arms follow, their table free of the curve's runs.
     assert page.index("<h2>Fixed-size training sets</h2>") > page.index("<h2>Gap-closing arms</h2>")
     assert md.startswith("# Transfer study\n\nSynthetic-only training is worth ≈ 32 real images per class")
-    assert "| 100 | 50.0 ± 1.0 | 57.5 ± 0.7 (1 of 3 did not learn) | ≈ 630 (630–630) | 3 |" in md
-    assert "| augment | 0 (synthetic only) | nothing | did not learn | – | did not learn | 3 |" in md
+    assert "| 100 | 50.0 ± 1.0 | 57.5 ± 0.7 (1 of 3 did not learn) | ≈ 630 (630–630) | 200 / 200 | 3 |" in md
+    assert "| augment | 0 (synthetic only) | nothing | did not learn | – | did not learn | 200 | 3 |" in md
     assert "## Fixed-size training sets" in md and "curve-real" not in md
 
 

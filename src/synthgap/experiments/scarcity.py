@@ -135,7 +135,8 @@ def curve_rows(records: list[dict]) -> list[dict]:
     `did_not_learn_accuracies` for the plot) but left out of the mean, the std and every exchange rate.
 
     Each row: real_per_class, with_synthetic, arm, training_set, n_train, budget_steps, seeds (those that
-    learned, sorted), n_seeds, did_not_learn, accuracy_by_seed {seed: accuracy}, accuracy_mean and
+    learned, sorted), n_seeds, did_not_learn, unchecked (runs with too few validation images to tell whether
+    they learned: counted as learned, and marked in the tables), accuracy_by_seed {seed: accuracy}, accuracy_mean and
     accuracy_std (None without a learned run; std None with one), macro_f1_mean, did_not_learn_accuracies, and
     exchange_rate: for rows with the synthetic set (the synthetic-only run at k = 0 and the arms included), the
     exchange_rate() against the real-only curve, else None (also None when no run of the row learned or no
@@ -166,6 +167,7 @@ def curve_rows(records: list[dict]) -> list[dict]:
         if r.get("learned", True) is False:
             g["did_not_learn_accuracies"].append(r["accuracy"])
         else:
+            g["unchecked"] = g.get("unchecked", 0) + (r.get("learned", True) is None)
             g["accuracy_by_seed"][r["seed"]] = r["accuracy"]
             g["macro_f1_by_seed"][r["seed"]] = r.get("macro_f1")
     rows = []
@@ -178,6 +180,7 @@ def curve_rows(records: list[dict]) -> list[dict]:
                 seeds=sorted(g["accuracy_by_seed"]),
                 n_seeds=len(acc),
                 did_not_learn=len(g["did_not_learn_accuracies"]),
+                unchecked=g.pop("unchecked", 0),
                 accuracy_mean=float(np.mean(acc)) if acc else None,
                 accuracy_std=float(np.std(acc, ddof=1)) if len(acc) > 1 else None,  # one seed: no spread
                 macro_f1_mean=float(np.mean(f1)) if f1 else None,

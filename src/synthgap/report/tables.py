@@ -114,6 +114,7 @@ SCARCITY_COLUMNS = [
     "real only: acc %",
     "real + synthetic: acc %",
     "real + synthetic ≈ real per class",
+    "steps: real only / + synthetic",
     "seeds",
 ]
 ARM_COLUMNS = [
@@ -123,6 +124,7 @@ ARM_COLUMNS = [
     "acc %",
     "real only at this k: acc %",
     "≈ real per class",
+    "steps",
     "seeds",
 ]
 
@@ -137,7 +139,14 @@ def _accuracy_cell(row: dict | None) -> str:
     cell = f"{100 * row['accuracy_mean']:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
     if row["did_not_learn"]:
         cell += f" ({row['did_not_learn']} of {row['did_not_learn'] + row['n_seeds']} did not learn)"
+    if row.get("unchecked"):
+        cell += " (not checked for learning: under 20 validation images)"
     return cell
+
+
+def _steps_cell(*rows: dict | None) -> str:
+    """The training steps each row's budget rule gave (0: an arm that trains nothing, as adabn)."""
+    return " / ".join("–" if r is None or r.get("budget_steps") is None else f"{r['budget_steps']:,}" for r in rows)
 
 
 def _rate_cell(row: dict | None) -> str:
@@ -176,7 +185,7 @@ def scarcity_table(rows: list[dict]) -> str:
     for k in sorted({k for k, _ in curve}):
         real, mixed = curve.get((k, False)), curve.get((k, True))
         values = (_k_label(k, rows), _accuracy_cell(real), _accuracy_cell(mixed), _rate_cell(mixed))
-        cells.append(dict(zip(SCARCITY_COLUMNS, (*values, _seeds_run(real, mixed)))))
+        cells.append(dict(zip(SCARCITY_COLUMNS, (*values, _steps_cell(real, mixed), _seeds_run(real, mixed)))))
     return md_table(cells, SCARCITY_COLUMNS)
 
 
@@ -195,6 +204,7 @@ def arms_table(rows: list[dict]) -> str:
                     _accuracy_cell(r),
                     _accuracy_cell(real.get(r["real_per_class"])),
                     _rate_cell(r),
+                    _steps_cell(r),
                     _seeds_run(r),
                 ),
             )
