@@ -264,8 +264,7 @@ def test_a_study_with_a_curve_opens_the_report_with_it(tmp_path):
     # The curve's table: the 100 + synthetic row names the run that did not learn; the whole split says "all".
     assert (
         "<td>100</td><td>50.0 ± 1.0</td><td>57.5 ± 0.7 (1 of 3 did not learn)</td><td>≈ 630 (630–630)</td>"
-        "<td>200 / 200</td><td>3</td>"
-        in page
+        "<td>200 / 200</td><td>3</td>" in page
     )
     assert "<td>0 (synthetic only)</td><td>–</td><td>45.0 ± 2.0</td><td>≈ 32 (25–40)</td>" in page
     assert "<td>1000 (all)</td>" in page
