@@ -38,10 +38,12 @@ RECIPES = {
     "chain-head": {"finetune_blocks": 0, "crop_grid": 2},
     "jpeg-head": {"finetune_blocks": 0, "crop_grid": 2, "window_rescale": None},
     "no-chain-head": {"finetune_blocks": 0, "crop_grid": 2, **NO_CHAIN},
-    # chain-head on the bottom blocks of Lite0 only (backbone_blocks): 4 = up to its 40-channel stage at 1/8 scale,
-    # 6 = up to its 112-channel stage at 1/16: low-level features, less of what the picture shows
-    "bottom4-head": {"finetune_blocks": 0, "crop_grid": 2, "backbone_blocks": 4},
-    "bottom6-head": {"finetune_blocks": 0, "crop_grid": 2, "backbone_blocks": 6},
+    # chain-head on the pooled outputs of Lite0's blocks (feature_blocks): 4 = its 40-channel stage at 1/8 scale
+    # alone, 6 = its 112-channel stage at 1/16 alone: low-level features, less of what the picture shows;
+    # 4+9: the 40-channel stage beside the top's 1,280 features
+    "bottom4-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4]},
+    "bottom6-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [6]},
+    "levels4+9-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9]},
 }
 
 

@@ -720,29 +720,38 @@ def test_verdict_rules_outside_unstable_near_threshold_and_stable():
     assert "JPEG quality 30" in rec[4]["why"] and rec[0]["reliable"] and rec[3]["reliable"]
 
 
-def test_a_detector_on_the_backbones_bottom_blocks_pools_their_features_and_its_bundle_rebuilds_it(tmp_path):
+def test_a_detector_on_chosen_backbone_blocks_pools_their_outputs_side_by_side_and_its_bundle_rebuilds_it(tmp_path):
     from synthgap.detect.crops import InputChain
     from synthgap.detect.probes import probe_config
     from synthgap.detect.train import bundle_meta, new_detector
 
     torch.manual_seed(0)
     full = build_detector("efficientnet_lite0", input_size=64).eval()
-    cfg = DetectorConfig(backbone_blocks=4, input="resize", image_size=64)
-    low = build_detector("efficientnet_lite0", input_size=64, blocks=4).eval()
-    assert len(low.backbone.blocks) == 4 and low.backbone.num_features == 40  # Lite0's third MBConv stage
     x = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8)
-    with torch.no_grad():  # the same pretrained weights, pooled where the fifth block would have begun
-        bottom = full.backbone._run(full.backbone.blocks[:4], full.backbone_input(x)).mean((2, 3))
-        assert torch.allclose(low.features(x), bottom, atol=1e-5)
+    with torch.no_grad():  # the same pretrained weights: each block's output, pooled
+        h, pooled = full.backbone_input(x), []
+        for block in full.backbone.blocks:
+            h = block(h)
+            pooled.append(h.mean((2, 3)))
+    low = build_detector("efficientnet_lite0", input_size=64, blocks=[4]).eval()
+    assert len(low.backbone.blocks) == 4 and low.backbone.num_features == 40  # Lite0's third MBConv stage
+    both = build_detector("efficientnet_lite0", input_size=64, blocks=[9, 4]).eval()
+    assert len(both.backbone.blocks) == 9 and both.backbone.num_features == 40 + 1280
+    with torch.no_grad():
+        assert torch.allclose(low.features(x), pooled[3], atol=1e-5)
+        assert torch.allclose(both.features(x), torch.cat([pooled[3], pooled[8]], 1), atol=1e-5)
+        # training the top block while the rest stay frozen (sliced, no graph) gives the same features
+        both.backbone.set_trainable(1)
+        with torch.enable_grad():
+            assert torch.allclose(both.features(x), torch.cat([pooled[3], pooled[8]], 1), atol=1e-5)
+    cfg = DetectorConfig(feature_blocks=[4, 9], input="resize", image_size=64)
     model = new_detector(cfg, InputChain("resize", 64)).eval()
-    assert model.backbone.num_features == 40
     meta = bundle_meta(cfg, 0.5, model)
-    assert meta["architecture"]["blocks"] == 4
-    bundle = DetectorBundle(model, meta).save(tmp_path / "low")
-    loaded = load_bundle(bundle)
-    assert len(loaded.model.backbone.blocks) == 4
+    assert meta["architecture"]["blocks"] == [4, 9]
+    loaded = load_bundle(DetectorBundle(model, meta).save(tmp_path / "levels"))
+    assert loaded.model.backbone.num_features == 1320
     assert torch.allclose(loaded.predict(x), DetectorBundle(model, meta).predict(x))
-    assert probe_config(cfg).backbone_blocks is None  # content is probed with the whole backbone
-    for bad in (0, 10):
-        with pytest.raises(SynthgapError, match=r"backbone_blocks: expected 1 to 9 .* got " + str(bad)):
+    assert probe_config(cfg).feature_blocks is None  # content is probed with the whole backbone
+    for bad in ([0], [10], []):
+        with pytest.raises(SynthgapError, match=r"feature_blocks: expected block counts from 1 to 9"):
             build_detector("efficientnet_lite0", blocks=bad)

@@ -64,9 +64,11 @@ class DetectorConfig:
     backbone_model: str | None = None  # hub backbones (clip_vit_l14, dinov2_base): another model id or a local folder
     backbone_revision: str | None = None  # ... and its hub revision (a commit or tag), recorded in the bundle
     input_size: int | None = None  # backbone input resolution; None: the backbone's CPU default
-    # Keep only the backbone's bottom N blocks (null: all): the head reads low-level features, how an image was
-    # made more than what it shows (intermediate blocks generalise better across generators: RINE, ECCV 2024).
-    backbone_blocks: int | None = None
+    # The head reads the pooled outputs of these backbone blocks (counted from the bottom), side by side; the
+    # blocks above the highest are dropped. null: the top block's. [4]: low-level features alone, how an image
+    # was made more than what it shows; [4, 9]: both levels (intermediate blocks generalise better across
+    # generators: RINE, ECCV 2024).
+    feature_blocks: list[int] | None = None
     head_width: int = 128
     dropout: float = 0.3
     cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images

@@ -77,9 +77,9 @@ def build_detector(
     model_id: str | None = None,
     revision: str | None = None,
     hub_config: dict | None = None,
-    blocks: int | None = None,
+    blocks: list[int] | None = None,
 ) -> Detector:
-    """blocks: keep the backbone's bottom `blocks` blocks only (Backbone.keep_bottom); None: all of them."""
+    """blocks: features from these blocks' outputs, pooled and concatenated (Backbone.use_blocks); None: the top's."""
     info = lookup("backbone", backbone)
     if head_width < 1 or not 0 <= dropout < 1:
         raise SynthgapError(
@@ -96,7 +96,7 @@ def build_detector(
         hub_config=hub_config,
     )
     if blocks is not None:
-        bb.keep_bottom(blocks)
+        bb.use_blocks(list(blocks))
     return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
 
 

@@ -27,7 +27,7 @@ def probe_config(cfg):
         input="resize",
         image_size=CONTENT_SIZE,
         input_size=None,
-        backbone_blocks=None,  # the whole backbone: the strongest reader of content the recipe's network has
+        feature_blocks=None,  # the whole backbone: the strongest reader of content the recipe's network has
         finetune_blocks=0,
         cache_features=True,
         normalize_format=False,

@@ -138,7 +138,7 @@ def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
         dropout=cfg.dropout,
         model_id=cfg.backbone_model,
         revision=cfg.backbone_revision,
-        blocks=cfg.backbone_blocks,
+        blocks=cfg.feature_blocks,
     )
 
 
@@ -579,7 +579,7 @@ def bundle_meta(
             "input_size": input_size,
             "head_width": cfg.head_width,
             "dropout": cfg.dropout,
-            **({"blocks": cfg.backbone_blocks} if cfg.backbone_blocks is not None else {}),
+            **({"blocks": list(cfg.feature_blocks)} if cfg.feature_blocks else {}),
             "pretrained": not from_scratch(cfg),
             "about": info.about,
             **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {}),

@@ -33,6 +33,9 @@ class Backbone(nn.Module):
         self.num_features = num_features
         self.trainable = len(blocks)
         self.hub = hub  # hub backbones: model id, revision and config, so a bundle rebuilds it offline
+        self.taps: tuple[int, ...] | None = (
+            None  # blocks whose pooled outputs are the features (use_blocks); None: the top
+        )
 
     def set_trainable(self, top: int) -> None:
         """Train the top `top` blocks (-1 or more than there are: all); freeze the rest."""
@@ -42,15 +45,20 @@ class Backbone(nn.Module):
             block.requires_grad_(k >= n - self.trainable)
         self.train(self.training)
 
-    def keep_bottom(self, n: int) -> None:
-        """Keep the bottom `n` blocks only, pooled where the top ones began: low-level features (textures,
-        the traces of how an image was made) with little of what the top blocks know about its content."""
-        if not 1 <= n <= len(self.blocks):
-            raise SynthgapError(f"backbone_blocks: expected 1 to {len(self.blocks)} for this backbone, got {n}")
-        self.blocks = self.blocks[:n]
-        self.trainable = min(self.trainable, n)
+    def use_blocks(self, counts: list[int]) -> None:
+        """Features from the outputs of these blocks (counted from the bottom, 1 = the first), each pooled,
+        concatenated; the blocks above the highest are dropped. [4]: the bottom four blocks' features alone,
+        low-level (textures, the traces of how an image was made) with little of what the top blocks know
+        about its content; [4, len(blocks)]: both levels side by side (multi-level, as RINE does with CLIP)."""
+        n = len(self.blocks)
+        if not counts or any(not 1 <= c <= n for c in counts):
+            raise SynthgapError(f"feature_blocks: expected block counts from 1 to {n} for this backbone, got {counts}")
+        top = max(counts)
+        self.blocks = self.blocks[:top]
+        self.trainable = min(self.trainable, top)
+        self.taps = tuple(sorted({c - 1 for c in counts}))
         was_training = self.training
-        with torch.no_grad():  # the pooled width of the new top block: one small forward pass tells it
+        with torch.no_grad():  # the width of the pooled features: one small forward pass tells it
             self.num_features = self.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
         self.train(was_training)
 
@@ -68,15 +76,32 @@ class Backbone(nn.Module):
             # peak of a step (Lite0, 128 windows of 224 px: 1.4 GB at once, 0.3 GB in slices).
             with torch.no_grad():
                 step = max(1, FROZEN_SLICE_PIXELS // (x.shape[-1] * x.shape[-2]))
-                x = torch.cat([self._run(self.blocks[:frozen], part) for part in x.split(step)])
-            return self.pool(self._run(self.blocks[frozen:], x)).flatten(1)
-        return self.pool(self._run(self.blocks, x)).flatten(1)
+                parts = [self._levels(self.blocks[:frozen], part) for part in x.split(step)]
+                x = torch.cat([out for out, _ in parts])
+                low = [torch.cat(tap) for tap in zip(*(taps for _, taps in parts))]
+            x, high = self._levels(self.blocks[frozen:], x, first=frozen)
+            return self._pooled(x, low + high)
+        return self._pooled(*self._levels(self.blocks, x))
 
     @staticmethod
     def _run(blocks, x: torch.Tensor) -> torch.Tensor:
         for block in blocks:
             x = block(x)
         return x
+
+    def _levels(self, blocks, x: torch.Tensor, first: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The blocks' output, and the pooled outputs of those among them in `taps` (block `first` onwards)."""
+        if not self.taps:
+            return self._run(blocks, x), []
+        pooled = []
+        for i, block in enumerate(blocks, first):
+            x = block(x)
+            if i in self.taps:
+                pooled.append(self.pool(x).flatten(1))
+        return x, pooled
+
+    def _pooled(self, x: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(taps, 1) if self.taps else self.pool(x).flatten(1)
 
 
 def npr_residual(x: torch.Tensor) -> torch.Tensor:
