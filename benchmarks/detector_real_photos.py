@@ -44,6 +44,8 @@ RECIPES = {
     "bottom4-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4]},
     "bottom6-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [6]},
     "levels4+9-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9]},
+    # the same two levels, a head each (head_per_block), the logit their mean: two detectors on one backbone pass
+    "levels4+9-heads": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9], "head_per_block": True},
 }
 
 
@@ -106,6 +108,23 @@ def train_pair(
     return meta, pmeta, wall, peak
 
 
+def print_seed_spread(rows: list[dict], families: list[str]) -> None:
+    """Left-out AUC per recipe and family over the training seeds: mean ± std (min-max)."""
+    import numpy as np
+
+    print("\nLeft-out AUC over training seeds: mean ± std (min-max)")
+    print("| recipe | seeds | " + " | ".join(f"without {f}" for f in families) + " | mean of the families |")
+    print("|---|---:|" + "---:|" * (len(families) + 1))
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        auc = {f: [r["heldout"]["auc"] for r in rows if r["recipe"] == recipe and r["fold"] == f] for f in families}
+        if not all(auc.values()):
+            continue
+        cells = [f"{np.mean(v):.3f} ± {np.std(v):.3f} ({min(v):.3f}-{max(v):.3f})" for v in auc.values()]
+        means = np.mean([auc[f] for f in families], axis=0)  # each seed's mean over the families
+        n = min(len(v) for v in auc.values())
+        print(f"| {recipe} | {n} | " + " | ".join(cells) + f" | {np.mean(means):.3f} ± {np.std(means):.3f} |")
+
+
 def main() -> None:
     from synthgap.config import from_dict
     from synthgap.detect.config import DetectorConfig
@@ -117,6 +136,12 @@ def main() -> None:
     ap.add_argument("--recipes", default="chain-head,no-chain-head", help=f"comma-separated, of: {', '.join(RECIPES)}")
     ap.add_argument("--folds", default="all,lofo", help="all (in-distribution) and/or lofo (leave-one-family-out)")
     ap.add_argument("--out", default="runs/bench-real-photos")
+    ap.add_argument(
+        "--seeds",
+        default="0",
+        help="training seeds, e.g. 0,1,2: each fold trained once per seed (seed 0 in the fold's folder, seed S in "
+        "its seedS/ sub-folder), then the left-out AUC's mean and spread per recipe; one training is noisy",
+    )
     ap.add_argument(
         "--extra-synthetic",
         action="append",
@@ -150,18 +175,21 @@ def main() -> None:
 
     real_test = concat([loaded.sets[n, "test"] for n in real], "real[test]", "real")
     rows, last = [], None
-    for recipe in args.recipes.split(","):
-        cfg = from_dict(DetectorConfig, RECIPES[recipe])
+    seeds = [int(x) for x in args.seeds.split(",")]
+    for recipe, seed in [(r, s) for r in args.recipes.split(",") for s in seeds]:
+        cfg = from_dict(DetectorConfig, {**RECIPES[recipe], "seed": seed})
         folds = (["all"] if "all" in args.folds else []) + (families if "lofo" in args.folds else [])
         for fold in folds:
             chosen = (families if fold == "all" else [f for f in families if f != fold]) + extra
             folder = out / "+".join([recipe, *extra]) / ("all" if fold == "all" else f"without-{fold}")
+            folder = folder / f"seed{seed}" if seed else folder
             meta, pmeta, wall, peak = train_pair(
-                loaded, chosen, cfg, folder, robustness=args.robustness and fold == "all"
+                loaded, chosen, cfg, folder, robustness=args.robustness and fold == "all" and not seed
             )
             probes = meta.get("probes", {})
             row = {
                 "recipe": "+".join([recipe, *extra]),
+                "seed": seed,
                 "fold": fold,
                 "test_auc": meta["metrics"]["auc"],
                 "test_accuracy": meta["metrics"]["accuracy"],
@@ -179,7 +207,7 @@ def main() -> None:
                 row["heldout"] = held_out_figures(load_bundle(folder / "detector"), real_test, family)
                 row["probe_heldout"] = held_out_figures(load_bundle(folder / "content-probe"), real_test, family, True)
             rows.append(row)
-            last = folder / "detector" if fold == "all" else last
+            last = folder / "detector" if fold == "all" and not seed else last
             print(json.dumps(row, default=float), flush=True)
     (out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
     print(
@@ -201,6 +229,8 @@ def main() -> None:
             f"| {f(h.get('decided'), True)} | {f(h.get('accuracy_decided'), True)} "
             f"| {minutes(r['train_minutes'])} | {'-' if r['peak_mb'] is None else round(r['peak_mb'])} |"
         )
+    if len(seeds) > 1:
+        print_seed_spread(rows, families)
     print("\nPer source, in-distribution test split (detector):")
     for r in rows:
         if r["fold"] == "all":

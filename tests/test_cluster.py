@@ -102,7 +102,24 @@ def test_ray_tasks_keep_their_order_share_the_data_and_a_failure_names_its_item(
         run_tasks(bug, ["a"], ray="local", describe=lambda i: f"run {i}")
 
 
-# A tiny study: 2 training sets x 2 seeds, a few steps each (accuracies between chance and 1, different per run).
+def test_a_ray_task_starts_once_the_tasks_it_needs_are_saved_not_before(ray_cluster, tmp_path):
+    import time
+
+    def fn(item):
+        if item == "first":
+            time.sleep(1)
+            (tmp_path / "first.txt").write_text("saved")
+            return item
+        return (tmp_path / "first.txt").read_text()  # what the task it needs wrote
+
+    # 2 CPUs: without its need the second would start beside the first and find nothing
+    assert run_tasks(fn, ["first", "second"], ray="local", needs=[[], [0]]) == ["first", "saved"]
+    with pytest.raises(ValueError, match="needs"):
+        run_tasks(fn, ["first", "second"], needs=[[1], []])  # a need must come before the item
+
+
+# A tiny study: 2 training sets, the synthetic-only curve run and a fine-tuning arm on it, x 2 seeds; a few steps
+# each (accuracies between chance and 1, different per run).
 STUDY = {
     "classes": ",".join(CLASSES),
     "image_size": 16,
@@ -115,6 +132,8 @@ STUDY = {
     "train.batch_size": 8,
     "train.widths": "[8,16,16]",
     "train.threads": 1,
+    "gap_closing": "[finetune]",  # wave 1: fine-tuned from the synthetic-only run of its seed, once that is saved
+    "gap_sizes": "[2]",
 }
 OVERRIDES = [f"{k}={v}" for k, v in STUDY.items()]
 
@@ -151,12 +170,12 @@ def test_a_study_on_ray_gives_the_serial_summary_and_resumes_either_way(ray_clus
     on_ray = tmp_path / "ray"
     sets = [a for o in OVERRIDES for a in ("--set", o)]
     proc = synthgap("transfer", "--real", real, "--synthetic", synth, "--out", on_ray, *sets, "--ray", "--ray-cpus", 1)
-    assert "transfer: [4/4] synthetic seed 1: finished" in proc.stderr  # each run, logged as it finishes
+    assert "transfer: [8/8] finetune-2 seed 1: finished" in proc.stderr  # each run, logged as it finishes
     summary = json.loads((serial / "summary.json").read_text())
-    assert len(summary) == 2 * 2 * 2  # 2 training sets x 2 seeds x 2 test domains
+    assert len(summary) == 4 * 2 * 2  # 4 training sets x 2 seeds x 2 test domains
     assert len({r["accuracy"] for r in summary}) > 3  # the runs differ: an equal summary says something
     assert json.loads((on_ray / "summary.json").read_text()) == summary  # seed for seed, in the same order
-    assert losses(on_ray) == losses(serial) and len(losses(serial)) == 4
+    assert losses(on_ray) == losses(serial) and len(losses(serial)) == 8
     assert (on_ray / "report.html").is_file()
     # An interrupted study (one run without its metrics) resumes on Ray: that run alone trains again.
     before = run_times(serial)

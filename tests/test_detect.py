@@ -755,3 +755,42 @@ def test_a_detector_on_chosen_backbone_blocks_pools_their_outputs_side_by_side_a
     for bad in ([0], [10], []):
         with pytest.raises(SynthgapError, match=r"feature_blocks: expected block counts from 1 to 9"):
             build_detector("efficientnet_lite0", blocks=bad)
+
+
+def test_a_head_per_block_learns_apart_from_the_other_and_its_bundle_rebuilds_it(pair, tmp_path):
+    from synthgap.data.sets import ImageSet
+    from synthgap.detect.model import LevelHeads
+    from synthgap.detect.train import StageTask, bundle_meta
+
+    torch.manual_seed(0)
+    heads = build_detector("efficientnet_lite0", input_size=64, blocks=[4, 9], head_per_block=True).head.eval()
+    assert isinstance(heads, LevelHeads) and heads.widths == [40, 1280]
+    f, y = torch.randn(6, 1320), torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():  # the detector's logit: the mean of each head's on its own part of the features
+        each = torch.cat([heads.heads[0](f[:, :40]), heads.heads[1](f[:, 40:])], 1)
+        assert torch.allclose(heads(f), each.mean(1, keepdim=True))
+    task = StageTask(ImageSet(f, y, CLASSES, "features"), None, tiny_cfg().head, torch.device("cpu"), lambda x, g: x)
+
+    def low_head_gradient():
+        heads.zero_grad()
+        task.loss(heads, (f, y)).backward()
+        return [p.grad.clone() for p in heads.heads[0].parameters()]
+
+    before = low_head_gradient()
+    with torch.no_grad():  # another top-level head: the low-level head learns the same (a joint loss would not)
+        for p in heads.heads[1].parameters():
+            p.add_(torch.randn_like(p))
+    assert all(torch.equal(a, b) for a, b in zip(before, low_head_gradient()))
+
+    # trained end to end (head on cached features, then the top block through the detector) and saved
+    cfg = tiny_cfg(backbone="efficientnet_lite0", input_size=32, finetune_blocks=1, feature_blocks=[4, 9])
+    cfg = dataclasses.replace(cfg, head_per_block=True)
+    model, history = train_detector(data_of(pair, cfg), cfg, tmp_path / "run", progress=False)
+    assert list(history) == ["head", "finetune"] and isinstance(model.head, LevelHeads)
+    meta = bundle_meta(cfg, 0.5, model)
+    assert meta["architecture"]["head_per_block"] is True
+    loaded = load_bundle(DetectorBundle(model.eval(), meta).save(tmp_path / "bundle"))
+    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(loaded.predict(x), DetectorBundle(model, meta).predict(x))
+    with pytest.raises(SynthgapError, match="head_per_block"):
+        train_detector(data_of(pair, cfg), dataclasses.replace(cfg, feature_blocks=[9]), tmp_path / "bad")

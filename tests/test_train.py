@@ -222,3 +222,32 @@ def test_progress_bars_only_where_a_person_watches_and_a_log_gets_one_line_per_e
     lines = [line for line in (out + err).splitlines() if line.strip()]
     assert [line.split(":")[0] for line in lines] == ["train epoch 1/2", "train epoch 2/2"], lines
     assert "\r" not in out + err and "img/s" in lines[0]
+
+
+def test_shared_batches_hold_the_share_of_the_first_kind_and_the_rest_in_the_epochs_order():
+    from synthgap.data.sets import ImageSet
+    from synthgap.train.loop import ClassifierTask, SharedBatchTask, split_task
+
+    n = 40
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 2, 2).contiguous()  # pixel = index
+    train = ImageSet(images, torch.arange(n) % 2, ["a", "b"], "mixed")
+    first = torch.arange(n) < 4  # 4 of 40 images are of the first kind (10%)
+    cfg, cpu = TrainConfig(val_fraction=0.0), torch.device("cpu")
+
+    def drawn(task, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=g)
+        return order, [x[:, 0, 0, 0].long() for x, _ in task.batches(order, 8, 5, g)]
+
+    order, batches = drawn(SharedBatchTask(train, None, cfg, cpu, lambda x, g: x, first=first, share=0.5))
+    assert all(int((idx < 4).sum()) == 4 for idx in batches)  # half of every batch, though they are a tenth
+    rest = [i for idx in batches for i in idx[4:].tolist()]
+    assert rest == [i for i in order.tolist() if i >= 4][:20]  # the rest: the epoch's order, none twice
+    # a share no larger than the kind's own gives the plain batches
+    _, plain = drawn(SharedBatchTask(train, None, cfg, cpu, lambda x, g: x, first=first, share=0.05))
+    _, classic = drawn(ClassifierTask(train, None, cfg, cpu, lambda x, g: x))
+    assert all(torch.equal(a, b) for a, b in zip(plain, classic))
+    # split as fit splits a set: the mask follows the images into the training part
+    task = split_task(train, TrainConfig(val_fraction=0.25), cpu, first, 0.5)
+    assert len(task.train) == 30 and len(task.val) == 10
+    assert torch.equal(task.first, task.train.images[:, 0, 0, 0] < 4)

@@ -79,6 +79,7 @@ def test_curve_plan_has_each_size_alone_and_with_the_set_and_arms_that_start_fro
         ("gap_closing", ["mixup"], "'gap_closing'"),
         ("gap_closing", ["finetune"], "'gap_sizes'"),  # an arm on real images without a size
         ("filter_keep", 0.0, "'filter_keep'"),
+        ("curve_real_share", 1.0, "'curve_real_share'"),
     ],
 )
 def test_bad_curve_fields_are_clear_errors(field, value, message):
@@ -125,6 +126,7 @@ def curve_study(tmp_path_factory):
         real_per_class=[4, "all"],
         gap_closing=["finetune", "adabn", "augment", "filter"],
         gap_sizes=[4],
+        curve_real_share=0.5,
         train=TrainConfig(epochs=2, batch_size=16, widths=[8, 16, 16], threads=1),
     )
     out = base / "study"
@@ -151,6 +153,12 @@ def test_curve_study_runs_every_arm_and_records_where_each_sits(curve_study):
     assert by_set["curve-synthetic"]["real_per_class"] == 0 and by_set["filter-4"]["arm"] == "filter"
     assert all(r["learned"] in (True, False, None) for r in by_set.values())
     assert by_set["adabn-4"]["learned"] == by_set["curve-synthetic"]["learned"]  # what its start model learned
+    # half of each batch of a run of real and synthetic images is real (curve_real_share); of no other run
+    shared = {
+        n for n in by_set if "real_share" in json.loads((out / "runs" / n / "seed0" / "metrics.json").read_text())
+    }
+    assert shared == {"curve-real4+synthetic", "curve-realall+synthetic", "filter-4"}
+    assert "50% of every batch is real images" in (out / "summary.md").read_text()  # and the report says so
 
     # the budget rule: 12 real images x 2 epochs is 2 steps, lifted to the floor of 30
     metrics = json.loads((out / "runs" / "curve-real4" / "seed0" / "metrics.json").read_text())

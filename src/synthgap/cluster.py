@@ -45,8 +45,9 @@ def connect(address: str):
     return ray
 
 
-def _task(fn: Callable, item: Any, shared: dict, cpus: float) -> Any:
-    """One task on a Ray worker: torch gets the task's CPUs, whatever the worker's machine has."""
+def _task(fn: Callable, item: Any, shared: dict, cpus: float, *after: Any) -> Any:
+    """One task on a Ray worker: torch gets the task's CPUs, whatever the worker's machine has. `after`: the
+    results of the tasks it needs (Ray starts it once they are done)."""
     from synthgap.device import share_cpus
 
     share_cpus(max(1, int(cpus)))
@@ -69,15 +70,22 @@ def run_tasks(
     gpus: float = 0,
     desc: str = "",
     describe: Callable[[Any], str] = str,
+    needs: Sequence[Sequence[int]] | None = None,
 ) -> list:
     """`fn(item, **shared)` for every item, in the order of `items`.
 
     ray: None runs them here, one after the other; else a Ray address (see `connect`) to run each as a task
     with `cpus` CPUs and `gpus` GPUs. desc names the tasks in the log, describe(item) each one. A task that
     fails stops the rest (on Ray: cancels them) with a SynthgapError naming it; a bug in a task run here
-    keeps its traceback (with a note naming the item), on Ray the worker's traceback shows with -v."""
+    keeps its traceback (with a note naming the item), on Ray the worker's traceback shows with -v.
+
+    needs[k]: the indices of the items whose tasks must finish before item k's starts (it reads what they
+    wrote); each comes before k in `items`. On Ray a task waits for its own needs alone, not for a whole wave."""
     shared = shared or {}
     what = (lambda item: f"{desc}: {describe(item)}") if desc else describe
+    needs = [list(n) for n in needs] if needs is not None else [[] for _ in items]
+    if len(needs) != len(items) or any(not 0 <= j < k for k, n in enumerate(needs) for j in n):
+        raise ValueError("needs: one list per item, of indices of earlier items")
     if ray is None:
         results = []
         for item in items:
@@ -106,7 +114,10 @@ def run_tasks(
         log.warning("the Ray cluster has too few CPUs or GPUs for one task now: the tasks wait until nodes join")
     shared_ref = ray_mod.put(shared)  # once: every task reads the same copy from the object store
     remote = ray_mod.remote(_task).options(num_cpus=cpus, num_gpus=gpus)
-    index = {remote.remote(fn, item, shared_ref, cpus): k for k, item in enumerate(items)}
+    refs: list = [None] * len(items)
+    for k in range(len(items)):  # a need comes first: its ref is an argument of the task that needs it
+        refs[k] = remote.remote(fn, items[k], shared_ref, cpus, *(refs[j] for j in needs[k]))
+    index = {ref: k for k, ref in enumerate(refs)}
     results: list = [None] * len(items)
     pending = list(index)
     while pending:

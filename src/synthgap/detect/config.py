@@ -69,6 +69,10 @@ class DetectorConfig:
     # was made more than what it shows; [4, 9]: both levels (intermediate blocks generalise better across
     # generators: RINE, ECCV 2024).
     feature_blocks: list[int] | None = None
+    # With feature_blocks of several blocks: one head per block instead of one over all, the detector's logit
+    # the mean of theirs, each head trained on its own loss ([4, 9]: a low-level and a top-level detector on
+    # one backbone pass; one head over both leans on the top block).
+    head_per_block: bool = False
     head_width: int = 128
     dropout: float = 0.3
     cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images

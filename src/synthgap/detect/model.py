@@ -36,11 +36,30 @@ class Head(nn.Sequential):
         super().__init__(nn.Linear(num_features, width), nn.ReLU(), nn.Dropout(dropout), nn.Linear(width, 1))
 
 
+class LevelHeads(nn.Module):
+    """One head per feature level (feature_blocks with head_per_block), each reading its own part of the
+    features; the detector's logit is the mean of theirs. They learn apart (`each`, one loss a head): one head
+    over both levels leans on the top block's content features, two trained apart keep what the low level
+    knows about how an image was made (docs/benchmarks.md, "Which blocks' features")."""
+
+    def __init__(self, widths: list[int], width: int = 128, dropout: float = 0.3):
+        super().__init__()
+        self.widths = list(widths)
+        self.heads = nn.ModuleList(Head(w, width, dropout) for w in self.widths)
+
+    def each(self, features: torch.Tensor) -> torch.Tensor:
+        """N x heads logits."""
+        return torch.cat([head(part) for head, part in zip(self.heads, features.split(self.widths, 1))], 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.each(features).mean(1, keepdim=True)
+
+
 class Detector(nn.Module):
     """Takes synthgap's standard input (uint8 images normalised with the core's constants, any
     size) and maps it to the backbone's own resolution and normalisation before the features."""
 
-    def __init__(self, backbone: Backbone, head: Head, input_size: int, mean, std):
+    def __init__(self, backbone: Backbone, head: Head | LevelHeads, input_size: int, mean, std):
         super().__init__()
         self.backbone, self.head, self.input_size = backbone, head, input_size
         # x01 = x * S + M, then (x01 - mean) / std: one affine map per channel.
@@ -78,8 +97,10 @@ def build_detector(
     revision: str | None = None,
     hub_config: dict | None = None,
     blocks: list[int] | None = None,
+    head_per_block: bool = False,
 ) -> Detector:
-    """blocks: features from these blocks' outputs, pooled and concatenated (Backbone.use_blocks); None: the top's."""
+    """blocks: features from these blocks' outputs, pooled and concatenated (Backbone.use_blocks); None: the top's.
+    head_per_block: one head per block's features, the logit their mean (LevelHeads)."""
     info = lookup("backbone", backbone)
     if head_width < 1 or not 0 <= dropout < 1:
         raise SynthgapError(
@@ -97,7 +118,12 @@ def build_detector(
     )
     if blocks is not None:
         bb.use_blocks(list(blocks))
-    return Detector(bb, Head(bb.num_features, head_width, dropout), size, info.mean, info.std)
+    if head_per_block and len(bb.tap_widths) < 2:
+        raise SynthgapError(f"head_per_block: expected feature_blocks of two blocks or more, got {blocks}")
+    head = (
+        LevelHeads(bb.tap_widths, head_width, dropout) if head_per_block else Head(bb.num_features, head_width, dropout)
+    )
+    return Detector(bb, head, size, info.mean, info.std)
 
 
 @dataclass
@@ -293,6 +319,7 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
             dropout=arch["dropout"],
             hub_config=hub.get("config"),
             blocks=arch.get("blocks"),
+            head_per_block=arch.get("head_per_block", False),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None

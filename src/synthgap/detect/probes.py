@@ -28,6 +28,7 @@ def probe_config(cfg):
         image_size=CONTENT_SIZE,
         input_size=None,
         feature_blocks=None,  # the whole backbone: the strongest reader of content the recipe's network has
+        head_per_block=False,
         finetune_blocks=0,
         cache_features=True,
         normalize_format=False,

@@ -35,7 +35,7 @@ from synthgap.detect.evaluate import (
     selective,
     set_robustness,
 )
-from synthgap.detect.model import Detector, DetectorBundle, build_detector
+from synthgap.detect.model import Detector, DetectorBundle, LevelHeads, build_detector
 from synthgap.detect.probes import CONTENT_SIZE, probe_config, probes_record, seen_metadata
 from synthgap.detect.report import write_detector_report
 from synthgap.device import select_device, set_threads
@@ -43,6 +43,7 @@ from synthgap.io import environment, write_json, write_text
 from synthgap.models.registry import BACKBONES, lookup
 from synthgap.runs import RunDir, identity_hash
 from synthgap.train.config import TrainConfig
+from synthgap.train.evaluate import loss_fn
 from synthgap.train.loop import ClassifierTask, fit
 
 log = logging.getLogger("synthgap")
@@ -65,6 +66,11 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         ("train_size", cfg.train_size is None or cfg.train_size >= 1, "at least 1, or null (all)"),
         ("test_size", cfg.test_size is None or cfg.test_size >= 1, "at least 1, or null (all)"),
         ("val_fraction", 0 < cfg.val_fraction < 1, "in (0, 1)"),
+        (
+            "head_per_block",
+            not cfg.head_per_block or len(set(cfg.feature_blocks or [])) >= 2,
+            "false unless feature_blocks names two blocks or more",
+        ),
     ]
     for name, ok, want in checks:
         if not ok:
@@ -139,6 +145,7 @@ def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
         model_id=cfg.backbone_model,
         revision=cfg.backbone_revision,
         blocks=cfg.feature_blocks,
+        head_per_block=cfg.head_per_block,
     )
 
 
@@ -241,6 +248,14 @@ class StageTask(ClassifierTask):
     by its trainer across stages."""
 
     trainer: DetectorTrainer | None = None
+
+    def loss(self, model: torch.nn.Module, batch) -> torch.Tensor:
+        heads = model.head if isinstance(model, Detector) else model
+        if not isinstance(heads, LevelHeads):
+            return super().loss(model, batch)
+        x, y = batch  # one head a level, each with a loss of its own (LevelHeads: they learn apart)
+        each = heads.each(model.features(x) if heads is not model else x)
+        return sum(loss_fn(logits, y, self.cfg.label_smoothing) for logits in each.split(1, 1)) / each.shape[1]
 
     def on_epoch_end(self, record: dict) -> None:
         self.trainer.epoch_done(record)
@@ -580,6 +595,7 @@ def bundle_meta(
             "head_width": cfg.head_width,
             "dropout": cfg.dropout,
             **({"blocks": list(cfg.feature_blocks)} if cfg.feature_blocks else {}),
+            **({"head_per_block": True} if cfg.head_per_block else {}),
             "pretrained": not from_scratch(cfg),
             "about": info.about,
             **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {}),

@@ -44,6 +44,10 @@ class TransferConfig:
     # Synthetic images per class in the curve's runs (alone and added to the real ones); None: the whole
     # synthetic training split.
     curve_synthetic_per_class: int | None = None
+    # The share of every batch of a curve run with real and synthetic images (real + synthetic, filter) that is
+    # real images, drawn with replacement; null: as many as the run holds (50 real per class among 29k synthetic
+    # images: 1%, each real image seen 5 times in 5 epochs). The budget is unchanged.
+    curve_real_share: float | None = None
     # Gap-closing arms, each a row of the report: finetune (the synthetic-only model fine-tuned on k real images
     # per class: needs real labels), adabn (its BatchNorm statistics re-estimated on k unlabelled real images per
     # class: transductive, needs unlabelled target images), augment (synthetic-only training with strong

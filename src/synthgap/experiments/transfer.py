@@ -33,7 +33,7 @@ from synthgap.train.classifier import META as CLASSIFIER_META
 from synthgap.train.classifier import classifier_meta, load_classifier, save_classifier
 from synthgap.train.config import TrainConfig
 from synthgap.train.evaluate import adapt_batchnorm, evaluate
-from synthgap.train.loop import CHECKPOINT, FitResult, check_config, fit
+from synthgap.train.loop import CHECKPOINT, FitResult, check_config, fit, split_task
 
 log = logging.getLogger("synthgap")
 DOMAINS = ("real", "synthetic")
@@ -53,7 +53,6 @@ class TrainingSet:
     arm: str | None = None  # a gap-closing arm (GAP_CLOSING)
     start_from: str | None = None  # finetune, adabn: the training set whose model (same seed) it starts from
     filter_by: str | None = None  # filter: the training set whose model (same seed) scores the synthetic images
-    augment_from: str | None = None  # adabn of the augment arm's model: its training set name
 
     @property
     def synthetic_fraction(self) -> float:
@@ -254,6 +253,11 @@ def check_transfer_config(cfg: TransferConfig) -> None:
             "real images per class for the finetune, adabn and filter arms, e.g. [50, 200]",
         ),
         ("filter_keep", not 0 < cfg.filter_keep <= 1, "a share between 0 and 1"),
+        (
+            "curve_real_share",
+            cfg.curve_real_share is not None and not 0 < cfg.curve_real_share < 1,
+            "a share between 0 and 1 (exclusive), or null",
+        ),
         ("finetune_lr_scale", not cfg.finetune_lr_scale > 0, "a positive factor"),
     ]
     for name, bad, want in problems:
@@ -372,7 +376,6 @@ def run_transfer(
     write_json(out / "environment.json", env)
     plot_samples({d: data[d]["train"] for d in DOMAINS}, out / "samples.png")
 
-    records: list[dict] = []
     # Wave 1 (fine-tuning, AdaBN, filtering) starts from wave 0's saved models.
     runs = [(ts, seed) for wave in (0, 1) for seed in cfg.seeds for ts in sets if ts.wave == wave]
     from synthgap.cluster import run_tasks
@@ -396,19 +399,20 @@ def run_transfer(
             progress=progress and ray is None,
         )
 
-    numbered = list(enumerate(runs, 1))
-    for wave in dict.fromkeys(ts.wave for ts, _ in runs):  # a wave starts once the one before it is saved
-        results = run_tasks(
-            train,
-            [item for item in numbered if item[1][0].wave == wave],
-            ray=ray,
-            shared={"data": data},
-            cpus=ray_cpus,
-            gpus=ray_gpus,
-            desc="transfer",
-            describe=run_desc,
-        )
-        records += [row for result in results for row in summary_records(result)]
+    position = {(ts.name, seed): k for k, (ts, seed) in enumerate(runs)}
+    results = run_tasks(
+        train,
+        list(enumerate(runs, 1)),
+        ray=ray,
+        shared={"data": data},
+        cpus=ray_cpus,
+        gpus=ray_gpus,
+        desc="transfer",
+        describe=run_desc,
+        # a wave-1 run starts once the run whose model it reads is saved (on Ray: that run alone, not the wave)
+        needs=[[position[name, seed] for name in (ts.start_from, ts.filter_by) if name] for ts, seed in runs],
+    )
+    records = [row for result in results for row in summary_records(result)]
     write_summary(out, records)
     write_report(out)
     return records
@@ -457,6 +461,9 @@ def one_run(
         train_cfg = dataclasses.replace(train_cfg, augment=cfg.strong_augment)
     if ts.arm == "finetune":
         train_cfg = dataclasses.replace(train_cfg, lr=cfg.train.lr * cfg.finetune_lr_scale)
+    # a curve run of real and synthetic images: a share of each batch is real (curve_real_share)
+    mixed = ts.real_per_class is not None and ts.n_real and ts.n_synthetic
+    real_share = cfg.curve_real_share if mixed else None
     start, start_learned = None, None
     if ts.start_from:
         start_dir = run_dir.parent.parent / ts.start_from / f"seed{seed}"
@@ -471,8 +478,12 @@ def one_run(
         n_budget = 0
         start_learned = start_metrics.get("learned")
     else:
+        train = train_set
+        if real_share:
+            is_real = torch.arange(len(train_set)) < ts.n_real  # the real part comes first
+            train = split_task(train_set, train_cfg, select_device(train_cfg.device), is_real, real_share)
         fitted = fit(
-            train_set,
+            train,
             train_cfg,
             out_dir=run_dir,
             resume=True,
@@ -504,6 +515,8 @@ def one_run(
     }
     if ts.real_per_class is not None:
         result.update(real_per_class=ts.real_per_class, with_synthetic=ts.with_synthetic, arm=ts.arm)
+    if real_share:
+        result["real_share"] = real_share
     for d in DOMAINS:
         plot_confusion(tests[d], run_dir / f"confusion_{d}.png", f"train {ts.name} → test {d} (seed {seed})")
     save_classifier(run_dir, fitted.model, _run_meta(cfg, *specs, ts, seed, result))
@@ -549,6 +562,8 @@ def summary_records(result: dict) -> list[dict]:
     """A run's rows of summary.json: one per test domain (curve runs also say where on the curve they are)."""
     curve = {k: result[k] for k in CURVE_KEYS if k in result}
     learned_ = {"learned": result["learned"], "budget_steps": result["budget_steps"]} if "learned" in result else {}
+    if "real_share" in result:
+        curve["real_share"] = result["real_share"]
     return [
         {
             "training_set": result["training_set"],

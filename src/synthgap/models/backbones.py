@@ -36,6 +36,7 @@ class Backbone(nn.Module):
         self.taps: tuple[int, ...] | None = (
             None  # blocks whose pooled outputs are the features (use_blocks); None: the top
         )
+        self.tap_widths = [num_features]  # the widths of the features' parts, one a tap (bottom first)
 
     def set_trainable(self, top: int) -> None:
         """Train the top `top` blocks (-1 or more than there are: all); freeze the rest."""
@@ -58,8 +59,9 @@ class Backbone(nn.Module):
         self.trainable = min(self.trainable, top)
         self.taps = tuple(sorted({c - 1 for c in counts}))
         was_training = self.training
-        with torch.no_grad():  # the width of the pooled features: one small forward pass tells it
-            self.num_features = self.eval()(torch.zeros(1, 3, 64, 64)).shape[1]
+        with torch.no_grad():  # the widths of the pooled features: one small forward pass tells them
+            self.tap_widths = [t.shape[1] for t in self.eval()._levels(self.blocks, torch.zeros(1, 3, 64, 64))[1]]
+        self.num_features = sum(self.tap_widths)
         self.train(was_training)
 
     def train(self, mode: bool = True):

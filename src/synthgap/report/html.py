@@ -116,18 +116,27 @@ ARMS_NOTE = (
 )
 
 
-def scarcity_section(rows: list[dict], out: Path, chance: float | None) -> tuple[str, str]:
+def scarcity_section(
+    rows: list[dict], out: Path, chance: float | None, real_share: float | None = None
+) -> tuple[str, str]:
     """The opening of a study with a scarcity curve (rows of curve_rows): the headline, scarcity_curve.png,
-    the curve's table and the gap-closing arms' table, as (html, markdown)."""
+    the curve's table and the gap-closing arms' table, as (html, markdown). real_share: the share of real
+    images in every batch of the runs with both kinds (curve_real_share), if any."""
     plot_scarcity_curve(rows, out / "scarcity_curve.png", chance)
     line = headline(rows)
     curve_md, arms_md = scarcity_table(rows), arms_table(rows)
-    md = f"{line}\n\n## Real images per class\n\n{SCARCITY_NOTE}\n\n{curve_md}"
+    note = SCARCITY_NOTE + (
+        f" In the runs of real and synthetic images, {real_share:.0%} of every batch is real images, drawn with "
+        "replacement (curve_real_share)."
+        if real_share
+        else ""
+    )
+    md = f"{line}\n\n## Real images per class\n\n{note}\n\n{curve_md}"
     page = (
         f"<p class=lead>{html.escape(line)}</p>\n"
         f'<figure style="max-width:760px">{img_tag(out / "scarcity_curve.png")}<figcaption>Accuracy on real test '
         f"photos against the real training images per class, with and without the synthetic set</figcaption>"
-        f"</figure>\n<h2>Real images per class</h2>\n<p>{html.escape(SCARCITY_NOTE)}</p>\n{md_to_html_table(curve_md)}\n"
+        f"</figure>\n<h2>Real images per class</h2>\n<p>{html.escape(note)}</p>\n{md_to_html_table(curve_md)}\n"
     )
     if arms_md:
         md += f"\n## Gap-closing arms\n\n{ARMS_NOTE}\n\n{arms_md}"
@@ -150,7 +159,8 @@ def write_report(out_dir: str | Path) -> Path:
     scarcity, scarcity_md = "", ""
     if curve:
         classes = env.get("data", {}).get("real_test", {}).get("class_counts")
-        scarcity, scarcity_md = scarcity_section(curve, out, 1 / len(classes) if classes else None)
+        share = max((r["real_share"] for r in records if r.get("real_share")), default=None)
+        scarcity, scarcity_md = scarcity_section(curve, out, 1 / len(classes) if classes else None, share)
     fractions_md = ""
     if rows:
         fractions_md = f"Test accuracy and macro-F1 in %, {_spread_note(rows)}.\n\n" + md

@@ -107,6 +107,39 @@ class ClassifierTask:
         pass
 
 
+@dataclass(eq=False)
+class SharedBatchTask(ClassifierTask):
+    """A classifier's task on two kinds of images (`first`: a mask over `train`, e.g. its real images) whose
+    every batch holds `share` of the first kind: drawn at random with replacement, so a few of them are seen
+    more often, the rest of the batch from the epoch's order of the other kind. A share at or below the
+    kind's own share of `train` gives the plain batches."""
+
+    first: torch.Tensor | None = None
+    share: float = 0.0
+
+    def batches(self, order: torch.Tensor, batch_size: int, steps: int, g: torch.Generator) -> Iterator[Batch]:
+        first = self.first.to(order.device)
+        n_first = round(self.share * batch_size)
+        if n_first <= float(first.float().mean()) * batch_size:
+            yield from super().batches(order, batch_size, steps, g)
+            return
+        pool = first.nonzero()[:, 0]
+        drawn = pool[torch.randint(len(pool), (steps * n_first,), generator=g, device=g.device).to(pool.device)]
+        rest, n_rest = order[~first[order]], batch_size - n_first
+        for i in range(steps):
+            idx = torch.cat([drawn[i * n_first : (i + 1) * n_first], rest[i * n_rest : (i + 1) * n_rest]])
+            yield self.prepare(self.images[idx], g), self.labels[idx]
+
+
+def split_task(train: ImageSet, cfg: TrainConfig, device, first: torch.Tensor, share: float) -> SharedBatchTask:
+    """The SharedBatchTask of a training set, split as `fit` splits one (split_data); first: a mask over it."""
+    if cfg.val_fraction <= 0:
+        return SharedBatchTask(train, None, cfg, device, first=first, share=share)
+    keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
+    first = first[torch.as_tensor(keep)]
+    return SharedBatchTask(train.subset(keep), train.subset(held), cfg, device, first=first, share=share)
+
+
 @dataclass
 class FitResult:
     model: torch.nn.Module
