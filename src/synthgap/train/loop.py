@@ -133,9 +133,10 @@ class SharedBatchTask(ClassifierTask):
 
 def split_task(train: ImageSet, cfg: TrainConfig, device, first: torch.Tensor, share: float) -> SharedBatchTask:
     """The SharedBatchTask of a training set, split as `fit` splits one (split_data); first: a mask over it."""
-    if cfg.val_fraction <= 0:
+    split = validation_split(train, cfg)
+    if split is None:
         return SharedBatchTask(train, None, cfg, device, first=first, share=share)
-    keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
+    keep, held = split
     first = first[torch.as_tensor(keep)]
     return SharedBatchTask(train.subset(keep), train.subset(held), cfg, device, first=first, share=share)
 
@@ -215,11 +216,16 @@ class State:
     stopped: bool = False
 
 
+def validation_split(train: ImageSet, cfg: TrainConfig):
+    """(kept, held-out) indices of the stratified `cfg.val_fraction` validation split; None without one."""
+    return holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed) if cfg.val_fraction > 0 else None
+
+
 def split_data(train: ImageSet, val: ImageSet | None, cfg: TrainConfig) -> tuple[ImageSet, ImageSet | None]:
     """(training set, validation set): `val` if given, else a stratified `cfg.val_fraction` of `train`."""
-    if val is None and cfg.val_fraction > 0:
-        keep, held = holdout_split(train.labels, cfg.val_fraction, seed=cfg.seed)
-        train, val = train.subset(keep), train.subset(held)
+    split = validation_split(train, cfg) if val is None else None
+    if split is not None:
+        train, val = train.subset(split[0]), train.subset(split[1])
     return train, val
 
 
