@@ -46,15 +46,6 @@ RECIPES = {
     "levels4+9-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9]},
     # the same two levels, a head each (head_per_block), the logit their mean: two detectors on one backbone pass
     "levels4+9-heads": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9], "head_per_block": True},
-    # chain-head with 5 heads on the same cached features, each from its own initialisation, the logit their mean
-    "chain-head-x5": {"finetune_blocks": 0, "crop_grid": 2, "head_ensemble": 5},
-    "levels4+9-heads-x5": {
-        "finetune_blocks": 0,
-        "crop_grid": 2,
-        "feature_blocks": [4, 9],
-        "head_per_block": True,
-        "head_ensemble": 5,
-    },
 }
 
 

@@ -794,33 +794,3 @@ def test_a_head_per_block_learns_apart_from_the_other_and_its_bundle_rebuilds_it
     assert torch.allclose(loaded.predict(x), DetectorBundle(model, meta).predict(x))
     with pytest.raises(SynthgapError, match="head_per_block"):
         train_detector(data_of(pair, cfg), dataclasses.replace(cfg, feature_blocks=[9]), tmp_path / "bad")
-
-
-def test_a_head_ensemble_starts_its_heads_apart_averages_them_and_its_bundle_rebuilds_it(pair, tmp_path):
-    from synthgap.detect.model import LevelHeads
-    from synthgap.detect.train import bundle_meta
-
-    torch.manual_seed(0)
-    heads = build_detector("efficientnet_lite0", input_size=64, head_ensemble=3).head.eval()
-    assert isinstance(heads, LevelHeads) and heads.widths == [1280] and len(heads.heads) == 3
-    first = [h[0].weight for h in heads.heads]
-    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])  # three initialisations
-    f = torch.randn(5, 1280)
-    with torch.no_grad():
-        assert torch.allclose(heads(f), torch.cat([h(f) for h in heads.heads], 1).mean(1, keepdim=True))
-    # with a head per block: each repeat has a head per level, each reading its own slice
-    both = build_detector("efficientnet_lite0", input_size=64, blocks=[4, 9], head_per_block=True, head_ensemble=2)
-    assert [h[0].in_features for h in both.head.heads] == [40, 1280, 40, 1280]
-
-    cfg = dataclasses.replace(
-        tiny_cfg(backbone="efficientnet_lite0", input_size=32, finetune_blocks=0), head_ensemble=3
-    )
-    model, history = train_detector(data_of(pair, cfg), cfg, tmp_path / "run", progress=False)
-    assert list(history) == ["head"] and len(model.head.heads) == 3
-    meta = bundle_meta(cfg, 0.5, model)
-    assert meta["architecture"]["head_ensemble"] == 3
-    loaded = load_bundle(DetectorBundle(model.eval(), meta).save(tmp_path / "bundle"))
-    x = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
-    assert torch.allclose(loaded.predict(x), DetectorBundle(model, meta).predict(x))
-    with pytest.raises(SynthgapError, match="head_ensemble"):
-        train_detector(data_of(pair, cfg), dataclasses.replace(cfg, head_ensemble=0), tmp_path / "bad")

@@ -73,10 +73,6 @@ class DetectorConfig:
     # the mean of theirs, each head trained on its own loss ([4, 9]: a low-level and a top-level detector on
     # one backbone pass; one head over both leans on the top block).
     head_per_block: bool = False
-    # That many heads (per block, with head_per_block), each from its own initialisation and trained on its own
-    # loss, the logit the mean of theirs: one head's left-out AUC moves with its seed by as much as recipes
-    # differ (docs/benchmarks.md); on cached features (finetune_blocks: 0) a head costs seconds.
-    head_ensemble: int = 1
     head_width: int = 128
     dropout: float = 0.3
     cache_features: bool = True  # stage 1 on features extracted once (no augmentation), not on images

@@ -37,23 +37,19 @@ class Head(nn.Sequential):
 
 
 class LevelHeads(nn.Module):
-    """Several heads, the detector's logit the mean of theirs; each learns apart (`each`, one loss a head).
+    """One head per feature level (feature_blocks with head_per_block), each reading its own part of the
+    features; the detector's logit is the mean of theirs. They learn apart (`each`, one loss a head): one head
+    over both levels leans on the top block's content features, two trained apart keep what the low level
+    knows about how an image was made (docs/benchmarks.md, "Which blocks' features")."""
 
-    widths: the feature slices, one head each (head_per_block: a head per feature level; one head over both
-    levels leans on the top block's content features, two trained apart keep what the low level knows about
-    how an image was made: docs/benchmarks.md, "Which blocks' features"). repeats: that many heads per slice,
-    each from its own initialisation (head_ensemble: one head's figures move with its seed as much as recipes
-    differ, and the mean of several moves less)."""
-
-    def __init__(self, widths: list[int], width: int = 128, dropout: float = 0.3, repeats: int = 1):
+    def __init__(self, widths: list[int], width: int = 128, dropout: float = 0.3):
         super().__init__()
-        self.widths, self.repeats = list(widths), repeats
-        self.heads = nn.ModuleList(Head(w, width, dropout) for _ in range(repeats) for w in self.widths)
+        self.widths = list(widths)
+        self.heads = nn.ModuleList(Head(w, width, dropout) for w in self.widths)
 
     def each(self, features: torch.Tensor) -> torch.Tensor:
         """N x heads logits."""
-        parts = features.split(self.widths, 1) * self.repeats
-        return torch.cat([head(part) for head, part in zip(self.heads, parts)], 1)
+        return torch.cat([head(part) for head, part in zip(self.heads, features.split(self.widths, 1))], 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.each(features).mean(1, keepdim=True)
@@ -102,16 +98,13 @@ def build_detector(
     hub_config: dict | None = None,
     blocks: list[int] | None = None,
     head_per_block: bool = False,
-    head_ensemble: int = 1,
 ) -> Detector:
     """blocks: features from these blocks' outputs, pooled and concatenated (Backbone.use_blocks); None: the top's.
-    head_per_block: one head per block's features; head_ensemble: that many heads (per block), each from its
-    own initialisation; with either, the logit is the mean of the heads' (LevelHeads)."""
+    head_per_block: one head per block's features, the logit their mean (LevelHeads)."""
     info = lookup("backbone", backbone)
-    if head_width < 1 or not 0 <= dropout < 1 or head_ensemble < 1:
+    if head_width < 1 or not 0 <= dropout < 1:
         raise SynthgapError(
-            "detector head: width and head_ensemble must be at least 1 and dropout in [0, 1), "
-            f"got {head_width}, {head_ensemble}, {dropout}"
+            f"detector head: width must be at least 1 and dropout in [0, 1), got {head_width}, {dropout}"
         )
     size = input_size or info.input_size
     if size < 32 or size % 32:
@@ -127,11 +120,9 @@ def build_detector(
         bb.use_blocks(list(blocks))
     if head_per_block and len(bb.tap_widths) < 2:
         raise SynthgapError(f"head_per_block: expected feature_blocks of two blocks or more, got {blocks}")
-    if head_per_block or head_ensemble > 1:
-        widths = bb.tap_widths if head_per_block else [bb.num_features]
-        head = LevelHeads(widths, head_width, dropout, repeats=head_ensemble)
-    else:
-        head = Head(bb.num_features, head_width, dropout)
+    head = (
+        LevelHeads(bb.tap_widths, head_width, dropout) if head_per_block else Head(bb.num_features, head_width, dropout)
+    )
     return Detector(bb, head, size, info.mean, info.std)
 
 
@@ -329,7 +320,6 @@ def load_bundle(folder: str | os.PathLike, device: str | torch.device = "cpu") -
             hub_config=hub.get("config"),
             blocks=arch.get("blocks"),
             head_per_block=arch.get("head_per_block", False),
-            head_ensemble=arch.get("head_ensemble", 1),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise SynthgapError(f"{folder / META}: unreadable or incomplete ({type(e).__name__}: {e})") from None

@@ -71,7 +71,6 @@ def check_detector_config(cfg: DetectorConfig) -> None:
             not cfg.head_per_block or len(set(cfg.feature_blocks or [])) >= 2,
             "false unless feature_blocks names two blocks or more",
         ),
-        ("head_ensemble", isinstance(cfg.head_ensemble, int) and cfg.head_ensemble >= 1, "an integer of at least 1"),
     ]
     for name, ok, want in checks:
         if not ok:
@@ -147,7 +146,6 @@ def new_detector(cfg: DetectorConfig, chain: InputChain) -> Detector:
         revision=cfg.backbone_revision,
         blocks=cfg.feature_blocks,
         head_per_block=cfg.head_per_block,
-        head_ensemble=cfg.head_ensemble,
     )
 
 
@@ -255,7 +253,7 @@ class StageTask(ClassifierTask):
         heads = model.head if isinstance(model, Detector) else model
         if not isinstance(heads, LevelHeads):
             return super().loss(model, batch)
-        x, y = batch  # each head with a loss of its own (LevelHeads: they learn apart)
+        x, y = batch  # one head a level, each with a loss of its own (LevelHeads: they learn apart)
         each = heads.each(model.features(x) if heads is not model else x)
         return sum(loss_fn(logits, y, self.cfg.label_smoothing) for logits in each.split(1, 1)) / each.shape[1]
 
@@ -598,7 +596,6 @@ def bundle_meta(
             "dropout": cfg.dropout,
             **({"blocks": list(cfg.feature_blocks)} if cfg.feature_blocks else {}),
             **({"head_per_block": True} if cfg.head_per_block else {}),
-            **({"head_ensemble": cfg.head_ensemble} if cfg.head_ensemble > 1 else {}),
             "pretrained": not from_scratch(cfg),
             "about": info.about,
             **({"hub": model.backbone.hub} if model is not None and model.backbone.hub else {}),
