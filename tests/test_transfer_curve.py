@@ -18,6 +18,7 @@ from synthgap.experiments.transfer import (
     plan_curve_sets,
     run_budget,
     run_transfer,
+    self_train,
 )
 from synthgap.models import build_model
 from synthgap.train.config import TrainConfig
@@ -47,9 +48,10 @@ def test_curve_plan_has_each_size_alone_and_with_the_set_and_arms_that_start_fro
     cfg = TransferConfig(
         classes=CLASSES,
         real_per_class=[10, 50, "all"],
-        gap_closing=["finetune", "adabn", "augment", "filter"],
+        gap_closing=["finetune", "adabn", "augment", "filter", "selftrain"],
         gap_sizes=[10],
         filter_keep=0.5,
+        selftrain_keep=0.4,
     )
     sets = {s.name: s for s in plan_curve_sets(cfg, n_real=300, n_synthetic=600)}
     assert sets["curve-synthetic"].n_real == 0 and sets["curve-synthetic"].n_synthetic == 600
@@ -61,12 +63,21 @@ def test_curve_plan_has_each_size_alone_and_with_the_set_and_arms_that_start_fro
     assert sets["adabn-10"].start_from == "curve-synthetic"
     assert sets["augment+adabn-10"].start_from == "augment"
     assert sets["filter-10"].filter_by == "curve-real10" and sets["filter-10"].n_synthetic == 300
+    # self-training: no real label (k = 0), taught by the augment arm's model, keeping 40% of the real images
+    assert (sets["selftrain"].real_per_class, sets["selftrain"].start_from, sets["selftrain"].n_real) == (
+        0,
+        "augment",
+        120,
+    )
     assert {s.name for s in sets.values() if s.wave == 1} == {
         "finetune-10",
         "adabn-10",
         "augment+adabn-10",
         "filter-10",
+        "selftrain",
     }
+    alone = plan_curve_sets(TransferConfig(classes=CLASSES, gap_closing=["selftrain"]), n_real=300, n_synthetic=600)
+    assert [(s.name, s.start_from) for s in alone] == [("curve-synthetic", None), ("selftrain", "curve-synthetic")]
     # a curve of its own synthetic size; more than there is: all of it
     few = plan_curve_sets(TransferConfig(classes=CLASSES, real_per_class=[10], curve_synthetic_per_class=50), 300, 600)
     assert {s.name: s.n_synthetic for s in few}["curve-real10+synthetic"] == 150
@@ -80,6 +91,8 @@ def test_curve_plan_has_each_size_alone_and_with_the_set_and_arms_that_start_fro
         ("gap_closing", ["finetune"], "'gap_sizes'"),  # an arm on real images without a size
         ("filter_keep", 0.0, "'filter_keep'"),
         ("curve_real_share", 1.0, "'curve_real_share'"),
+        ("selftrain_rounds", 0, "'selftrain_rounds'"),
+        ("selftrain_keep", 1.5, "'selftrain_keep'"),
     ],
 )
 def test_bad_curve_fields_are_clear_errors(field, value, message):
@@ -124,9 +137,10 @@ def curve_study(tmp_path_factory):
         extra_synthetic=[],
         min_steps=30,
         real_per_class=[4, "all"],
-        gap_closing=["finetune", "adabn", "augment", "filter"],
+        gap_closing=["finetune", "adabn", "augment", "filter", "selftrain"],
         gap_sizes=[4],
         curve_real_share=0.5,
+        selftrain_rounds=2,
         train=TrainConfig(epochs=2, batch_size=16, widths=[8, 16, 16], threads=1),
     )
     out = base / "study"
@@ -148,6 +162,7 @@ def test_curve_study_runs_every_arm_and_records_where_each_sits(curve_study):
         "adabn-4",
         "augment+adabn-4",
         "filter-4",
+        "selftrain",
     }
     assert by_set["curve-real4"]["real_per_class"] == 4 and by_set["curve-real4"]["with_synthetic"] is False
     assert by_set["curve-synthetic"]["real_per_class"] == 0 and by_set["filter-4"]["arm"] == "filter"
@@ -157,7 +172,7 @@ def test_curve_study_runs_every_arm_and_records_where_each_sits(curve_study):
     shared = {
         n for n in by_set if "real_share" in json.loads((out / "runs" / n / "seed0" / "metrics.json").read_text())
     }
-    assert shared == {"curve-real4+synthetic", "curve-realall+synthetic", "filter-4"}
+    assert shared == {"curve-real4+synthetic", "curve-realall+synthetic", "filter-4", "selftrain"}
     assert "50% of every batch is real images" in (out / "summary.md").read_text()  # and the report says so
 
     # the budget rule: 12 real images x 2 epochs is 2 steps, lifted to the floor of 30
@@ -172,6 +187,44 @@ def test_curve_study_runs_every_arm_and_records_where_each_sits(curve_study):
     # the fine-tuned run started from the synthetic model: its real images are the curve's 4 per class
     fine = json.loads((out / "runs" / "finetune-4" / "seed0" / "metrics.json").read_text())
     assert fine["train_sha256"] == metrics["train_sha256"]
+
+
+def test_self_training_never_reads_the_real_labels_and_resumes_its_rounds(tmp_path):
+    from synthgap.data.sets import ImageSet
+    from synthgap.experiments.transfer import TrainingSet
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(3).repeat(16)
+    # each class a colour, so a teacher can label real images better than chance
+    colours = torch.tensor([[200, 40, 40], [40, 200, 40], [40, 40, 200]], dtype=torch.uint8)
+    images = (colours[labels][:, :, None, None] + torch.randint(0, 40, (48, 3, 16, 16), generator=g)).to(torch.uint8)
+    synthetic = ImageSet(images.flip(0), labels.flip(0), CLASSES, "synthetic", "synthetic")
+    cfg = TransferConfig(
+        classes=CLASSES,
+        image_size=16,
+        min_steps=6,
+        selftrain_rounds=2,
+        curve_real_share=0.5,
+        train=TrainConfig(epochs=1, batch_size=16, widths=[8, 16, 16], threads=1),
+    )
+    ts = TrainingSet("selftrain", "mixed", 24, 48, True, real_per_class=0, with_synthetic=True, arm="selftrain")
+
+    def run(real_labels, folder):
+        torch.manual_seed(0)
+        teacher = build_model("airnet", 3, widths=[8, 16, 16])
+        real = ImageSet(images, real_labels, CLASSES, "real", "real")
+        data = {"real": {"train": real}, "synthetic": {"train": synthetic}}
+        return self_train(data, cfg, ts, 0, teacher, folder, "selftrain", progress=False)
+
+    fitted, train_set, budget = run(labels, tmp_path / "a")
+    assert len(train_set) == 24 + 48 and budget == 2 * run_budget(cfg, 72)  # both rounds
+    assert (tmp_path / "a" / "checkpoint.pt").exists() and not (tmp_path / "a" / "round1").exists()
+    shuffled, _, _ = run(labels[torch.randperm(48, generator=g)], tmp_path / "b")  # other labels: the same model
+    a, b = fitted.model.state_dict(), shuffled.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # an interrupted run resumes its rounds from their checkpoints: the same model again
+    again, _, _ = run(labels, tmp_path / "a")
+    assert all(torch.equal(a[k], v) for k, v in again.model.state_dict().items())
 
 
 def metrics_synthetic(out):

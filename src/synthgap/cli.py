@@ -231,7 +231,7 @@ def transfer(real, synthetic, out, quick, ray_address, ray_cpus, ray_gpus, root,
     With real_per_class (e.g. --config configs/study-curve.yaml), the real-data scarcity curve: runs on k
     real images per class, alone and with the synthetic set, and the exchange rate (how many real images
     the synthetic set is worth); gap_closing adds arms that try to close the gap (finetune, adabn,
-    augment, filter). See docs/transfer.md.
+    augment, filter, selftrain). See docs/transfer.md.
     """
     from synthgap.config import load_config
     from synthgap.experiments import run_transfer

@@ -15,6 +15,7 @@ GAP_CLOSING = {
     "adabn": "unlabelled real images (k per class); transductive",
     "augment": "nothing",
     "filter": "real labels (k per class)",
+    "selftrain": "unlabelled real images (the whole real training split); transductive",
 }
 
 
@@ -52,11 +53,16 @@ class TransferConfig:
     # per class: needs real labels), adabn (its BatchNorm statistics re-estimated on k unlabelled real images per
     # class: transductive, needs unlabelled target images), augment (synthetic-only training with strong
     # augmentation: needs nothing), filter (k real + the synthetic images a classifier trained on the k real ones
-    # is most confident in: needs real labels).
+    # is most confident in: needs real labels), selftrain (self-training: the augment arm's model, else the
+    # synthetic-only one, labels the real training images, their labels unused; the student trains on the
+    # synthetic set and the most confident of them, then teaches the next round: needs unlabelled real images,
+    # transductive).
     gap_closing: list[str] = field(default_factory=list)
     gap_sizes: list[int] = field(default_factory=list)  # k (real per class) of the arms that use real images
     filter_keep: float = 0.5  # share of the synthetic set the filter arm keeps
     finetune_lr_scale: float = 0.1  # the fine-tuning arm's learning rate: train.lr x this
+    selftrain_rounds: int = 3  # the selftrain arm's rounds (a student each, trained from scratch)
+    selftrain_keep: float = 0.5  # ... the share of the real training images it keeps each round, most confident first
     # The augment arm's augmentation (instead of train.augment): geometry, colour, JPEG, resampling and blur.
     strong_augment: AugmentConfig = field(
         default_factory=lambda: AugmentConfig(

@@ -18,10 +18,11 @@ NEEDS = {
     "adabn": "unlabelled real images",
     "augment": "nothing",
     "filter": "real labels",
+    "selftrain": "unlabelled real images",
 }
-# Arms that adapt to the real images before they are tested (BatchNorm statistics re-estimated on unlabelled
-# real images): their accuracy is not that of a model trained on synthetic images alone, so it is labelled.
-TRANSDUCTIVE = frozenset({"adabn"})
+# Arms that adapt to the real images before they are tested (BatchNorm statistics re-estimated on, or students
+# trained with, unlabelled real images): their accuracy is not that of a model trained on synthetic images alone, so it is labelled.
+TRANSDUCTIVE = frozenset({"adabn", "selftrain"})
 
 
 def _parts(arm: str) -> list[str]:

@@ -32,7 +32,7 @@ from synthgap.runs import RunDir, identity_hash
 from synthgap.train.classifier import META as CLASSIFIER_META
 from synthgap.train.classifier import classifier_meta, load_classifier, save_classifier
 from synthgap.train.config import TrainConfig
-from synthgap.train.evaluate import adapt_batchnorm, evaluate
+from synthgap.train.evaluate import adapt_batchnorm, evaluate, predict_proba
 from synthgap.train.loop import CHECKPOINT, FitResult, check_config, fit, split_task
 
 log = logging.getLogger("synthgap")
@@ -195,6 +195,21 @@ def plan_curve_sets(cfg: TransferConfig, n_real: int, n_synthetic: int) -> list[
     arms = cfg.gap_closing
     if "augment" in arms:
         sets.append(own("augment", "synthetic", 0, n_syn, real_per_class=0, with_synthetic=True, arm="augment"))
+    if "selftrain" in arms:  # no real label: at k = 0, its real images the pseudo-labelled ones it keeps
+        teacher = "augment" if "augment" in arms else syn_only
+        n_pseudo = max(n_classes, round(cfg.selftrain_keep * n_real))
+        sets.append(
+            own(
+                "selftrain",
+                "mixed",
+                n_pseudo,
+                n_syn,
+                real_per_class=0,
+                with_synthetic=True,
+                arm="selftrain",
+                start_from=teacher,
+            )
+        )
     n_keep = max(n_classes, round(cfg.filter_keep * n_syn))
     for k in cfg.gap_sizes:
         n_r, per = n_real_of(k, "gap_sizes")
@@ -249,7 +264,7 @@ def check_transfer_config(cfg: TransferConfig) -> None:
         ("gap_sizes", not all(isinstance(k, int) and k >= 1 for k in cfg.gap_sizes), "whole numbers >= 1"),
         (
             "gap_sizes",
-            bool(set(cfg.gap_closing) - {"augment"}) and not cfg.gap_sizes,
+            bool(set(cfg.gap_closing) - {"augment", "selftrain"}) and not cfg.gap_sizes,
             "real images per class for the finetune, adabn and filter arms, e.g. [50, 200]",
         ),
         ("filter_keep", not 0 < cfg.filter_keep <= 1, "a share between 0 and 1"),
@@ -259,6 +274,8 @@ def check_transfer_config(cfg: TransferConfig) -> None:
             "a share between 0 and 1 (exclusive), or null",
         ),
         ("finetune_lr_scale", not cfg.finetune_lr_scale > 0, "a positive factor"),
+        ("selftrain_rounds", not (isinstance(cfg.selftrain_rounds, int) and cfg.selftrain_rounds >= 1), "at least 1"),
+        ("selftrain_keep", not 0 < cfg.selftrain_keep <= 1, "a share between 0 and 1"),
     ]
     for name, bad, want in problems:
         if bad:
@@ -442,20 +459,7 @@ def one_run(
         if not (run_dir / CLASSIFIER_META).exists():  # a run made before classifier.json existed
             save_classifier(run_dir, None, _run_meta(cfg, *specs, ts, seed, result))
         return result
-    rng = np.random.default_rng([seed, 7])
-    parts = []
-    if ts.n_real:
-        r = data["real"]["train"]
-        parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
-    if ts.n_synthetic:
-        s = data["synthetic"]["train"]
-        if ts.filter_by:  # the synthetic images the real-trained classifier is most confident in, per class
-            scorer = load_classifier(run_dir.parent.parent / ts.filter_by / f"seed{seed}")
-            confidence = scorer.predict(s.images).gather(1, s.labels[:, None])[:, 0]
-            parts.append(s.subset(most_confident(s.labels, confidence, ts.n_synthetic)))
-        else:
-            parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
-    train_set = concat(parts, ts.name, ts.train_domain)
+    train_set = None if ts.arm == "selftrain" else draw_training_set(data, ts, seed, run_dir)
     train_cfg = dataclasses.replace(cfg.train, seed=seed)
     if ts.arm == "augment":
         train_cfg = dataclasses.replace(train_cfg, augment=cfg.strong_augment)
@@ -469,8 +473,10 @@ def one_run(
         start_dir = run_dir.parent.parent / ts.start_from / f"seed{seed}"
         start = load_classifier(start_dir).model
     t0 = time.perf_counter()
-    n_budget = run_budget(cfg, len(train_set)) if ts.epochs_of_own_size else budget
-    if ts.arm is not None and ts.arm.endswith("adabn"):  # no training: the start model, its BatchNorm re-estimated
+    n_budget = run_budget(cfg, len(train_set)) if ts.epochs_of_own_size and train_set is not None else budget
+    if ts.arm == "selftrain":  # its rounds draw their own training sets
+        fitted, train_set, n_budget = self_train(data, cfg, ts, seed, start, run_dir, desc, progress=progress)
+    elif ts.arm is not None and ts.arm.endswith("adabn"):  # no training: the start model, its BatchNorm re-estimated
         device = select_device(cfg.train.device)
         model = adapt_batchnorm(start.to(device), train_set.images, device=device)
         start_metrics = json.loads((start_dir / "metrics.json").read_text())
@@ -530,6 +536,70 @@ def one_run(
         result["seconds"],
     )
     return result
+
+
+def draw_training_set(data: dict, ts: TrainingSet, seed: int, run_dir: Path) -> ImageSet:
+    """A run's training images: ts.n_real real and ts.n_synthetic synthetic ones, drawn per class with the run's
+    seed (filter: the synthetic images the filter_by run's classifier, same seed, is most confident in)."""
+    rng = np.random.default_rng([seed, 7])
+    parts = []
+    if ts.n_real:
+        r = data["real"]["train"]
+        parts.append(r.subset(stratified_sample(r.labels, ts.n_real, rng)))
+    if ts.n_synthetic:
+        s = data["synthetic"]["train"]
+        if ts.filter_by:  # the synthetic images the real-trained classifier is most confident in, per class
+            scorer = load_classifier(run_dir.parent.parent / ts.filter_by / f"seed{seed}")
+            confidence = scorer.predict(s.images).gather(1, s.labels[:, None])[:, 0]
+            parts.append(s.subset(most_confident(s.labels, confidence, ts.n_synthetic)))
+        else:
+            parts.append(s.subset(stratified_sample(s.labels, ts.n_synthetic, rng)))
+    return concat(parts, ts.name, ts.train_domain)
+
+
+def self_train(
+    data: dict, cfg: TransferConfig, ts: TrainingSet, seed: int, start, run_dir: Path, desc: str, *, progress: bool
+) -> tuple[FitResult, ImageSet, int]:
+    """The selftrain arm (self-training, as Noisy Student: Xie et al., CVPR 2020), no real label used: a teacher,
+    its BatchNorm re-estimated on the real training images, labels them; the student is trained from scratch,
+    with strong augmentation, on the synthetic images and the ts.n_real of them it labels most confidently
+    (curve_real_share of each batch), and is the next round's teacher. Returns the last student, its BatchNorm
+    re-estimated on the same images (transductive), its training set and the images of all rounds' budgets
+    (each run_budget of its training set). Each round resumes from
+    its checkpoint (round r < last in run_dir/round{r})."""
+    import shutil
+
+    device = select_device(cfg.train.device)
+    real, synthetic = data["real"]["train"], data["synthetic"]["train"]
+    synthetic = synthetic.subset(stratified_sample(synthetic.labels, ts.n_synthetic, np.random.default_rng([seed, 7])))
+    train_cfg = dataclasses.replace(cfg.train, seed=seed, augment=cfg.strong_augment)
+    teacher = adapt_batchnorm(start.to(device), real.images, device=device)
+    rounds = cfg.selftrain_rounds
+    for r in range(1, rounds + 1):
+        with torch.no_grad():
+            confidence, labels = predict_proba(teacher, real.images, device=device).max(1)
+        keep = torch.as_tensor(most_confident(labels, confidence, ts.n_real))
+        pseudo = ImageSet(real.images[keep], labels[keep], real.classes, "pseudo-labelled real", "real")
+        train_set = concat([pseudo, synthetic], ts.name, ts.train_domain)
+        task = train_set
+        if cfg.curve_real_share:
+            is_real = torch.arange(len(train_set)) < len(pseudo)
+            task = split_task(train_set, train_cfg, device, is_real, cfg.curve_real_share)
+        budget = run_budget(cfg, len(train_set))
+        fitted = fit(
+            task,
+            train_cfg,
+            out_dir=run_dir if r == rounds else run_dir / f"round{r}",
+            resume=True,
+            budget_images=budget,
+            progress=progress,
+            desc=f"{desc} round {r}/{rounds}",
+        )
+        teacher = adapt_batchnorm(fitted.model, real.images, device=device)
+    for r in range(1, rounds):
+        shutil.rmtree(run_dir / f"round{r}", ignore_errors=True)
+    fitted.model = teacher
+    return fitted, train_set, rounds * budget  # every round's images: the arm's whole budget
 
 
 def learned(best_val_accuracy: float | None, n_classes: int, n_train: int, val_fraction: float) -> bool | None:
