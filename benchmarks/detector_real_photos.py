@@ -8,8 +8,8 @@ For each recipe (a detector config; `--recipes`), trains
 and beside each, the shortcut probes on the same splits: the content probe (the same backbone and head on
 32 px thumbnails: what the pictures show) and the metadata probe (the format-bias audit of the files as
 stored, and of what the model sees after the input chain). Also: accuracy and share of the images the
-detector decides (the content check of its training domain), time and peak memory (PSS of the process and its
-DataLoader workers), and the latency of checking a 12-megapixel JPEG. Prints the figures; asserts nothing.
+detector decides (the content check of its training domain and, with real_quantile, its "real" bound), time
+and peak memory (PSS of the process and its DataLoader workers), and the latency of checking a 12-megapixel JPEG. Prints the figures; asserts nothing.
 
     SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_real_photos.py            # both recipes
     SYNTHGAP_DATA=../shared/data .venv/bin/python benchmarks/detector_real_photos.py --recipes chain
@@ -46,6 +46,14 @@ RECIPES = {
     "levels4+9-head": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9]},
     # the same two levels, a head each (head_per_block), the logit their mean: two detectors on one backbone pass
     "levels4+9-heads": {"finetune_blocks": 0, "crop_grid": 2, "feature_blocks": [4, 9], "head_per_block": True},
+    # ... answering "real" only below the median of its validation real images' P (configs/detector-photo.yaml)
+    "levels4+9-heads-q50": {
+        "finetune_blocks": 0,
+        "crop_grid": 2,
+        "feature_blocks": [4, 9],
+        "head_per_block": True,
+        "real_quantile": 0.5,
+    },
 }
 
 
@@ -70,8 +78,14 @@ def held_out_figures(bundle, real_test, family, probe: bool = False) -> dict:
         "n_synthetic": int((y == 1).sum()),
     }
     known = content_check(bundle.domain)
-    if not probe and bundle.bank is not None and known:
-        inside = content_scores(bundle.set_features(both), bundle.bank, known["k"]).numpy() <= known["threshold"]
+    bound = bundle.real_bound  # between it and the threshold: "unsure" (real_quantile)
+    checked = bundle.bank is not None and known
+    if not probe and (checked or bound):
+        inside = np.ones(len(y), bool)
+        if checked:
+            inside = content_scores(bundle.set_features(both), bundle.bank, known["k"]).numpy() <= known["threshold"]
+        if bound:
+            inside &= (p >= bundle.threshold) | (p < bound["p"])
         out["decided"] = float(inside.mean())
         out["accuracy_decided"] = float(right[inside].mean()) if inside.any() else None
         # AUC over the decided images (both sides present)

@@ -24,7 +24,7 @@ from synthgap.detect.config import DetectorConfig
 from synthgap.detect.data import load_detector_data
 from synthgap.detect.evaluate import binary_metrics, choose_threshold
 from synthgap.detect.model import DetectorBundle, build_detector, load_bundle
-from synthgap.detect.train import evaluate_detector, run_detector, train_detector
+from synthgap.detect.train import check_detector_config, evaluate_detector, run_detector, train_detector
 from synthgap.models.registry import BACKBONES
 from synthgap.train import robust
 from synthgap.train.config import AugmentConfig
@@ -379,6 +379,25 @@ def test_threshold_comes_from_validation_never_from_test(trained):
     assert result["test"]["accuracy"] < 0.5
 
 
+def test_the_real_bound_is_a_quantile_of_the_validation_real_images_and_never_above_the_threshold(trained):
+    cfg, data, out, meta = trained
+    bundle = load_bundle(out)
+    from synthgap.detect.report import real_bound_lead
+
+    assert "real_bound" not in meta and bundle.real_bound is None and real_bound_lead(None) == ""  # off by default
+    p_val = bundle.predict(data.val.images).numpy()
+    real_val = p_val[data.val.labels.numpy() == 0]
+    for q in (0.5, 0.9):
+        result = evaluate_detector(bundle.model, data, dataclasses.replace(cfg, real_quantile=q), robustness=False)
+        bound = result["real_bound"]
+        assert bound["n_val_real"] == len(real_val) and bound["quantile"] == q
+        assert bound["p"] == pytest.approx(min(np.quantile(real_val, q), result["threshold"]), abs=1e-6)
+        lead = real_bound_lead(bound)  # the report's sentence
+        assert f"under P {bound['p']:.3f}, which {q:.0%} of its {len(real_val)} validation real images" in lead
+    with pytest.raises(SynthgapError, match="real_quantile"):
+        check_detector_config(dataclasses.replace(cfg, real_quantile=1.0))
+
+
 def test_binary_metrics_equal_scikit_learn():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 300)
@@ -718,6 +737,13 @@ def test_verdict_rules_outside_unstable_near_threshold_and_stable():
     assert [r["verdict"] for r in rec] == ["synthetic", "unsure", "unsure", "real", "outside the training domain"]
     assert rec[1]["p_range"] == [0.3, 0.91] and "jpeg q90" in rec[1]["why"] and not rec[1]["reliable"]
     assert "JPEG quality 30" in rec[4]["why"] and rec[0]["reliable"] and rec[3]["reliable"]
+    # with a "real" bound: below the threshold but not below the bound is unsure, below it real
+    bound = {"p": 0.1, "quantile": 0.5, "n_val_real": 20}
+    p = torch.tensor([0.05, 0.3, 0.1, 0.7])
+    rec = verdicts(p, p.repeat(3), 0.5, [meta] * 4, domain, real_bound=bound)
+    assert [r["verdict"] for r in rec] == ["real", "unsure", "unsure", "synthetic"]
+    assert rec[1]["rule"] == "not_confidently_real" and "50% of its validation real images" in rec[1]["why"]
+    assert [r["rule"] for r in verdicts(p, p.repeat(3), 0.5, [meta] * 4, domain)] == ["threshold"] * 4
 
 
 def test_a_detector_on_chosen_backbone_blocks_pools_their_outputs_side_by_side_and_its_bundle_rebuilds_it(tmp_path):

@@ -98,6 +98,10 @@ class DetectorConfig:
     window_jpeg: list[int] | None = field(default_factory=lambda: [65, 100])
     eval_jpeg: int | None = 95
     content_probe: bool = True  # train the same head on 32 px thumbnails: what content alone gives (photo data)
+    # Answer "real" only below this quantile of the validation real images' P(synthetic), "unsure" between it and
+    # the threshold: the threshold is chosen on the generators trained on, and an unseen generator's images score
+    # lower, so below the threshold is not yet confidently real (docs/detector.md). null: the threshold alone.
+    real_quantile: float | None = None
     dedupe: str = "drop"  # drop | warn | off: the data audit before training, as in TransferConfig
     seed: int = 0
     head: TrainConfig = field(default_factory=_head_stage)

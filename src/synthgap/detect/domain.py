@@ -159,12 +159,16 @@ def verdicts(
     domain: dict | None,
     band: float = 0.0,
     content: torch.Tensor | None = None,
+    *,
+    real_bound: dict | None = None,
 ) -> list[dict]:
     """One record per image: p_synthetic, the range under PERTURBATIONS, the verdict and the rule that gave it.
 
     content: per image, its content score (content_scores), checked against the domain's `content` threshold.
     Rules, first that applies: outside the training domain (file metadata or content); unstable (the verdict
-    flips under a perturbation): "unsure"; within `band` of the threshold: "unsure"; else synthetic or real."""
+    flips under a perturbation): "unsure"; within `band` of the threshold: "unsure"; below the threshold but not
+    below `real_bound` ({"p", "quantile"}: the bundle's real_quantile of its validation real images' P): "unsure";
+    else synthetic or real."""
     n = len(p)
     pp = p_perturbed.view(len(PERTURBATIONS), n)
     known = content_check(domain)
@@ -208,6 +212,15 @@ def verdicts(
                 rule="near_threshold",
                 reliable=False,
                 why=f"within {band:g} of the threshold {threshold:.2f}",
+            )
+        elif real_bound and real_bound["p"] <= float(p[i]) < threshold:
+            rec.update(
+                verdict="unsure",
+                rule="not_confidently_real",
+                reliable=False,
+                why=f"P {float(p[i]):.2f} is under the threshold {threshold:.2f} but not under {real_bound['p']:.2f}, "
+                f"which {real_bound['quantile']:.0%} of its validation real images stay under: not confidently real "
+                "(images of a generator it was not trained on often score here)",
             )
         else:
             rec.update(

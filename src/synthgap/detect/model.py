@@ -231,6 +231,12 @@ class DetectorBundle:
     def domain(self) -> dict | None:
         return self.meta.get("domain")
 
+    @property
+    def real_bound(self) -> dict | None:
+        """{"p", "quantile", "n_val_real"}: an answer is "real" only below p, the real_quantile of the validation
+        real images' P(synthetic); None: below the threshold."""
+        return self.meta.get("real_bound")
+
     def assess(self, views, metas: list[dict | None], band: float = 0.0, predict=None) -> list[dict]:
         """The verdict records of detect.domain.verdicts for images given by their views (one V x 3 x S x S
         tensor per image, from `views`; or one tensor N x 3 x S x S, a view each) whose file metadata are
@@ -253,7 +259,14 @@ class DetectorBundle:
             per_image = torch.zeros(len(counts), f.shape[1]).index_add_(0, index, f) / torch.tensor(counts)[:, None]
             content = content_scores(per_image, self.bank, self.domain["content"]["k"])
         records = verdicts(
-            mean(p), torch.cat([mean(row) for row in pp]), self.threshold, metas, self.domain, band, content
+            mean(p),
+            torch.cat([mean(row) for row in pp]),
+            self.threshold,
+            metas,
+            self.domain,
+            band,
+            content,
+            real_bound=self.real_bound,
         )
         for rec, start, n in zip(records, starts.tolist(), counts):
             if n > 1:

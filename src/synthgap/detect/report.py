@@ -14,6 +14,16 @@ from synthgap.report.plots import plot_confusion, plot_risk_coverage, plot_roc_c
 from synthgap.report.tables import md_table
 
 
+def real_bound_lead(bound: dict | None) -> str:
+    """The answers' "real" bound (real_quantile), in one sentence; empty without one."""
+    if not bound:
+        return ""
+    return (
+        f' It answers "real" only under P {bound["p"]:.3f}, which {bound["quantile"]:.0%} of its '
+        f'{bound["n_val_real"]} validation real images stay under, and "unsure" between that and the threshold.'
+    )
+
+
 def robustness_md(rows: list[dict]) -> str:
     return md_table(
         rows,
@@ -94,6 +104,7 @@ def write_detector_report(out: str | Path) -> Path:
         f"Test accuracy **{100 * test['accuracy']:.2f}%**, AUC **{test['auc']:.4f}**, average precision "
         f"{test['average_precision']:.4f}, F1 (synthetic) {test['f1_synthetic']:.4f}, at threshold "
         f"{metrics['threshold']:.3f} chosen on validation (accuracy at 0.5: {100 * metrics['test_at_0.5']['accuracy']:.2f}%)."
+        + real_bound_lead(meta.get("real_bound"))
         + audit_lead(env.get("audit"))
     )
     chain = meta["preprocessing"].get("input_why", "input: resize")

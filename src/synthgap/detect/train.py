@@ -66,6 +66,7 @@ def check_detector_config(cfg: DetectorConfig) -> None:
         ("train_size", cfg.train_size is None or cfg.train_size >= 1, "at least 1, or null (all)"),
         ("test_size", cfg.test_size is None or cfg.test_size >= 1, "at least 1, or null (all)"),
         ("val_fraction", 0 < cfg.val_fraction < 1, "in (0, 1)"),
+        ("real_quantile", cfg.real_quantile is None or 0 < cfg.real_quantile < 1, "in (0, 1), or null"),
         (
             "head_per_block",
             not cfg.head_per_block or len(set(cfg.feature_blocks or [])) >= 2,
@@ -524,6 +525,10 @@ def evaluate_detector(
             None if content is None or "threshold" not in content[0] else content[1] <= content[0]["threshold"],
         ),
     }
+    real_val = p_val[data.val.labels.numpy() == 0]
+    if cfg.real_quantile is not None and len(real_val):  # "real" only below it (detect.domain.verdicts)
+        bound = min(float(np.quantile(real_val, cfg.real_quantile)), threshold)
+        result["real_bound"] = {"quantile": cfg.real_quantile, "p": round(bound, 6), "n_val_real": len(real_val)}
     if robustness:
         result["robustness"], result["robustness_on"] = set_robustness(
             DetectorBundle(model, {**meta, "threshold": threshold}),
@@ -726,6 +731,7 @@ def run_detector(
             "robustness": result.get("robustness", []),
             "format_bias": {"biased": bias.get("biased"), "verdict": bias.get("verdict")},
             "probes": probes_record(test, bias, probe),
+            **({"real_bound": result["real_bound"]} if "real_bound" in result else {}),
             "per_source": result["per_source"],
             "data_audit": env["audit"],
             "sources": data.sources,

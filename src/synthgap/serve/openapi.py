@@ -201,7 +201,7 @@ SCHEMAS = {
             },
             "verdict": {"enum": ["real", "synthetic", "unsure", "outside the training domain"]},
             "rule": {
-                "enum": ["threshold", "near_threshold", "unstable", "outside_domain"],
+                "enum": ["threshold", "near_threshold", "not_confidently_real", "unstable", "outside_domain"],
                 "description": "which rule gave the verdict",
             },
             "reliable": {"type": "boolean", "description": "false: do not act on p_synthetic"},
