@@ -1237,3 +1237,19 @@ def test_an_image_outside_the_detectors_training_domain_gets_no_verdict(tmp_path
     assert near["domain"]["inside"] and near["verdict"] in ("real", "synthetic", "unsure")
     page = post_file(client, "/check", photo, filename="photo.jpg").get_data(as_text=True)
     assert "Outside what this detector was trained on" in page and "size 200x200 px" in page
+
+
+def test_a_detector_with_a_real_bound_answers_not_confidently_real_and_the_page_says_why(tmp_path):
+    """Under the threshold but not under the bundle's real_bound: "unsure", the band shown from the bound up."""
+    folder = make_tiny_bundle(tmp_path / "bounded")
+    meta = json.loads((folder / "detector.json").read_text())
+    meta.update(threshold=0.99, real_bound={"quantile": 0.5, "p": 0.001, "n_val_real": 20})
+    (folder / "detector.json").write_text(json.dumps(meta))
+    client = create_app(ServeConfig(detector=str(folder))).test_client()
+    rec = post_file(client, "/api/detect", png_bytes(32)).json
+    schema_validator("Detection").validate(rec)
+    assert 0.001 <= rec["p_synthetic"] < 0.89, rec  # an untrained airnet: between the bound and the band
+    assert (rec["verdict"], rec["rule"], rec["reliable"]) == ("unsure", "not_confidently_real", False)
+    assert rec["unsure_band"] == [0.001, 1.0] and "which 50% of its validation real images stay under" in rec["why"]
+    page = post_file(client, "/check", png_bytes(32)).get_data(as_text=True)
+    assert "not confidently real" in page and "between 0% and 100% the answer is" in page

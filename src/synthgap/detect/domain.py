@@ -192,6 +192,8 @@ def verdicts(
         }
         if known and content is not None:
             rec["content_score"] = round(float(content[i]), 6)
+        if real_bound:
+            rec["real_bound"] = real_bound["p"]  # "real" only under it
         if not ok:
             rec.update(
                 verdict=VERDICT_OUTSIDE,

@@ -319,10 +319,12 @@ class Models:
         )[0]
         by = rec.get("answered_by")
         t = rec.get("threshold")
+        real_bound = rec.pop("real_bound", None)  # a bundle with real_quantile: "unsure" from there up
+        low = None if t is None else t - band if real_bound is None else min(t - band, real_bound)
         rec = {
             "model": self.detector_names[index[by["name"]]] if by else None,
             **rec,
-            "unsure_band": [round(max(0.0, t - band), 6), round(min(1.0, t + band), 6)] if t is not None else None,
+            "unsure_band": [round(max(0.0, low), 6), round(min(1.0, t + band), 6)] if t is not None else None,
         }
         if data is not None:
             rec["provenance"] = self.provenance(data)
