@@ -320,7 +320,9 @@ class Models:
         by = rec.get("answered_by")
         t = rec.get("threshold")
         real_bound = rec.pop("real_bound", None)  # a bundle with real_quantile: "unsure" from there up
-        low = None if t is None else t - band if real_bound is None else min(t - band, real_bound)
+        low = None if t is None else t - band
+        if real_bound is not None:
+            low = min(low, real_bound)
         rec = {
             "model": self.detector_names[index[by["name"]]] if by else None,
             **rec,
