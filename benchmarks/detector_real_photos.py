@@ -5,6 +5,8 @@ For each recipe (a detector config; `--recipes`), trains
 - one detector on every family (in-distribution: test accuracy and AUC, per real source and per family), and
 - one per left-out family (leave-one-family-out: trained on the other families, tested on ALL images of the
   left-out family against the held-out real test photos),
+- one per left-out real source (`--folds loro`: trained without it, tested on ALL its photos against the
+  held-out AI test images: how often photos from a source never seen are called AI-generated),
 and beside each, the shortcut probes on the same splits: the content probe (the same backbone and head on
 32 px thumbnails: what the pictures show) and the metadata probe (the format-bias audit of the files as
 stored, and of what the model sees after the input chain). Also: accuracy and share of the images the
@@ -58,8 +60,9 @@ RECIPES = {
 
 
 def held_out_figures(bundle, real_test, family, probe: bool = False) -> dict:
-    """AUC of a left-out family against the real test photos; accuracy at the bundle's threshold; with the
-    content check, the share decided and the accuracy on it."""
+    """AUC of a left-out family against the real test photos (or of a left-out real source against the AI
+    test images); accuracy at the bundle's threshold; with the content check and the real bound, the share
+    decided and the accuracy on it, overall and per side."""
     from sklearn.metrics import roc_auc_score
 
     from synthgap.data.sets import concat
@@ -87,6 +90,8 @@ def held_out_figures(bundle, real_test, family, probe: bool = False) -> dict:
         if bound:
             inside &= (p >= bundle.threshold) | (p < bound["p"])
         out["decided"] = float(inside.mean())
+        out["decided_real"], out["decided_synthetic"] = float(inside[y == 0].mean()), float(inside[y == 1].mean())
+        out["accuracy_decided_real"] = float(right[inside & (y == 0)].mean()) if (inside & (y == 0)).any() else None
         out["accuracy_decided"] = float(right[inside].mean()) if inside.any() else None
         # AUC over the decided images (both sides present)
         if inside.any() and len(np.unique(y[inside])) == 2:
@@ -95,7 +100,7 @@ def held_out_figures(bundle, real_test, family, probe: bool = False) -> dict:
 
 
 def train_pair(
-    loaded, chosen: list[str], cfg, folder: Path, robustness: bool = True
+    loaded, chosen: list[str], cfg, folder: Path, robustness: bool = True, real: list[str] | None = None
 ) -> tuple[dict, dict, float, float]:
     """The detector and its content probe (as a bundle of its own) on the same splits; reused when present.
     robustness: the detector's robustness table (minutes of degraded windows; left out of the left-out folds)."""
@@ -105,7 +110,7 @@ def train_pair(
     from synthgap.detect.probes import probe_config
     from synthgap.detect.train import run_detector
 
-    data = assemble(loaded, synthetic=chosen, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    data = assemble(loaded, synthetic=chosen, real=real, val_fraction=cfg.val_fraction, seed=cfg.seed)
     wall, peak = None, None
     if (folder / "detector" / "detector.json").exists():
         meta = json.loads((folder / "detector" / "detector.json").read_text())
@@ -120,6 +125,28 @@ def train_pair(
     else:
         pmeta = run_detector(data, pcfg, folder / "content-probe", progress=False, audit_page=False, robustness=False)
     return meta, pmeta, wall, peak
+
+
+def print_unseen_real(rows: list[dict]) -> None:
+    """Left-out real sources (--folds loro): how their photos fare, per recipe and seed."""
+    loro = [r for r in rows if r["fold"].startswith("real:")]
+    if not loro:
+        return
+    print("\nLeft-out real sources: every photo of a source never trained on, against the AI test images")
+    print(
+        "| recipe | left-out source | seed | AUC | its photos called AI at the threshold | decided of them | right of those |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in loro:
+        h = r["heldout"]
+
+        def pct(x):
+            return "-" if x is None else f"{100 * x:.0f}%"
+
+        print(
+            f"| {r['recipe']} | {r['fold'][5:]} | {r['seed']} | {h['auc']:.3f} | {pct(1 - h['recall_real'])} "
+            f"| {pct(h.get('decided_real'))} | {pct(h.get('accuracy_decided_real'))} |"
+        )
 
 
 def print_seed_spread(rows: list[dict], families: list[str]) -> None:
@@ -148,7 +175,11 @@ def main() -> None:
     data_root = os.environ.get("SYNTHGAP_DATA")
     ap.add_argument("--photos", default=str(Path(data_root) / "photos") if data_root else None, help="real/ and ai/")
     ap.add_argument("--recipes", default="chain-head,no-chain-head", help=f"comma-separated, of: {', '.join(RECIPES)}")
-    ap.add_argument("--folds", default="all,lofo", help="all (in-distribution) and/or lofo (leave-one-family-out)")
+    ap.add_argument(
+        "--folds",
+        default="all,lofo",
+        help="all (in-distribution), lofo (leave-one-family-out) and/or loro (leave-one-real-source-out)",
+    )
     ap.add_argument("--out", default="runs/bench-real-photos")
     ap.add_argument(
         "--seeds",
@@ -192,17 +223,29 @@ def main() -> None:
     seeds = [int(x) for x in args.seeds.split(",")]
     for recipe, seed in [(r, s) for r in args.recipes.split(",") for s in seeds]:
         cfg = from_dict(DetectorConfig, {**RECIPES[recipe], "seed": seed})
-        folds = (["all"] if "all" in args.folds else []) + (families if "lofo" in args.folds else [])
+        folds = (
+            (["all"] if "all" in args.folds else [])
+            + (families if "lofo" in args.folds else [])
+            + ([f"real:{r}" for r in real] if "loro" in args.folds else [])
+        )
         for fold in folds:
-            chosen = (families if fold == "all" else [f for f in families if f != fold]) + extra
-            folder = out / "+".join([recipe, *extra]) / ("all" if fold == "all" else f"without-{fold}")
+            left_real = fold.removeprefix("real:") if fold.startswith("real:") else None
+            used = [] if left_real else extra  # extras may be made of the left-out photos
+            chosen = (families if fold == "all" or left_real else [f for f in families if f != fold]) + used
+            name = "all" if fold == "all" else f"without-{left_real or fold}"
+            folder = out / "+".join([recipe, *used]) / name
             folder = folder / f"seed{seed}" if seed else folder
             meta, pmeta, wall, peak = train_pair(
-                loaded, chosen, cfg, folder, robustness=args.robustness and fold == "all" and not seed
+                loaded,
+                chosen,
+                cfg,
+                folder,
+                robustness=args.robustness and fold == "all" and not seed,
+                real=[r for r in real if r != left_real] if left_real else None,
             )
             probes = meta.get("probes", {})
             row = {
-                "recipe": "+".join([recipe, *extra]),
+                "recipe": "+".join([recipe, *used]),
                 "seed": seed,
                 "fold": fold,
                 "test_auc": meta["metrics"]["auc"],
@@ -217,9 +260,18 @@ def main() -> None:
             if fold != "all":
                 from synthgap.detect.model import load_bundle
 
-                family = concat([loaded.sets[fold, "train"], loaded.sets[fold, "test"]], fold, "synthetic")
-                row["heldout"] = held_out_figures(load_bundle(folder / "detector"), real_test, family)
-                row["probe_heldout"] = held_out_figures(load_bundle(folder / "content-probe"), real_test, family, True)
+                left = left_real or fold  # every image of the left-out source, against the other side's test split
+                unseen = concat(
+                    [loaded.sets[left, "train"], loaded.sets[left, "test"]], left, "real" if left_real else "synthetic"
+                )
+                other = (
+                    concat([loaded.sets[f, "test"] for f in families], "ai[test]", "synthetic")
+                    if left_real
+                    else real_test
+                )
+                pair = (unseen, other) if left_real else (other, unseen)
+                row["heldout"] = held_out_figures(load_bundle(folder / "detector"), *pair)
+                row["probe_heldout"] = held_out_figures(load_bundle(folder / "content-probe"), *pair, True)
             rows.append(row)
             last = folder / "detector" if fold == "all" and not seed else last
             print(json.dumps(row, default=float), flush=True)
@@ -245,6 +297,7 @@ def main() -> None:
         )
     if len(seeds) > 1:
         print_seed_spread(rows, families)
+    print_unseen_real(rows)
     print("\nPer source, in-distribution test split (detector):")
     for r in rows:
         if r["fold"] == "all":

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import make_image_folder, synthgap
+from diffusers import UNet2DModel
 from PIL import Image
 
 from synthgap import SynthgapError
@@ -263,6 +264,34 @@ def test_learning_rate_warms_up_holds_then_cools_down_to_zero_by_steps_or_budget
     assert {lr_factor(constant, s, 0.0) for s in range(100)} == {1.0}
 
 
+def test_low_res_trains_the_first_share_of_the_run_at_half_resolution(real, tmp_path):
+    seen = []
+    original = UNet2DModel.forward
+
+    def spy(self, sample, *a, **kw):
+        seen.append(sample.shape[-1])
+        return original(self, sample, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(UNet2DModel, "forward", spy)
+        train_generator(str(real), tmp_path / "low", tiny(steps=8, low_res=0.5, sample_every=0), progress=False)
+    # 16 px images, pixel-unshuffled by 2: 4 x 4 for the first half of the steps, then 8 x 8 (the final grid too)
+    assert seen[:8] == [4] * 4 + [8] * 4
+    assert load_generator(tmp_path / "low").image_size == 16
+
+
+def test_a_checkpoint_made_before_a_config_field_existed_resumes_with_its_default(real, tmp_path):
+    out = tmp_path / "old"
+    train_generator(str(real), out, tiny(steps=4), progress=False)
+    ckpt = torch.load(out / CHECKPOINT, weights_only=False)
+    del ckpt["identity"]["low_res"]  # as written before the field existed
+    torch.save(ckpt, out / CHECKPOINT)
+    train_generator(str(real), out, tiny(steps=6), resume=True, progress=False)
+    assert json.loads((out / "training.json").read_text())["steps"] == 6
+    with pytest.raises(SynthgapError, match="differs in: low_res"):
+        train_generator(str(real), out, tiny(steps=8, low_res=0.5), resume=True, progress=False)
+
+
 def test_training_cools_the_learning_rate_down_and_records_where(real, tmp_path):
     out = tmp_path / "cooled"
     cfg = tiny(steps=10, warmup=0, cooldown=0.5)
@@ -284,6 +313,8 @@ def test_training_cools_the_learning_rate_down_and_records_where(real, tmp_path)
         ({"cooldown": 1.5}, "'cooldown': expected a share of the run between 0 and 1"),
         ({"prediction": "x0"}, "'prediction'"),
         ({"time_limit": -1}, "'time_limit'"),
+        ({"low_res": 1.0}, "'low_res': expected a share of the run in [0, 1)"),
+        ({"image_size": 20, "low_res": 0.5}, "'image_size': 20 is not divisible by 8"),
     ],
 )
 def test_bad_configs_are_clear_errors(change, message):

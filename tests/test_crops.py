@@ -292,3 +292,22 @@ def test_a_photo_detector_stands_beside_its_probes_and_abstains_on_unfamiliar_co
     metrics = json.loads((folder / "metrics.json").read_text())
     sel = metrics["selective"]
     assert len(sel["coverage"]) == len(sel["accuracy"]) == 20 and "decided" not in sel  # no content check here
+
+
+def test_assemble_takes_the_sources_named_on_each_side(tmp_path):
+    """Leaving a source out of training (a real source as well as a generator) keeps it out of every split."""
+    r1, r2 = (make_photo_folder(tmp_path / n, 10, planted=False, seed=i, ext="jpg") for i, n in enumerate(["r1", "r2"]))
+    f1, f2 = (make_photo_folder(tmp_path / n, 10, planted=True, seed=5 + i) for i, n in enumerate(["f1", "f2"]))
+    loaded = load_sources(
+        [f"r1={r1}", f"r2={r2}"], [f"f1={f1}", f"f2={f2}"], classes=["x"], size=32, dedupe="off", progress=False
+    )
+    everything = assemble(loaded, val_fraction=0.2, seed=0)
+    assert {s for part in (everything.train, everything.val, everything.test) for s in part.sources} == {
+        "r1",
+        "r2",
+        "f1",
+        "f2",
+    }
+    chosen = assemble(loaded, real=["r2"], synthetic=["f1"], val_fraction=0.2, seed=0)
+    for part in (chosen.train, chosen.val, chosen.test):
+        assert set(part.sources) == {"r2", "f1"}

@@ -124,19 +124,20 @@ def assemble(
     loaded: LoadedSources,
     *,
     synthetic: list[str] | None = None,
+    real: list[str] | None = None,
     val_fraction: float = 0.1,
     train_size: int | None = None,
     test_size: int | None = None,
     seed: int = 0,
     normalize_format: int | None = None,
 ) -> DetectorData:
-    """Train / validation / test sets of the real sources and the `synthetic` ones (default: all).
+    """Train / validation / test sets of the `real` sources and the `synthetic` ones (default: all of a side).
 
     train_size caps each side before the validation split, test_size each side of test; within a side the
     sources come in equal shares (training repeats the images of a source too small for its share)."""
     if not 0 < val_fraction < 1:
         raise SynthgapError(f"config field 'val_fraction': expected a value in (0, 1), got {val_fraction}")
-    names = [s.name for s in loaded.sides[0]] + (synthetic or [s.name for s in loaded.sides[1]])
+    names = (real or [s.name for s in loaded.sides[0]]) + (synthetic or [s.name for s in loaded.sides[1]])
     joined = {
         split: concat([loaded.sets[n, split] for n in names], f"detector[{split}]", "mixed")
         for split in ("train", "test")

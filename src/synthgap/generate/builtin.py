@@ -50,7 +50,7 @@ from synthgap.artifacts import KINDS, read_meta
 from synthgap.config import from_dict, to_dict
 from synthgap.generate.config import GeneratorConfig
 from synthgap.io import environment, save_torch, write_json, write_text
-from synthgap.runs import RunDir, check_resume
+from synthgap.runs import RunDir, check_resume, recorded_identity
 from synthgap.runs import identity as run_identity
 
 log = logging.getLogger("synthgap")
@@ -142,6 +142,7 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
         ("prediction", cfg.prediction not in PREDICTIONS, f"one of {', '.join(PREDICTIONS)}"),
         ("warmup", cfg.warmup < 0, "steps >= 0"),
         ("cooldown", not 0 <= cfg.cooldown <= 1, "a share of the run between 0 and 1 (0: constant LR)"),
+        ("low_res", not 0 <= cfg.low_res < 1, "a share of the run in [0, 1) (0: full resolution throughout)"),
         ("ema_decay", not 0 <= cfg.ema_decay < 1, "between 0 and 1 (exclusive)"),
         ("label_dropout", not 0 <= cfg.label_dropout < 1, "between 0 and 1 (0: no classifier-free guidance)"),
         ("snr_gamma", cfg.snr_gamma < 0, ">= 0 (0: plain MSE)"),
@@ -162,11 +163,12 @@ def check_generator_config(cfg: GeneratorConfig) -> None:
     for name, bad, want in problems:
         if bad:
             raise SynthgapError(f"config field '{name}': expected {want}, got {getattr(cfg, name)!r}")
-    factor = cfg.patch_size * 2 ** (levels - 1)
+    factor = cfg.patch_size * 2 ** (levels - 1) * (2 if cfg.low_res else 1)
     if cfg.image_size % factor:
         raise SynthgapError(
             f"config field 'image_size': {cfg.image_size} is not divisible by {factor}, the UNet's down-sampling "
-            f"(patch_size {cfg.patch_size} x 2^{levels - 1} for {levels} levels of channels); use e.g. "
+            f"(patch_size {cfg.patch_size} x 2^{levels - 1} for {levels} levels of channels"
+            f"{', x 2 for low_res' if cfg.low_res else ''}); use e.g. "
             f"{max(factor, cfg.image_size // factor * factor)}"
         )
     groups = norm_groups(cfg.channels)
@@ -395,10 +397,15 @@ def lr_factor(cfg: GeneratorConfig, step: int, seconds: float) -> float:
     warm = min(1.0, (step + 1) / max(1, cfg.warmup))
     if not cfg.cooldown:
         return warm
+    return max(0.0, min(warm, (1 - run_progress(cfg, step, seconds)) / cfg.cooldown))
+
+
+def run_progress(cfg: GeneratorConfig, step: int, seconds: float) -> float:
+    """How far the run is, 0 to 1: by its steps, or by its time budget if that ends it first."""
     progress = step / cfg.steps
     if cfg.time_budget:
         progress = max(progress, seconds / (cfg.time_budget * 60))
-    return max(0.0, min(warm, (1 - progress) / cfg.cooldown))
+    return progress
 
 
 class GeneratorTrainer:
@@ -429,10 +436,13 @@ class GeneratorTrainer:
 
     # ------------------------------------------------------------ one step
 
-    def loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Diffusion loss of a batch of uint8 images: epsilon (or v) MSE at random timesteps, min-SNR weighted."""
+    def loss(self, images: torch.Tensor, labels: torch.Tensor, low_res: bool = False) -> torch.Tensor:
+        """Diffusion loss of a batch of uint8 images: epsilon (or v) MSE at random timesteps, min-SNR weighted.
+        `low_res`: on the images at half resolution (the same noise schedule; the UNet is convolutional)."""
         cfg, n = self.cfg, len(labels)
         x0 = images.float().div(127.5).sub(1)
+        if low_res:
+            x0 = F.avg_pool2d(x0, 2)
         if cfg.flip:
             flip = torch.rand(n, generator=self.rng) < 0.5
             x0 = torch.where(flip[:, None, None, None], x0.flip(3), x0)
@@ -483,7 +493,8 @@ class GeneratorTrainer:
         for group in self.opt.param_groups:
             group["lr"] = self.cfg.lr * factor
         idx = torch.randint(0, len(data_labels), (self.cfg.batch_size,), generator=self.rng)
-        loss = self.loss(data_images[idx], data_labels[idx])
+        low_res = run_progress(self.cfg, self.state.step, self.state.seconds) < self.cfg.low_res
+        loss = self.loss(data_images[idx], data_labels[idx], low_res)
         self.opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -521,8 +532,8 @@ class GeneratorTrainer:
     def load_checkpoint(self) -> None:
         path = self.out / CHECKPOINT
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        runtime = set(to_dict(self.cfg)) - set(identity(self.cfg))  # older checkpoints recorded every field
-        old = {k: v for k, v in ckpt["identity"].items() if k not in runtime}
+        # older checkpoints recorded every field, or lack fields added since (they take their defaults)
+        old = recorded_identity(GeneratorConfig, ckpt["identity"])
         check_resume(
             path,
             "a generator checkpoint",

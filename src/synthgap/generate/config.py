@@ -76,6 +76,10 @@ class GeneratorConfig:
     # well-scaled at every noise level, so the image estimate at high noise does not blow up)
     prediction: str = "epsilon"
     train_timesteps: int = 1000
+    # The first share of the run (of `steps`, or of the time budget) trains on the images at half resolution,
+    # then the rest at full: a low-resolution step takes about half the time (1.8x the steps on 2 CPU cores).
+    # 0: full resolution throughout.
+    low_res: float = 0.0
     flip: bool = True  # random horizontal flips of the real images
     sampler: str = field(
         default="dpm", metadata=RUNTIME
