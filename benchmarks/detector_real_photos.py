@@ -192,8 +192,9 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=DIR",
-        help="a synthetic source added to every fold's training families and never left out (e.g. reconstructions "
-        "of the real photos: one per real source folder, so their fixed hold-out splits match)",
+        help="a synthetic source added to every fold's training families (e.g. reconstructions of the real photos: one "
+        "per real source folder, so their fixed hold-out splits match); a loro fold leaves out the one whose folder is "
+        "named as its left-out real source",
     )
     ap.add_argument("--robustness", action="store_true", help="the robustness table of the in-distribution detector")
     args = ap.parse_args()
@@ -214,6 +215,9 @@ def main() -> None:
     )
     real = [s.name for s in loaded.sides[0]]
     extra = [e.split("=", 1)[0] for e in args.extra_synthetic]
+    # an extra made of one real source's photos (`autoencoder reconstruct` mirrors the real folders: its folder
+    # is named as that source) is left out with that source in the loro folds
+    made_of = {e.split("=", 1)[0]: Path(e.split("=", 1)[1]).name for e in args.extra_synthetic}
     families = [s.name for s in loaded.sides[1] if s.name not in extra]
     print(f"real sources: {real}; AI families: {families}", flush=True)
     from synthgap.data.sets import concat
@@ -230,7 +234,7 @@ def main() -> None:
         )
         for fold in folds:
             left_real = fold.removeprefix("real:") if fold.startswith("real:") else None
-            used = [] if left_real else extra  # extras may be made of the left-out photos
+            used = [e for e in extra if not left_real or made_of[e] != left_real]
             chosen = (families if fold == "all" or left_real else [f for f in families if f != fold]) + used
             name = "all" if fold == "all" else f"without-{left_real or fold}"
             folder = out / "+".join([recipe, *used]) / name
