@@ -12,17 +12,7 @@ import math
 
 import numpy as np
 
-# What each gap-closing arm needs beyond the synthetic set: it decides where the arm is usable.
-NEEDS = {
-    "finetune": "real labels",
-    "adabn": "unlabelled real images",
-    "augment": "nothing",
-    "filter": "real labels",
-    "selftrain": "unlabelled real images",
-}
-# Arms that adapt to the real images before they are tested (BatchNorm statistics re-estimated on, or students
-# trained with, unlabelled real images): their accuracy is not that of a model trained on synthetic images alone, so it is labelled.
-TRANSDUCTIVE = frozenset({"adabn", "selftrain"})
+from synthgap.experiments.config import GAP_CLOSING
 
 
 def _parts(arm: str) -> list[str]:
@@ -31,12 +21,12 @@ def _parts(arm: str) -> list[str]:
 
 def arm_needs(arm: str) -> str:
     """What an arm (or a combined arm such as "augment+adabn") needs beyond the synthetic set."""
-    needs = [n for n in dict.fromkeys(NEEDS.get(p, "?") for p in _parts(arm)) if n != "nothing"]
+    needs = [n for n in dict.fromkeys(GAP_CLOSING.get(p, ("?", False))[0] for p in _parts(arm)) if n != "nothing"]
     return " and ".join(needs) or "nothing"
 
 
 def is_transductive(arm: str | None) -> bool:
-    return bool(arm) and any(p in TRANSDUCTIVE for p in _parts(arm))
+    return bool(arm) and any(GAP_CLOSING.get(p, ("", False))[1] for p in _parts(arm))
 
 
 def arm_label(arm: str) -> str:

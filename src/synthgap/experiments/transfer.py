@@ -570,8 +570,8 @@ def self_train(
     import shutil
 
     device = select_device(cfg.train.device)
-    real, synthetic = data["real"]["train"], data["synthetic"]["train"]
-    synthetic = synthetic.subset(stratified_sample(synthetic.labels, ts.n_synthetic, np.random.default_rng([seed, 7])))
+    real = data["real"]["train"]
+    synthetic = draw_training_set(data, dataclasses.replace(ts, n_real=0), seed, run_dir)  # as any run draws it
     train_cfg = dataclasses.replace(cfg.train, seed=seed, augment=cfg.strong_augment)
     teacher = adapt_batchnorm(start.to(device), real.images, device=device)
     rounds = cfg.selftrain_rounds
